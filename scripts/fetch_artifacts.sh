@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Downloads the stack's Java artifacts from Maven Central into a cache outside the clone:
+#   kafka     Kafka broker + Connect worker runtime jars        -> $CRYPTOPIPE_CACHE/kafka-<v>/libs
+#   registry  Apicurio Registry server                          -> $CRYPTOPIPE_CACHE/registry-<v>
+#   plugins   Connect plugins (Debezium JDBC sink, Apicurio AvroConverter), one folder each
+#                                                               -> $CRYPTOPIPE_CACHE/plugins-<jdbc>-<conv>
+# Idempotent: a component already fetched is skipped (quietly). Versions come from .env.
+# Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins] [--plugins-dir DIR]
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
+load_settings
+
+usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+what="all"
+plugins_dir=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    -h|--help) usage; exit 0 ;;
+    --plugins-dir) plugins_dir="$2"; shift 2 ;;
+    all|kafka|registry|plugins) what="$1"; shift ;;
+    *) echo "ERROR: unknown argument '$1' (expected all|kafka|registry|plugins, --plugins-dir DIR)" >&2; exit 2 ;;
+  esac
+done
+
+MAVEN_DIR="$PROJECT_ROOT/stack/maven"
+KAFKA_HOME_DIR="$CRYPTOPIPE_CACHE/kafka-$KAFKA_VERSION"
+REGISTRY_HOME_DIR="$CRYPTOPIPE_CACHE/registry-$APICURIO_REGISTRY_VERSION"
+PLUGINS_HOME_DIR="${plugins_dir:-$CRYPTOPIPE_CACHE/plugins-$DEBEZIUM_JDBC_VERSION-$APICURIO_CONVERTER_VERSION}"
+
+mvn_run() {
+  local pom="$1"; shift
+  local work
+  work="$(mktemp -d)"
+  # A copy of the pom in a scratch folder keeps target/ out of the clone.
+  cp "$pom" "$work/pom.xml"
+  if ! mvn -B -s "$MAVEN_DIR/settings.xml" -f "$work/pom.xml" "$@" package >"$work/maven.log" 2>&1; then
+    echo "ERROR: Maven failed for $pom; last lines of its log:" >&2
+    tail -n 40 "$work/maven.log" >&2
+    rm -rf "$work"
+    return 1
+  fi
+  grep -E '^\[INFO\] (Downloaded from|Unpacking|Copying)' "$work/maven.log" | sed 's/^/  /' | tail -n 5 || true
+  rm -rf "$work"
+}
+
+fetched() { [[ -f "$1/.complete" ]]; }
+
+fetch_kafka() {
+  if fetched "$KAFKA_HOME_DIR"; then return 0; fi
+  echo "fetching Kafka $KAFKA_VERSION (broker + Connect runtime) into $KAFKA_HOME_DIR ..."
+  rm -rf "$KAFKA_HOME_DIR"; mkdir -p "$KAFKA_HOME_DIR"
+  mvn_run "$MAVEN_DIR/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
+  touch "$KAFKA_HOME_DIR/.complete"
+  echo "  $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
+}
+
+fetch_registry() {
+  if fetched "$REGISTRY_HOME_DIR"; then return 0; fi
+  echo "fetching Apicurio Registry $APICURIO_REGISTRY_VERSION into $REGISTRY_HOME_DIR (about 160 MB) ..."
+  rm -rf "$REGISTRY_HOME_DIR"; mkdir -p "$REGISTRY_HOME_DIR"
+  mvn_run "$MAVEN_DIR/archives/pom.xml" -Dapicurio.registry.version="$APICURIO_REGISTRY_VERSION" \
+    -Ddebezium.jdbc.version="$DEBEZIUM_JDBC_VERSION" -Dregistry.dir="$REGISTRY_HOME_DIR" \
+    -Dplugins.dir="$(mktemp -d)"
+  local jar
+  jar="$(find "$REGISTRY_HOME_DIR" -name quarkus-run.jar -print -quit)"
+  [[ -n "$jar" ]] || { echo "ERROR: no quarkus-run.jar inside the registry archive" >&2; return 1; }
+  echo "$jar" > "$REGISTRY_HOME_DIR/.complete"
+}
+
+fetch_plugins() {
+  if fetched "$PLUGINS_HOME_DIR"; then return 0; fi
+  echo "fetching Connect plugins (Debezium JDBC sink $DEBEZIUM_JDBC_VERSION, Apicurio converter $APICURIO_CONVERTER_VERSION) into $PLUGINS_HOME_DIR ..."
+  rm -rf "$PLUGINS_HOME_DIR"; mkdir -p "$PLUGINS_HOME_DIR"
+  mvn_run "$MAVEN_DIR/archives/pom.xml" -Dskip.registry=true -Dapicurio.registry.version="$APICURIO_REGISTRY_VERSION" \
+    -Ddebezium.jdbc.version="$DEBEZIUM_JDBC_VERSION" -Dplugins.dir="$PLUGINS_HOME_DIR"
+  mvn_run "$MAVEN_DIR/converter/pom.xml" -Dapicurio.converter.version="$APICURIO_CONVERTER_VERSION" \
+    -Doutput.dir="$PLUGINS_HOME_DIR/apicurio-converter"
+  [[ -d "$PLUGINS_HOME_DIR/debezium-connector-jdbc" ]] || { echo "ERROR: debezium-connector-jdbc folder missing after unpack" >&2; return 1; }
+  touch "$PLUGINS_HOME_DIR/.complete"
+}
+
+command -v mvn >/dev/null || { echo "ERROR: Maven (mvn) is required to fetch artifacts; install it (apt-get install maven)" >&2; exit 1; }
+case "$what" in
+  all) fetch_kafka; fetch_registry; fetch_plugins ;;
+  kafka) fetch_kafka ;;
+  registry) fetch_registry ;;
+  plugins) fetch_plugins ;;
+esac
+echo "artifacts ready ($what) in $CRYPTOPIPE_CACHE"

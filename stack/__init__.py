@@ -1,0 +1,1 @@
+"""Native mirror of docker-compose.yml: the same components as plain processes on loopback."""

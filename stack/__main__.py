@@ -1,0 +1,142 @@
+"""Native stack CLI: the same components as docker-compose.yml, as processes on 127.0.0.1.
+
+  up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect, wait until
+            each is healthy, set registry compatibility to BACKWARD, register the JDBC sink connector
+  down      stop everything `up` started (no process left behind)
+  status    each service's process and health, the connector's and tasks' state
+  logs      the last lines of a service's log
+  register  (re)register the connector from connect/*.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
+from stack.process import StackError
+from stack.registry_config import ensure_global_compatibility
+from stack.services import all_services
+from stack.settings import PROJECT_ROOT, StackSettings
+
+
+def fetch_artifacts() -> None:
+    subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "fetch_artifacts.sh"), "all"], check=True)
+
+
+def up(settings: StackSettings, with_connector: bool = True) -> dict[str, float]:
+    """Start every service in order; returns seconds per step (for the cold-start measurement)."""
+    timings: dict[str, float] = {}
+    started = time.monotonic()
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for service in all_services(settings):
+        t0 = time.monotonic()
+        print(f"starting {service.name:<9} ... ", end="", flush=True)
+        service.up()
+        timings[service.name] = time.monotonic() - t0
+        print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
+    level = ensure_global_compatibility(settings.ccompat_url)
+    print(f"registry global compatibility: {level}")
+    if with_connector:
+        t0 = time.monotonic()
+        register(settings.connect_url, DEFAULT_CONNECTOR_FILE)
+        timings["connector"] = time.monotonic() - t0
+        print(f"connector RUNNING in {timings['connector']:.1f}s")
+    timings["total"] = time.monotonic() - started
+    return timings
+
+
+def down(settings: StackSettings) -> None:
+    for service in reversed(all_services(settings)):
+        stopped = service.down()
+        print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")
+
+
+def status(settings: StackSettings) -> int:
+    healthy = True
+    for service in all_services(settings):
+        pid = service.process.pid()
+        try:
+            ok = pid is not None and service.is_ready()
+        except Exception:  # noqa: BLE001 - a failing probe is "unhealthy", shown below
+            ok = False
+        healthy &= ok
+        state = "healthy" if ok else ("running, NOT healthy" if pid else "stopped")
+        print(f"{service.name:<9} {state:<22} pid={pid or '-'}  log={service.process.log_file}")
+    name = load_connector()["name"]
+    try:
+        st = connector_status(settings.connect_url, name)
+    except Exception:  # noqa: BLE001
+        st = None
+    if st is None:
+        print(f"connector {name}: not registered (or Connect down)")
+        healthy = False
+    else:
+        tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", [])) or "no tasks"
+        print(f"connector {name}: {st['connector']['state']}; {tasks}")
+        healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
+    return 0 if healthy else 1
+
+
+def logs(settings: StackSettings, name: str, lines: int) -> None:
+    for service in all_services(settings):
+        if service.name == name:
+            print(service.process.log_tail(lines))
+            return
+    raise StackError(f"unknown service {name!r}; expected one of postgres, kafka, registry, connect")
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = StackSettings.load()
+    if args.command == "up":
+        if not args.no_fetch:
+            fetch_artifacts()
+        timings = up(settings, with_connector=not args.no_connector)
+        print(f"stack up in {timings['total']:.1f}s: all healthy" + (", connector RUNNING" if not args.no_connector else ""))
+        return 0
+    if args.command == "down":
+        down(settings)
+        print("stack down")
+        return 0
+    if args.command == "status":
+        return status(settings)
+    if args.command == "logs":
+        logs(settings, args.service, args.lines)
+        return 0
+    if args.command == "register":
+        register(settings.connect_url, Path(args.file), args.timeout)
+        print("connector registered and RUNNING")
+        return 0
+    raise AssertionError(args.command)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_up = sub.add_parser("up", help="start the stack and wait until healthy")
+    p_up.add_argument("--no-fetch", action="store_true", help="do not run scripts/fetch_artifacts.sh first")
+    p_up.add_argument("--no-connector", action="store_true", help="do not register the JDBC sink connector")
+    sub.add_parser("down", help="stop everything the stack started")
+    sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
+    p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
+    p_logs.add_argument("service", choices=["postgres", "kafka", "registry", "connect"])
+    p_logs.add_argument("-n", "--lines", type=int, default=60)
+    p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
+    p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))
+    p_reg.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args()
+    try:
+        sys.exit(main(args))
+    except StackError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except subprocess.CalledProcessError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,110 @@
+"""Register the JDBC sink with Kafka Connect: validate locally, validate remotely, upsert, wait for RUNNING.
+
+Idempotent: PUT /connectors/NAME/config creates or updates. Exits non-zero with the validation
+errors or the failing task's trace when the connector does not come up.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import requests
+
+from stack.process import StackError
+from stack.settings import PROJECT_ROOT
+
+CONNECT_DIR = PROJECT_ROOT / "connect"
+DEFAULT_CONNECTOR_FILE = CONNECT_DIR / "crypto-prices-jdbc-sink.json"
+CONNECTOR_SCHEMA_FILE = CONNECT_DIR / "connector.schema.json"
+
+
+def load_connector(path: Path = DEFAULT_CONNECTOR_FILE) -> dict[str, Any]:
+    """Parse a connector JSON file and check it against connect/connector.schema.json."""
+    try:
+        definition = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise StackError(f"{path}: not valid JSON: {exc}") from exc
+    schema = json.loads(CONNECTOR_SCHEMA_FILE.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(definition), key=lambda e: e.path)
+    if errors:
+        lines = [f"  - {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
+        raise StackError(f"{path} does not match {CONNECTOR_SCHEMA_FILE.name}:\n" + "\n".join(lines))
+    return definition
+
+
+def wait_for_connect(connect_url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            response = requests.get(f"{connect_url}/connectors", timeout=3)
+            if response.status_code == 200:
+                return
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as exc:
+            last = type(exc).__name__
+        time.sleep(1)
+    raise StackError(f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})")
+
+
+def validate_remotely(connect_url: str, config: dict[str, str]) -> None:
+    """Connect's own validation: unknown classes, bad values, unreachable database are reported here."""
+    plugin = config["connector.class"].rsplit(".", 1)[-1]
+    response = requests.put(f"{connect_url}/connector-plugins/{plugin}/config/validate", json=config, timeout=60)
+    if response.status_code != 200:
+        raise StackError(f"Connect refused to validate the config: HTTP {response.status_code} {response.text[:500]}")
+    result = response.json()
+    if result.get("error_count", 0):
+        problems = [
+            f"  - {c['value']['name']}: {'; '.join(c['value']['errors'])}"
+            for c in result["configs"] if c["value"].get("errors")
+        ]
+        raise StackError(f"Connect found {result['error_count']} error(s) in the config:\n" + "\n".join(problems))
+
+
+def upsert(connect_url: str, name: str, config: dict[str, str]) -> bool:
+    """Create or update; returns True when the connector was newly created."""
+    response = requests.put(f"{connect_url}/connectors/{name}/config", json=config, timeout=60)
+    if response.status_code not in (200, 201):
+        raise StackError(f"PUT /connectors/{name}/config failed: HTTP {response.status_code} {response.text[:1000]}")
+    return response.status_code == 201
+
+
+def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
+    response = requests.get(f"{connect_url}/connectors/{name}/status", timeout=5)
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    return response.json()
+
+
+def wait_running(connect_url: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
+    """Poll until the connector and every task are RUNNING; raise with the trace on FAILED."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] | None = None
+    while time.monotonic() < deadline:
+        status = connector_status(connect_url, name)
+        if status:
+            states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+            failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
+            if status["connector"]["state"] == "FAILED" or failed:
+                trace = (failed[0] if failed else status["connector"]).get("trace", "(no trace)")
+                raise StackError(f"connector {name} FAILED:\n{trace[:4000]}")
+            if status.get("tasks") and all(s == "RUNNING" for s in states):
+                return status
+        time.sleep(1)
+    raise StackError(f"connector {name} not RUNNING after {timeout:.0f}s; last status: {json.dumps(status)}")
+
+
+def register(connect_url: str, path: Path = DEFAULT_CONNECTOR_FILE, timeout: float = 120.0) -> dict[str, Any]:
+    definition = load_connector(path)
+    name, config = definition["name"], definition["config"]
+    wait_for_connect(connect_url, timeout)
+    validate_remotely(connect_url, config)
+    created = upsert(connect_url, name, config)
+    print(f"connector {name} {'created' if created else 'updated'}; waiting for RUNNING ...", flush=True)
+    return wait_running(connect_url, name, timeout)

@@ -1,0 +1,327 @@
+"""The four services of the native stack, each with one start / wait-until-ready / stop routine.
+
+Used by the `stack` CLI (scripts/stack.sh) and by the test fixtures, so tests run what users run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import psycopg
+import requests
+from confluent_kafka.admin import AdminClient
+
+from stack.process import ManagedProcess, StackError
+from stack.settings import PROJECT_ROOT, StackSettings
+
+CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
+JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
+
+
+def _http_ok(url: str) -> bool:
+    return requests.get(url, timeout=2).status_code == 200
+
+
+def _java(minimum: int = 17) -> str:
+    """A java binary of at least `minimum`: $JAVA_HOME, then PATH, then the JDKs under /usr/lib/jvm."""
+    candidates = [Path(os.environ["JAVA_HOME"]) / "bin" / "java"] if os.environ.get("JAVA_HOME") else []
+    if found := shutil.which("java"):
+        candidates.append(Path(found))
+    candidates += sorted(Path("/usr/lib/jvm").glob("*/bin/java"), reverse=True)
+    for java in candidates:
+        if java.exists() and _java_major(java) >= minimum:
+            return str(java)
+    raise StackError(f"no Java {minimum}+ found (JAVA_HOME, PATH, /usr/lib/jvm): install a JDK {minimum} or newer")
+
+
+def _java_major(java: Path) -> int:
+    out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False).stderr
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else 0
+
+
+class Service:
+    """Base: a named process plus the settings it runs with. Subclasses fill in the hooks below."""
+
+    name = ""
+    readiness = ""
+    ready_timeout = 120.0
+    stop_signal = signal.SIGTERM
+
+    def __init__(self, settings: StackSettings) -> None:
+        self.settings = settings
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess(self.name, self.settings.state_dir, stop_signal=self.stop_signal)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.state_dir / self.name
+
+    def up(self) -> float:
+        """Start (if not running) and wait until ready; returns the seconds spent waiting."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        self.process.start(self.command(), env=self.environment())
+        return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
+
+    def down(self) -> bool:
+        return self.process.stop()
+
+    # -- to override ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """One-time set-up before the first start (idempotent)."""
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        return {}
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+
+class Postgres(Service):
+    """A PostgreSQL cluster in a data directory of its own; init.sql applied by scripts/init_db.sh."""
+
+    name = "postgres"
+    readiness = "accepts a connection and answers SELECT 1"
+    stop_signal = signal.SIGINT  # "fast" shutdown: does not wait for clients to disconnect
+
+    @property
+    def bin_dir(self) -> Path:
+        major = self.settings["POSTGRES_VERSION"].split(".")[0]
+        path = Path(f"/usr/lib/postgresql/{major}/bin")
+        if not (path / "postgres").exists():
+            raise StackError(
+                f"PostgreSQL {major} server binaries not found in {path}: "
+                f"install them with `apt-get install postgresql-{major}` (the major version is POSTGRES_VERSION in .env)"
+            )
+        return path
+
+    @property
+    def data_dir(self) -> Path:
+        """Root cannot run PostgreSQL; the postgres user must reach the data dir, so root's lives in /var/lib."""
+        if os.geteuid() != 0:
+            return self.settings.state_dir / "postgres"
+        tag = hashlib.sha1(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:10]
+        return Path("/var/lib/cryptopipe") / tag / "postgres"
+
+    def _as_db_user(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            raise StackError("running as root needs the 'postgres' OS user (apt-get install postgresql)") from None
+        return ["runuser", "-u", "postgres", "--", *argv]
+
+    def prepare(self) -> None:
+        data = self.data_dir
+        if os.geteuid() == 0:
+            shutil.chown(data, "postgres", "postgres")
+            data.chmod(0o700)
+        if (data / "PG_VERSION").exists():
+            return
+        pwfile = data.parent / f"{data.name}.pw"
+        pwfile.write_text(self.settings["POSTGRES_PASSWORD"] + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres", "postgres")
+        result = subprocess.run(
+            self._as_db_user([
+                str(self.bin_dir / "initdb"), "-D", str(data), "-U", self.settings["POSTGRES_USER"],
+                f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
+                "--encoding=UTF8", "--locale=C.UTF-8",
+            ]),
+            capture_output=True, text=True, check=False,
+        )
+        pwfile.unlink(missing_ok=True)
+        if result.returncode != 0:
+            raise StackError(f"initdb failed in {data}:\n{result.stdout}\n{result.stderr}")
+
+    def command(self) -> list[str]:
+        return self._as_db_user([
+            str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
+            "-p", str(self.settings.port("POSTGRES")), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
+        ])
+
+    def is_ready(self) -> bool:
+        with psycopg.connect(self.settings.pg_dsn(dbname="postgres"), connect_timeout=2) as conn:
+            return conn.execute("SELECT 1").fetchone() == (1,)
+
+    def up(self) -> float:
+        waited = super().up()
+        self.apply_init_sql()
+        return waited
+
+    def apply_init_sql(self) -> None:
+        env = {
+            **os.environ, **self.settings.env,
+            "PGHOST": "127.0.0.1", "PGPORT": str(self.settings.port("POSTGRES")),
+            "PGUSER": self.settings["POSTGRES_USER"], "PGPASSWORD": self.settings["POSTGRES_PASSWORD"],
+        }
+        result = subprocess.run(
+            ["bash", str(PROJECT_ROOT / "scripts" / "init_db.sh")], env=env,
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"scripts/init_db.sh failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+
+class Kafka(Service):
+    """Apache Kafka in KRaft combined mode (broker + controller in one process), storage formatted once."""
+
+    name = "kafka"
+    readiness = "the admin API lists topics"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    def _java_base(self) -> list[str]:
+        libs = self.settings.kafka_home / "libs"
+        if not libs.is_dir():
+            raise StackError(f"Kafka jars missing in {libs}: run scripts/fetch_artifacts.sh")
+        return [
+            _java(), "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
+            "-cp", f"{libs}/*",
+        ]
+
+    def prepare(self) -> None:
+        s = self.settings
+        port, ctrl = s.port("KAFKA"), s.port("KAFKA_CONTROLLER")
+        shared = (CONFIG_DIR / "kafka-broker.properties").read_text()
+        self.config_file.write_text(
+            shared
+            + "\n# --- native stack: loopback listeners ---\n"
+            + f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}\n"
+            + f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+            + "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            + f"controller.quorum.voters=1@127.0.0.1:{ctrl}\n"
+            + f"log.dirs={self.data_dir / 'logs'}\n"
+        )
+        if (self.data_dir / "logs" / "meta.properties").exists():
+            return
+        cluster_id = subprocess.run(
+            [*self._java_base(), "kafka.tools.StorageTool", "random-uuid"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        result = subprocess.run(
+            [*self._java_base(), "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(self.config_file), "--ignore-formatted"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
+
+    def command(self) -> list[str]:
+        return [*self._java_base(), "kafka.Kafka", str(self.config_file)]
+
+    def is_ready(self) -> bool:
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+        admin.list_topics(timeout=2)
+        return True
+
+
+class Registry(Service):
+    """Apicurio Registry with durable storage in the stack's PostgreSQL."""
+
+    name = "registry"
+    readiness = "GET /health/ready on the management port answers 200"
+    ready_timeout = 180.0
+
+    def command(self) -> list[str]:
+        marker = self.settings.registry_home / ".complete"
+        if not marker.exists():
+            raise StackError(f"Apicurio Registry missing in {self.settings.registry_home}: run scripts/fetch_artifacts.sh")
+        return [_java(minimum=21), "-Xms128m", "-Xmx512m", "-jar", marker.read_text().strip()]
+
+    def environment(self) -> dict[str, str]:
+        s = self.settings
+        return {
+            "QUARKUS_HTTP_HOST": "127.0.0.1",
+            "QUARKUS_HTTP_PORT": str(s.port("REGISTRY")),
+            "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
+            "QUARKUS_MANAGEMENT_PORT": str(s.port("REGISTRY_MANAGEMENT")),
+            "APICURIO_STORAGE_KIND": "sql",
+            "APICURIO_STORAGE_SQL_KIND": "postgresql",
+            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['REGISTRY_DB']}",
+            "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
+            "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
+            "APICURIO_RULES_GLOBAL_COMPATIBILITY": "BACKWARD",
+        }
+
+    def is_ready(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.settings.port('REGISTRY_MANAGEMENT')}/health/ready")
+
+
+class Connect(Service):
+    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter."""
+
+    name = "connect"
+    readiness = "GET /connectors answers 200 and the JDBC sink plugin is loaded"
+    ready_timeout = 180.0
+
+    def command(self) -> list[str]:
+        libs = self.settings.kafka_home / "libs"
+        if not (self.settings.plugins_dir / ".complete").exists():
+            raise StackError(f"Connect plugins missing in {self.settings.plugins_dir}: run scripts/fetch_artifacts.sh")
+        return [
+            _java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
+            "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),
+        ]
+
+    @property
+    def worker_file(self) -> Path:
+        return self.data_dir / "worker.properties"
+
+    def prepare(self) -> None:
+        """The shared worker.properties with plugin.path pointed at the native plugin cache."""
+        shared = (PROJECT_ROOT / "connect" / "worker.properties").read_text()
+        native = re.sub(r"(?m)^plugin\.path=.*$", f"plugin.path={self.settings.plugins_dir}", shared)
+        self.worker_file.write_text(native)
+
+    def environment(self) -> dict[str, str]:
+        return connect_worker_env(self.settings)
+
+    def is_ready(self) -> bool:
+        url = self.settings.connect_url
+        if not _http_ok(f"{url}/connectors"):
+            return False
+        plugins = requests.get(f"{url}/connector-plugins", timeout=2).json()
+        return any(p.get("class") == JDBC_SINK_CLASS for p in plugins)
+
+
+def connect_worker_env(s: StackSettings) -> dict[str, str]:
+    """Environment the worker resolves ${env:...} from, in worker.properties and connector configs."""
+    return {
+        "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+        "CONNECT_LISTEN_HOST": "127.0.0.1",
+        "CONNECT_ADVERTISED_HOST": "127.0.0.1",
+        "CONNECT_PORT": str(s.port("CONNECT")),
+        "CONNECT_JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['POSTGRES_DB']}",
+        "CONNECT_DB_USER": s["CONNECT_DB_USER"],
+        "CONNECT_DB_PASSWORD": s["CONNECT_DB_PASSWORD"],
+        "CONNECT_REGISTRY_URL": f"{s.registry_base}/apis/registry/v2",
+        "TICKS_TOPIC": s["TICKS_TOPIC"],
+        "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
+        "KAFKA_HEAP_OPTS": "-Xmx768m",
+    }
+
+
+def all_services(settings: StackSettings) -> list[Service]:
+    """In start order; stop in reverse."""
+    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings)]
+
