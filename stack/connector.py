@@ -51,10 +51,10 @@ def wait_for_connect(connect_url: str, timeout: float = 120.0) -> None:
     raise StackError(f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})")
 
 
-def validate_remotely(connect_url: str, config: dict[str, str]) -> None:
+def validate_remotely(connect_url: str, name: str, config: dict[str, str]) -> None:
     """Connect's own validation: unknown classes, bad values, unreachable database are reported here."""
     plugin = config["connector.class"].rsplit(".", 1)[-1]
-    response = requests.put(f"{connect_url}/connector-plugins/{plugin}/config/validate", json=config, timeout=60)
+    response = requests.put(f"{connect_url}/connector-plugins/{plugin}/config/validate", json={**config, "name": name}, timeout=60)
     if response.status_code != 200:
         raise StackError(f"Connect refused to validate the config: HTTP {response.status_code} {response.text[:500]}")
     result = response.json()
@@ -104,7 +104,7 @@ def register(connect_url: str, path: Path = DEFAULT_CONNECTOR_FILE, timeout: flo
     definition = load_connector(path)
     name, config = definition["name"], definition["config"]
     wait_for_connect(connect_url, timeout)
-    validate_remotely(connect_url, config)
+    validate_remotely(connect_url, name, config)
     created = upsert(connect_url, name, config)
     print(f"connector {name} {'created' if created else 'updated'}; waiting for RUNNING ...", flush=True)
     return wait_running(connect_url, name, timeout)

@@ -17,6 +17,7 @@ from pathlib import Path
 import psycopg
 import requests
 from confluent_kafka.admin import AdminClient
+from dotenv import dotenv_values
 
 from stack.process import ManagedProcess, StackError
 from stack.settings import PROJECT_ROOT, StackSettings
@@ -254,12 +255,10 @@ class Registry(Service):
             "QUARKUS_HTTP_PORT": str(s.port("REGISTRY")),
             "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
             "QUARKUS_MANAGEMENT_PORT": str(s.port("REGISTRY_MANAGEMENT")),
-            "APICURIO_STORAGE_KIND": "sql",
-            "APICURIO_STORAGE_SQL_KIND": "postgresql",
+            **{k: v for k, v in dotenv_values(CONFIG_DIR / "registry.env").items() if v is not None},
             "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['REGISTRY_DB']}",
             "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
             "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
-            "APICURIO_RULES_GLOBAL_COMPATIBILITY": "BACKWARD",
         }
 
     def is_ready(self) -> bool:
