@@ -95,7 +95,8 @@ def main(args: argparse.Namespace) -> int:
         if not args.no_fetch:
             fetch_artifacts()
         timings = up(settings, with_connector=not args.no_connector)
-        print(f"stack up in {timings['total']:.1f}s: all healthy" + (", connector RUNNING" if not args.no_connector else ""))
+        suffix = "" if args.no_connector else ", connector RUNNING"
+        print(f"stack up in {timings['total']:.1f}s: all healthy{suffix}")
         return 0
     if args.command == "down":
         down(settings)
@@ -114,7 +115,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def cli() -> None:
-    parser = argparse.ArgumentParser(prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p_up = sub.add_parser("up", help="start the stack and wait until healthy")
     p_up.add_argument("--no-fetch", action="store_true", help="do not run scripts/fetch_artifacts.sh first")

@@ -29,7 +29,8 @@ def load_connector(path: Path = DEFAULT_CONNECTOR_FILE) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise StackError(f"{path}: not valid JSON: {exc}") from exc
     schema = json.loads(CONNECTOR_SCHEMA_FILE.read_text())
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(definition), key=lambda e: e.path)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(definition), key=lambda e: list(e.path))
     if errors:
         lines = [f"  - {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
         raise StackError(f"{path} does not match {CONNECTOR_SCHEMA_FILE.name}:\n" + "\n".join(lines))
@@ -48,13 +49,16 @@ def wait_for_connect(connect_url: str, timeout: float = 120.0) -> None:
         except requests.RequestException as exc:
             last = type(exc).__name__
         time.sleep(1)
-    raise StackError(f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})")
+    raise StackError(
+        f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})"
+    )
 
 
 def validate_remotely(connect_url: str, name: str, config: dict[str, str]) -> None:
     """Connect's own validation: unknown classes, bad values, unreachable database are reported here."""
     plugin = config["connector.class"].rsplit(".", 1)[-1]
-    response = requests.put(f"{connect_url}/connector-plugins/{plugin}/config/validate", json={**config, "name": name}, timeout=60)
+    url = f"{connect_url}/connector-plugins/{plugin}/config/validate"
+    response = requests.put(url, json={**config, "name": name}, timeout=60)
     if response.status_code != 200:
         raise StackError(f"Connect refused to validate the config: HTTP {response.status_code} {response.text[:500]}")
     result = response.json()

@@ -6,6 +6,7 @@ separate invocations. Each process runs in a session of its own; stopping signal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -88,16 +89,12 @@ class ManagedProcess:
             self.pid_file.unlink(missing_ok=True)
             return False
         members = _group_members(pid)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, self.stop_signal)
-        except ProcessLookupError:
-            pass
         _gone, alive = psutil.wait_procs(members, timeout=self.stop_timeout)
         for proc in alive:
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 proc.kill()
-            except psutil.NoSuchProcess:
-                pass
         psutil.wait_procs(alive, timeout=5)
         self.pid_file.unlink(missing_ok=True)
         return True

@@ -105,7 +105,8 @@ class Postgres(Service):
         if not (path / "postgres").exists():
             raise StackError(
                 f"PostgreSQL {major} server binaries not found in {path}: "
-                f"install them with `apt-get install postgresql-{major}` (the major version is POSTGRES_VERSION in .env)"
+                f"install them with `apt-get install postgresql-{major}` "
+                "(the major version is POSTGRES_VERSION in .env)"
             )
         return path
 
@@ -245,7 +246,9 @@ class Registry(Service):
     def command(self) -> list[str]:
         marker = self.settings.registry_home / ".complete"
         if not marker.exists():
-            raise StackError(f"Apicurio Registry missing in {self.settings.registry_home}: run scripts/fetch_artifacts.sh")
+            raise StackError(
+                f"Apicurio Registry missing in {self.settings.registry_home}: run scripts/fetch_artifacts.sh"
+            )
         return [_java(minimum=21), "-Xms128m", "-Xmx512m", "-jar", marker.read_text().strip()]
 
     def environment(self) -> dict[str, str]:

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
+
+from stack.services import Kafka, Postgres
+from stack.settings import PROJECT_ROOT, StackSettings
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
                        "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
@@ -28,9 +34,7 @@ def free_port() -> int:
 class StackHandle:
     """What tests need from the running stack."""
 
-    def __init__(self, settings, owned: bool) -> None:  # noqa: ANN001 - StackSettings, imported lazily
-        from stack.services import Kafka
-
+    def __init__(self, settings: StackSettings, owned: bool) -> None:
         self.settings = settings
         self.owned = owned
         self._kafka = Kafka(settings)
@@ -68,46 +72,55 @@ class StackHandle:
         self._kafka.up()
 
 
+def run_stack_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    """The stack CLI exactly as users run it (scripts/stack.sh minus the virtualenv bootstrap)."""
+    return subprocess.run([sys.executable, "-m", "stack", *args], env=env, cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def stack_processes(state_dir: Path) -> list[psutil.Process]:
+    """Processes that belong to a stack: anything whose command line mentions its state directory."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(state_dir) in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
+    """Start clean, wait until healthy and the connector RUNNING, hand out the stack, always stop it,
+    and fail the run if `down` leaves any process of it behind."""
     if os.environ.get("CRYPTOPIPE_TEST_STACK") == "running":
-        from stack.settings import StackSettings
-
         yield StackHandle(StackSettings.load(), owned=False)
         return
 
     state_dir: Path = tmp_path_factory.mktemp("stack")
-    saved = {k: os.environ.get(k) for k in (*STACK_PORT_SETTINGS, "CRYPTOPIPE_STATE")}
-    os.environ["CRYPTOPIPE_STATE"] = str(state_dir)
-    for key in STACK_PORT_SETTINGS:
-        os.environ[key] = str(free_port())
-
-    from stack.__main__ import down, up
-    from stack.settings import StackSettings
-
+    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **{key: str(free_port()) for key in STACK_PORT_SETTINGS}}
+    saved = {k: os.environ.get(k) for k in overrides}
+    os.environ.update(overrides)
+    env = dict(os.environ)
     settings = StackSettings.load()
     try:
-        up(settings, with_connector=True)
-    except BaseException:
-        _print_logs(settings)
-        down(settings)
-        raise
-    try:
+        started = run_stack_cli("up", "--no-fetch", env=env)
+        if started.returncode != 0:
+            run_stack_cli("down", env=env)
+            pytest.fail(f"stack up failed:\n{started.stdout[-4000:]}\n{started.stderr[-6000:]}", pytrace=False)
+        print(started.stdout)
         yield StackHandle(settings, owned=True)
     finally:
-        down(settings)
+        stopped = run_stack_cli("down", env=env)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _print_logs(settings) -> None:  # noqa: ANN001
-    from stack.services import all_services
-
-    for service in all_services(settings):
-        print(service.process.log_tail(30))
+        leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
+        assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
+        assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 
 
 @pytest.fixture

@@ -1,0 +1,98 @@
+"""docker-compose.yml cannot run here (no Docker engine): check its structure and that it runs the
+same versions, config files and connector settings as the native stack."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from dotenv import dotenv_values
+
+from stack.services import connect_worker_env
+from stack.settings import PROJECT_ROOT, StackSettings
+
+LONG_RUNNING = ("postgres", "broker", "registry", "connect", "producer")
+ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
+
+
+def interpolate(value: str) -> str:
+    return re.sub(r"\$\{([A-Z0-9_]+)\}", lambda m: ENV[m.group(1)], value)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_variable_the_compose_file_uses_is_defined_in_env(compose: dict) -> None:
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    used = set(re.findall(r"(?<!\$)\$\{([A-Z0-9_]+)\}", text))
+    assert used - ENV.keys() == set()
+
+
+@pytest.mark.parametrize("service", LONG_RUNNING)
+def test_long_running_services_have_a_healthcheck(compose: dict, service: str) -> None:
+    check = compose["services"][service]["healthcheck"]
+    assert check["test"] and {"interval", "timeout", "retries", "start_period"} <= check.keys()
+
+
+def test_images_are_pinned_to_the_versions_in_env(compose: dict) -> None:
+    images = {name: interpolate(svc["image"]) for name, svc in compose["services"].items() if "image" in svc}
+    assert images["broker"] == images["connect"] == f"apache/kafka:{ENV['KAFKA_VERSION']}"
+    assert images["registry"] == f"quay.io/apicurio/apicurio-registry:{ENV['APICURIO_REGISTRY_VERSION']}"
+    assert images["postgres"] == f"postgres:{ENV['POSTGRES_VERSION']}"
+    assert all(not image.endswith(":latest") and ":" in image for image in images.values())
+
+
+def test_host_ports_bind_to_loopback_only(compose: dict) -> None:
+    ports = [p for svc in compose["services"].values() for p in svc.get("ports", [])]
+    assert ports and all(p.startswith("127.0.0.1:") for p in ports)
+
+
+def test_dependents_wait_for_healthy_services_and_completed_one_shots(compose: dict) -> None:
+    services = compose["services"]
+    connect_deps = services["connect"]["depends_on"]
+    assert connect_deps["broker"]["condition"] == "service_healthy"
+    assert connect_deps["registry"]["condition"] == "service_healthy"
+    assert connect_deps["connect-plugins"]["condition"] == "service_completed_successfully"
+    assert services["register-connector"]["depends_on"]["connect"]["condition"] == "service_healthy"
+    assert services["producer"]["depends_on"]["register-connector"]["condition"] == "service_completed_successfully"
+
+
+def test_broker_advertises_an_internal_listener_for_containers_and_localhost_for_the_host(compose: dict) -> None:
+    env = compose["services"]["broker"]["environment"]
+    advertised = interpolate(env["KAFKA_ADVERTISED_LISTENERS"])
+    assert "broker:29092" in advertised and f"localhost:{ENV['KAFKA_PORT']}" in advertised
+    assert compose["services"]["connect"]["environment"]["CONNECT_BOOTSTRAP_SERVERS"] == "broker:29092"
+
+
+def test_containers_use_the_config_files_the_native_stack_uses(compose: dict) -> None:
+    services = compose["services"]
+    shared_broker_config = "./stack/config/kafka-broker.properties:/mnt/shared/config/server.properties:ro"
+    assert shared_broker_config in services["broker"]["volumes"]
+    assert services["connect"]["command"] == ["/project/connect/worker.properties"]
+    assert services["registry"]["env_file"] == "./stack/config/registry.env"
+    assert "./scripts/init_db.sh:/docker-entrypoint-initdb.d/10-init_db.sh:ro" in services["postgres"]["volumes"]
+    assert services["register-connector"]["command"] == ["bash", "scripts/register_connector.sh"]
+
+
+def test_connect_container_gets_every_variable_the_native_worker_gets(compose: dict) -> None:
+    native = set(connect_worker_env(StackSettings.load()))
+    container = set(compose["services"]["connect"]["environment"])
+    assert native == container
+
+
+def test_connect_plugins_are_fetched_into_the_folder_worker_properties_names(compose: dict) -> None:
+    worker = (PROJECT_ROOT / "connect" / "worker.properties").read_text()
+    plugin_path = re.search(r"(?m)^plugin\.path=(.*)$", worker).group(1)
+    fetch = compose["services"]["connect-plugins"]["command"]
+    assert fetch[fetch.index("--plugins-dir") + 1] == plugin_path
+    assert f"connect-plugins:{plugin_path}:ro" in compose["services"]["connect"]["volumes"]
+
+
+def test_producer_image_builds_from_a_pinned_python(compose: dict) -> None:
+    dockerfile = Path(PROJECT_ROOT / compose["services"]["producer"]["build"]["dockerfile"]).read_text()
+    assert "FROM python:${PYTHON_IMAGE_VERSION}" in dockerfile
+    assert compose["services"]["producer"]["build"]["args"]["PYTHON_IMAGE_VERSION"] == "${PYTHON_IMAGE_VERSION}"
