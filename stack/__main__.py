@@ -6,18 +6,22 @@
   status    each service's process and health, the connector's and tasks' state
   logs      the last lines of a service's log
   register  (re)register the connector from connect/*.json
+
+`up --producer "ARGS"` also starts the producer (python -m producer ARGS) in the background; its log
+is .stack/logs/producer.log and `down` stops it first (SIGTERM: it flushes and reports its counts).
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
-from stack.process import StackError
+from stack.process import ManagedProcess, StackError
 from stack.registry_config import ensure_global_compatibility
 from stack.services import all_services
 from stack.settings import PROJECT_ROOT, StackSettings
@@ -49,7 +53,22 @@ def up(settings: StackSettings, with_connector: bool = True) -> dict[str, float]
     return timings
 
 
+def producer_process(settings: StackSettings) -> ManagedProcess:
+    return ManagedProcess("producer", settings.state_dir, stop_timeout=60)
+
+
+def start_producer(settings: StackSettings, producer_args: str) -> int:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "SCHEMA_REGISTRY_URL": settings.ccompat_url}
+    pid = producer_process(settings).start(
+        [sys.executable, "-m", "producer", *shlex.split(producer_args)], env=env, cwd=PROJECT_ROOT
+    )
+    print(f"producer started (pid {pid}): python -m producer {producer_args}")
+    return pid
+
+
 def down(settings: StackSettings) -> None:
+    if producer_process(settings).stop():
+        print("producer  stopped")
     for service in reversed(all_services(settings)):
         stopped = service.down()
         print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")
@@ -66,6 +85,9 @@ def status(settings: StackSettings) -> int:
         healthy &= ok
         state = "healthy" if ok else ("running, NOT healthy" if pid else "stopped")
         print(f"{service.name:<9} {state:<22} pid={pid or '-'}  log={service.process.log_file}")
+    producer = producer_process(settings)
+    print(f"{'producer':<9} {'running' if producer.is_running() else 'not started':<22} "
+          f"pid={producer.pid() or '-'}  log={producer.log_file}")
     name = load_connector()["name"]
     try:
         st = connector_status(settings.connect_url, name)
@@ -95,6 +117,8 @@ def main(args: argparse.Namespace) -> int:
         if not args.no_fetch:
             fetch_artifacts()
         timings = up(settings, with_connector=not args.no_connector)
+        if args.producer is not None:
+            start_producer(settings, args.producer)
         suffix = "" if args.no_connector else ", connector RUNNING"
         print(f"stack up in {timings['total']:.1f}s: all healthy{suffix}")
         return 0
@@ -122,6 +146,7 @@ def cli() -> None:
     p_up = sub.add_parser("up", help="start the stack and wait until healthy")
     p_up.add_argument("--no-fetch", action="store_true", help="do not run scripts/fetch_artifacts.sh first")
     p_up.add_argument("--no-connector", action="store_true", help="do not register the JDBC sink connector")
+    p_up.add_argument("--producer", metavar="ARGS", help='also start the producer, e.g. --producer "--source stream"')
     sub.add_parser("down", help="stop everything the stack started")
     sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
