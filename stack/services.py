@@ -231,7 +231,8 @@ class Kafka(Service):
         return [*self._java_base(), "kafka.Kafka", str(self.config_file)]
 
     def is_ready(self) -> bool:
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers})
+        # log_level 0: "connection refused" while the broker boots is expected, not worth printing
+        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
         admin.list_topics(timeout=2)
         return True
 

@@ -1,0 +1,310 @@
+-- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it on every
+-- start of the native stack and on the first start of the postgres container.
+--
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER)
+--   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
+--   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
+--                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
+--
+-- Role names and passwords come from the environment (psql's \getenv), with the .env defaults.
+\set ON_ERROR_STOP on
+
+\getenv writer_role CONNECT_DB_USER
+\getenv writer_password CONNECT_DB_PASSWORD
+\getenv reader_role POWERBI_DB_USER
+\getenv reader_password POWERBI_DB_PASSWORD
+\if :{?writer_role} \else \set writer_role crypto_writer \endif
+\if :{?writer_password} \else \set writer_password crypto_writer \endif
+\if :{?reader_role} \else \set reader_role powerbi_reader \endif
+\if :{?reader_password} \else \set reader_password powerbi_reader \endif
+
+-- ---------------------------------------------------------------------------------------------
+-- Roles
+-- ---------------------------------------------------------------------------------------------
+SELECT format('CREATE ROLE %I LOGIN', :'writer_role')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'writer_role') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'writer_role', :'writer_password') \gexec
+SELECT format('CREATE ROLE %I LOGIN', :'reader_role')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'reader_role') \gexec
+SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'reader_role', :'reader_password') \gexec
+-- Power BI's role can never write, even by mistake: every transaction it opens is read-only.
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'reader_role') \gexec
+-- Nobody but the roles granted below may create objects or temporary tables in this database.
+SELECT format('REVOKE CREATE, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()) \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'writer_role', :'reader_role') \gexec
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+-- ---------------------------------------------------------------------------------------------
+-- Raw ticks
+-- ---------------------------------------------------------------------------------------------
+-- The primary key is the record's Kafka coordinates (connector: primary.key.mode=kafka, upsert):
+-- when Connect redelivers a batch after a crash or rebalance, the same rows are upserted again,
+-- never duplicated. The sink owns the table so that schema.evolution=basic can add new columns.
+CREATE TABLE IF NOT EXISTS crypto_prices (
+    __connect_topic     text             NOT NULL,
+    __connect_partition integer          NOT NULL,
+    __connect_offset    bigint           NOT NULL,
+    symbol              text             NOT NULL,
+    price               double precision NOT NULL,
+    event_time          timestamptz      NOT NULL,
+    volume              double precision,
+    feed                text             NOT NULL,
+    produced_at         timestamptz,
+    producer_id         text,
+    sequence            bigint,
+    PRIMARY KEY (__connect_topic, __connect_partition, __connect_offset)
+);
+COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per Kafka record.';
+COMMENT ON COLUMN crypto_prices.feed IS 'STREAM, POLL or REPLAY = real prices; JITTER = synthetic (simulated between polls).';
+CREATE INDEX IF NOT EXISTS crypto_prices_symbol_event_time ON crypto_prices (symbol, event_time);
+SELECT format('ALTER TABLE crypto_prices OWNER TO %I', :'writer_role') \gexec
+
+-- ---------------------------------------------------------------------------------------------
+-- Candle rollup: one definition for every interval
+-- ---------------------------------------------------------------------------------------------
+-- Buckets are UTC-aligned (date_bin on timestamptz works on the absolute instant, so the session's
+-- TimeZone never moves a bucket). Add a row here and re-run init.sql to get a new interval.
+CREATE TABLE IF NOT EXISTS candle_intervals (
+    resolution text     PRIMARY KEY,
+    width      interval NOT NULL UNIQUE CHECK (width > interval '0' AND width <= interval '1 day')
+);
+INSERT INTO candle_intervals (resolution, width) VALUES
+    ('1m', '1 minute'), ('5m', '5 minutes'), ('15m', '15 minutes'), ('1h', '1 hour'), ('1d', '1 day')
+ON CONFLICT (resolution) DO NOTHING;
+
+-- A point of the price path with its deterministic order: event time, then Kafka partition and
+-- offset (ticks of one symbol share a partition, so equal timestamps are ordered by arrival).
+DO $$ BEGIN
+    CREATE TYPE candle_point AS (event_time timestamptz, kafka_partition integer, kafka_offset bigint, price double precision);
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+
+-- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
+-- more than candles of all ticks; the views merge the two parts (at most two rows per candle).
+CREATE TABLE IF NOT EXISTS candle_rollup (
+    resolution text             NOT NULL REFERENCES candle_intervals ON DELETE CASCADE,
+    symbol     text             NOT NULL,
+    bucket     timestamptz      NOT NULL,
+    synthetic  boolean          NOT NULL,
+    first      candle_point     NOT NULL,
+    last       candle_point     NOT NULL,
+    high       double precision NOT NULL,
+    low        double precision NOT NULL,
+    volume     double precision NOT NULL,
+    tick_count bigint           NOT NULL,
+    PRIMARY KEY (resolution, symbol, bucket, synthetic)
+) WITH (fillfactor = 70);  -- room for HOT updates: a candle row is rewritten by every tick
+CREATE INDEX IF NOT EXISTS candle_rollup_resolution_bucket ON candle_rollup (resolution, bucket);
+COMMENT ON TABLE candle_rollup IS 'Incrementally maintained candles; read them through the view_crypto_candles* views.';
+
+-- The origin every bucket is aligned to: a UTC midnight, so 1d candles run 00:00-24:00 UTC.
+CREATE OR REPLACE FUNCTION candle_origin() RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2000-01-01 00:00:00+00' $$;
+
+-- Merge one new tick into the candles of every interval: one statement, one row per interval.
+CREATE OR REPLACE FUNCTION candle_rollup_add_tick() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    point candle_point := ROW(NEW.event_time, NEW.__connect_partition, NEW.__connect_offset, NEW.price);
+BEGIN
+    INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+    SELECT i.resolution, NEW.symbol, date_bin(i.width, NEW.event_time, candle_origin()), NEW.feed = 'JITTER',
+           point, point, NEW.price, NEW.price, coalesce(NEW.volume, 0), 1
+      FROM candle_intervals i
+    ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
+        first      = CASE WHEN EXCLUDED.first < c.first THEN EXCLUDED.first ELSE c.first END,
+        last       = CASE WHEN EXCLUDED.last > c.last THEN EXCLUDED.last ELSE c.last END,
+        high       = greatest(c.high, EXCLUDED.high),
+        low        = least(c.low, EXCLUDED.low),
+        volume     = c.volume + EXCLUDED.volume,
+        tick_count = c.tick_count + 1;
+    RETURN NULL;
+END $$;
+
+-- Recompute candles from raw ticks (all of them, or one symbol's time range). The trigger keeps
+-- the rollup exact for inserts; this covers the rare rest: a changed or deleted tick, or a rollup
+-- built after ticks were loaded.
+CREATE OR REPLACE FUNCTION rebuild_candles(p_symbol text DEFAULT NULL, p_from timestamptz DEFAULT NULL,
+                                           p_to timestamptz DEFAULT NULL) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    rebuilt bigint;
+BEGIN
+    DELETE FROM candle_rollup c
+     USING candle_intervals i
+     WHERE c.resolution = i.resolution
+       AND (p_symbol IS NULL OR c.symbol = p_symbol)
+       AND (p_from IS NULL OR c.bucket >= date_bin(i.width, p_from, candle_origin()))
+       AND (p_to IS NULL OR c.bucket <= date_bin(i.width, p_to, candle_origin()));
+    INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()) AS bucket, t.feed = 'JITTER',
+           min(ROW(t.event_time, t.__connect_partition, t.__connect_offset, t.price)::candle_point),
+           max(ROW(t.event_time, t.__connect_partition, t.__connect_offset, t.price)::candle_point),
+           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
+      FROM candle_intervals i
+      JOIN crypto_prices t
+        ON (p_symbol IS NULL OR t.symbol = p_symbol)
+       AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
+       AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
+     GROUP BY 1, 2, 3, 4;
+    GET DIAGNOSTICS rebuilt = ROW_COUNT;
+    RETURN rebuilt;
+END $$;
+
+-- min()/max() over candle_point: composite values compare field by field, which is the candle order.
+CREATE OR REPLACE FUNCTION candle_point_smaller(a candle_point, b candle_point) RETURNS candle_point
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CASE WHEN b < a THEN b ELSE a END $$;
+CREATE OR REPLACE FUNCTION candle_point_larger(a candle_point, b candle_point) RETURNS candle_point
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CASE WHEN b > a THEN b ELSE a END $$;
+CREATE OR REPLACE AGGREGATE min(candle_point) (SFUNC = candle_point_smaller, STYPE = candle_point, COMBINEFUNC = candle_point_smaller, PARALLEL = SAFE);
+CREATE OR REPLACE AGGREGATE max(candle_point) (SFUNC = candle_point_larger, STYPE = candle_point, COMBINEFUNC = candle_point_larger, PARALLEL = SAFE);
+
+CREATE OR REPLACE FUNCTION candle_rollup_change_tick() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM rebuild_candles(OLD.symbol, OLD.event_time, OLD.event_time);
+    IF TG_OP = 'UPDATE' THEN
+        PERFORM rebuild_candles(NEW.symbol, NEW.event_time, NEW.event_time);
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION candle_rollup_truncate() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    TRUNCATE candle_rollup;
+    RETURN NULL;
+END $$;
+
+DROP TRIGGER IF EXISTS crypto_prices_rollup_insert ON crypto_prices;
+CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
+    FOR EACH ROW EXECUTE FUNCTION candle_rollup_add_tick();
+-- A redelivered record is upserted with identical values: the WHEN clause makes that free.
+DROP TRIGGER IF EXISTS crypto_prices_rollup_update ON crypto_prices;
+CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
+    FOR EACH ROW WHEN ((OLD.symbol, OLD.price, OLD.event_time, OLD.volume, OLD.feed)
+                       IS DISTINCT FROM (NEW.symbol, NEW.price, NEW.event_time, NEW.volume, NEW.feed))
+    EXECUTE FUNCTION candle_rollup_change_tick();
+DROP TRIGGER IF EXISTS crypto_prices_rollup_delete ON crypto_prices;
+CREATE TRIGGER crypto_prices_rollup_delete AFTER DELETE ON crypto_prices
+    FOR EACH ROW EXECUTE FUNCTION candle_rollup_change_tick();
+DROP TRIGGER IF EXISTS crypto_prices_rollup_truncate ON crypto_prices;
+CREATE TRIGGER crypto_prices_rollup_truncate AFTER TRUNCATE ON crypto_prices
+    FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_truncate();
+
+-- Ticks loaded before the rollup existed (an upgraded database): build their candles once.
+SELECT 'SELECT rebuild_candles()'
+ WHERE EXISTS (SELECT FROM crypto_prices) AND NOT EXISTS (SELECT FROM candle_rollup) \gexec
+
+-- ---------------------------------------------------------------------------------------------
+-- Candle views, generated for every interval from the one rollup
+-- ---------------------------------------------------------------------------------------------
+--   view_crypto_candles<suffix>         all ticks; synthetic_count says how many were JITTER
+--   view_crypto_candles<suffix>_real    real ticks only (STREAM, POLL, REPLAY)
+--   view_crypto_candles<suffix>_filled  all ticks, and every bucket between a symbol's first and
+--                                       last candle: a bucket without ticks is a flat candle at the
+--                                       previous close, volume 0, tick_count 0, is_gap_fill true
+-- suffix: '' for 1m (view_crypto_candles), '_5m', '_15m', '_1h', '_1d'.
+-- bucket is timestamptz (the instant); bucket_utc is the same instant as UTC wall-clock time, for
+-- clients such as Power BI that convert timestamptz to the desktop's local time.
+CREATE OR REPLACE FUNCTION candle_view_name(p_resolution text, p_variant text DEFAULT '') RETURNS text
+    LANGUAGE sql IMMUTABLE AS $$
+    SELECT 'view_crypto_candles' || CASE WHEN p_resolution = '1m' THEN '' ELSE '_' || p_resolution END || p_variant
+$$;
+
+DO $$
+DECLARE
+    iv record;
+    all_view text;
+BEGIN
+    FOR iv IN SELECT resolution, width FROM candle_intervals ORDER BY width LOOP
+        all_view := candle_view_name(iv.resolution);
+        EXECUTE format($v$
+            CREATE OR REPLACE VIEW %I AS
+            SELECT symbol,
+                   bucket,
+                   (bucket AT TIME ZONE 'UTC') AS bucket_utc,
+                   (min(first)).price AS open,
+                   max(high) AS high,
+                   min(low) AS low,
+                   (max(last)).price AS close,
+                   sum(volume) AS volume,
+                   sum(tick_count)::bigint AS tick_count,
+                   coalesce(sum(tick_count) FILTER (WHERE synthetic), 0)::bigint AS synthetic_count
+              FROM candle_rollup
+             WHERE resolution = %L
+             GROUP BY symbol, bucket
+        $v$, all_view, iv.resolution);
+        EXECUTE format('COMMENT ON VIEW %I IS %L', all_view,
+                       iv.resolution || ' OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle');
+
+        EXECUTE format($v$
+            CREATE OR REPLACE VIEW %I AS
+            SELECT symbol,
+                   bucket,
+                   (bucket AT TIME ZONE 'UTC') AS bucket_utc,
+                   (first).price AS open,
+                   high,
+                   low,
+                   (last).price AS close,
+                   volume,
+                   tick_count,
+                   0::bigint AS synthetic_count
+              FROM candle_rollup
+             WHERE resolution = %L AND NOT synthetic
+        $v$, candle_view_name(iv.resolution, '_real'), iv.resolution);
+        EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_real'),
+                       iv.resolution || ' OHLC candles of real ticks only (JITTER excluded)');
+
+        -- Gap filling walks the calendar of buckets per symbol; each bucket looks up the latest
+        -- candle at or before it through the rollup's primary key, so a filter on bucket keeps the
+        -- lookups to the buckets returned.
+        EXECUTE format($v$
+            CREATE OR REPLACE VIEW %1$I AS
+            SELECT s.symbol,
+                   b.bucket,
+                   (b.bucket AT TIME ZONE 'UTC') AS bucket_utc,
+                   CASE WHEN c.bucket = b.bucket THEN c.open ELSE c.close END AS open,
+                   CASE WHEN c.bucket = b.bucket THEN c.high ELSE c.close END AS high,
+                   CASE WHEN c.bucket = b.bucket THEN c.low ELSE c.close END AS low,
+                   c.close,
+                   CASE WHEN c.bucket = b.bucket THEN c.volume ELSE 0 END AS volume,
+                   CASE WHEN c.bucket = b.bucket THEN c.tick_count ELSE 0 END AS tick_count,
+                   CASE WHEN c.bucket = b.bucket THEN c.synthetic_count ELSE 0 END AS synthetic_count,
+                   c.bucket <> b.bucket AS is_gap_fill
+              FROM (SELECT r.symbol,
+                           (SELECT min(x.bucket) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol = r.symbol) AS first_bucket,
+                           (SELECT max(x.bucket) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol = r.symbol) AS last_bucket
+                      FROM (WITH RECURSIVE symbols(symbol) AS (
+                                SELECT min(symbol) FROM candle_rollup WHERE resolution = %3$L
+                                UNION ALL
+                                SELECT (SELECT min(x.symbol) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol > s.symbol)
+                                  FROM symbols s WHERE s.symbol IS NOT NULL)
+                            SELECT symbol FROM symbols WHERE symbol IS NOT NULL) r) s
+             CROSS JOIN LATERAL generate_series(s.first_bucket, s.last_bucket, %4$L::interval) AS b(bucket)
+             CROSS JOIN LATERAL (SELECT * FROM %2$I v WHERE v.symbol = s.symbol AND v.bucket <= b.bucket
+                                  ORDER BY v.bucket DESC LIMIT 1) c
+        $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution, iv.width);
+        EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_filled'),
+                       iv.resolution || ' OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill');
+    END LOOP;
+END $$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Privileges
+-- ---------------------------------------------------------------------------------------------
+-- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
+REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION candle_rollup_add_tick(), candle_rollup_change_tick(), candle_rollup_truncate() FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+
+-- The sink: its own table only (it owns crypto_prices; it may read the interval list).
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'writer_role') \gexec
+SELECT format('GRANT SELECT ON candle_intervals TO %I', :'writer_role') \gexec
+
+-- Power BI: the candle views and nothing else.
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'reader_role') \gexec
+SELECT format('GRANT SELECT ON %I TO %I', c.relname, :'reader_role')
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE n.nspname = 'public' AND c.relkind = 'v' AND c.relname LIKE 'view\_crypto\_candles%' \gexec

@@ -1,0 +1,308 @@
+"""Candle views against a real PostgreSQL with init.sql applied, checked against pandas.
+
+Ticks are written straight into crypto_prices, the way the JDBC sink writes them (one row per Kafka
+record, keyed by topic/partition/offset); each test uses its own symbols so tests do not interfere.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import psycopg
+import pytest
+
+from tests.conftest import StackHandle
+
+pytestmark = pytest.mark.stack
+
+RESOLUTIONS = {"1m": "1min", "5m": "5min", "15m": "15min", "1h": "1h", "1d": "1D"}
+CANDLE_COLUMNS = ["symbol", "bucket", "open", "high", "low", "close", "volume", "tick_count", "synthetic_count"]
+START = datetime(2025, 11, 24, 22, 50, tzinfo=UTC)  # crosses a UTC midnight within the test data
+
+
+def view_name(resolution: str, variant: str = "") -> str:
+    return "view_crypto_candles" + ("" if resolution == "1m" else f"_{resolution}") + variant
+
+
+class TickWriter:
+    """Writes ticks as the sink does: each tick is the next offset of one partition of a topic."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        self.topic = f"test.candles.{uuid.uuid4().hex[:8]}"
+        self.offset = 0
+
+    def write(self, ticks: list[dict]) -> None:
+        rows = []
+        for tick in ticks:
+            tick["offset"] = self.offset
+            rows.append((self.topic, 0, self.offset, tick["symbol"], tick["price"], tick["event_time"],
+                         tick.get("volume"), tick.get("feed", "STREAM"), "test:1", self.offset))
+            self.offset += 1
+        with self.conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
+                " event_time, volume, feed, producer_id, sequence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
+                rows,
+            )
+
+
+@pytest.fixture
+def db(stack: StackHandle) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def writer(db: psycopg.Connection) -> TickWriter:
+    return TickWriter(db)
+
+
+def new_symbols(n: int) -> list[str]:
+    tag = uuid.uuid4().hex[:6].upper()
+    return [f"C{tag}{i}-USD" for i in range(n)]
+
+
+def random_ticks(symbols: list[str], seed: int, hours: float = 3.0) -> list[dict]:
+    """Random walk ticks with irregular spacing, ties, synthetic ticks, missing volume; shuffled in
+    small windows so that many arrive late."""
+    rng = random.Random(seed)
+    ticks = []
+    for symbol in symbols:
+        price, at = rng.uniform(10, 1000), START
+        end = START + timedelta(hours=hours)
+        while at < end:
+            at += timedelta(milliseconds=rng.choice([0, rng.randint(1, 90_000)]))  # ~some equal timestamps
+            price *= 1 + rng.uniform(-0.003, 0.003)
+            ticks.append({"symbol": symbol, "price": price, "event_time": at,
+                          "volume": rng.choice([None, round(rng.uniform(0, 5), 3)]),
+                          "feed": rng.choice(["STREAM", "STREAM", "POLL", "JITTER"])})
+    for i in range(0, len(ticks) - 20, 7):  # late arrivals: move a tick up to 20 positions later
+        ticks.insert(i + rng.randint(1, 20), ticks.pop(i))
+    return ticks
+
+
+def expected_candles(ticks: list[dict], rule: str, real_only: bool = False) -> pd.DataFrame:
+    """OHLC by pandas: UTC buckets, first/last by event time with arrival order (offset) breaking ties."""
+    df = pd.DataFrame(ticks)
+    if real_only:
+        df = df[df["feed"] != "JITTER"]
+    df["event_time"] = pd.to_datetime(df["event_time"], utc=True)
+    df["volume"] = df["volume"].astype(float).fillna(0.0)
+    df["synthetic"] = (df["feed"] == "JITTER").astype(int)
+    df = df.sort_values(["symbol", "event_time", "offset"], kind="stable")
+    df["bucket"] = df["event_time"].dt.floor(rule)
+    out = df.groupby(["symbol", "bucket"]).agg(
+        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
+        volume=("volume", "sum"), tick_count=("price", "size"), synthetic_count=("synthetic", "sum"),
+    )
+    return out.reset_index()
+
+
+def candles(conn: psycopg.Connection, view: str, symbols: list[str],
+            columns: list[str] = CANDLE_COLUMNS) -> pd.DataFrame:
+    query = f"SELECT {', '.join(columns)} FROM {view} WHERE symbol = ANY(%s) ORDER BY symbol, bucket"
+    rows = conn.execute(query, (symbols,)).fetchall()
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    return frame
+
+
+def assert_candles_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert len(actual) == len(expected)
+    pd.testing.assert_frame_equal(actual.reset_index(drop=True), expected.reset_index(drop=True),
+                                  check_dtype=False, check_exact=False, rtol=1e-9)
+
+
+@pytest.mark.parametrize("resolution", list(RESOLUTIONS))
+def test_every_interval_equals_pandas_resampling(db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
+    symbols = new_symbols(3)
+    ticks = random_ticks(symbols, seed=11)
+    writer.write(ticks)
+    assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, RESOLUTIONS[resolution]))
+
+
+@pytest.mark.parametrize("resolution", list(RESOLUTIONS))
+def test_real_only_candles_leave_out_synthetic_ticks(db: psycopg.Connection, writer: TickWriter,
+                                                     resolution: str) -> None:
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=12)
+    writer.write(ticks)
+    expected = expected_candles(ticks, RESOLUTIONS[resolution], real_only=True)
+    assert (expected["synthetic_count"] == 0).all()
+    assert_candles_equal(candles(db, view_name(resolution, "_real"), symbols), expected)
+
+
+def test_synthetic_count_says_how_many_ticks_were_jitter(db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    at = START
+    writer.write([{"symbol": symbol, "price": 100.0, "event_time": at, "feed": "POLL"},
+                  {"symbol": symbol, "price": 100.1, "event_time": at + timedelta(seconds=1), "feed": "JITTER"},
+                  {"symbol": symbol, "price": 100.2, "event_time": at + timedelta(seconds=2), "feed": "JITTER"}])
+    all_ticks = candles(db, "view_crypto_candles", [symbol])
+    real = candles(db, "view_crypto_candles_real", [symbol])
+    assert all_ticks[["tick_count", "synthetic_count", "close"]].values.tolist() == [[3, 2, 100.2]]
+    assert real[["tick_count", "synthetic_count", "close"]].values.tolist() == [[1, 0, 100.0]]
+
+
+def test_a_late_tick_updates_the_candle_it_belongs_to(db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": 10.0, "event_time": START + timedelta(seconds=20)},
+                  {"symbol": symbol, "price": 11.0, "event_time": START + timedelta(seconds=40)},
+                  {"symbol": symbol, "price": 12.0, "event_time": START + timedelta(minutes=5)}])
+    writer.write([{"symbol": symbol, "price": 9.0, "event_time": START + timedelta(seconds=5)}])  # arrives late
+    first = candles(db, "view_crypto_candles", [symbol]).iloc[0]
+    assert (first["open"], first["low"], first["close"], first["tick_count"]) == (9.0, 9.0, 11.0, 3)
+
+
+def test_equal_timestamps_are_ordered_by_arrival(db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    at = START + timedelta(seconds=30)
+    writer.write([{"symbol": symbol, "price": p, "event_time": at} for p in (5.0, 7.0, 6.0)])
+    candle = candles(db, "view_crypto_candles", [symbol]).iloc[0]
+    assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (5.0, 6.0, 7.0, 5.0)
+
+
+def test_a_redelivered_record_is_not_counted_twice(db: psycopg.Connection, writer: TickWriter) -> None:
+    """Connect's upsert of an already written record (same Kafka coordinates, same values)."""
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": 1.0, "event_time": START, "volume": 2.0}])
+    db.execute("INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
+               " event_time, volume, feed) VALUES (%s, 0, 0, %s, 1.0, %s, 2.0, 'STREAM')"
+               " ON CONFLICT (__connect_topic, __connect_partition, __connect_offset)"
+               " DO UPDATE SET price = EXCLUDED.price, volume = EXCLUDED.volume", (writer.topic, symbol, START))
+    candle = candles(db, "view_crypto_candles_1h", [symbol]).iloc[0]
+    assert (candle["tick_count"], candle["volume"]) == (1, 2.0)
+
+
+def test_a_corrected_or_deleted_tick_is_reflected(db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": p, "event_time": START + timedelta(seconds=s)}
+                  for p, s in ((3.0, 1), (4.0, 2), (5.0, 3))])
+    db.execute("UPDATE crypto_prices SET price = 1.0 WHERE __connect_topic = %s AND __connect_offset = 1",
+               (writer.topic,))
+    db.execute("DELETE FROM crypto_prices WHERE __connect_topic = %s AND __connect_offset = 2", (writer.topic,))
+    candle = candles(db, "view_crypto_candles", [symbol]).iloc[0]
+    assert (candle["open"], candle["high"], candle["low"], candle["close"], candle["tick_count"]) == \
+        (3.0, 3.0, 1.0, 1.0, 2)
+
+
+def test_gaps_are_missing_in_candles_and_flat_at_the_previous_close_when_filled(
+        db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": 10.0, "event_time": START + timedelta(seconds=10), "volume": 1.0},
+                  {"symbol": symbol, "price": 12.0, "event_time": START + timedelta(seconds=50), "volume": 1.0},
+                  {"symbol": symbol, "price": 20.0, "event_time": START + timedelta(minutes=4, seconds=1)}])
+    plain = candles(db, "view_crypto_candles", [symbol])
+    assert len(plain) == 2
+    filled = candles(db, "view_crypto_candles_filled", [symbol], CANDLE_COLUMNS + ["is_gap_fill"])
+    assert filled["bucket"].tolist() == [pd.Timestamp(START + timedelta(minutes=m)) for m in range(5)]
+    assert filled["is_gap_fill"].tolist() == [False, True, True, True, False]
+    gaps = filled[filled["is_gap_fill"]]
+    assert (gaps[["open", "high", "low", "close"]] == 12.0).all().all()
+    assert (gaps["volume"] == 0).all() and (gaps["tick_count"] == 0).all()
+    assert filled.iloc[-1][["open", "close", "tick_count"]].tolist() == [20.0, 20.0, 1]
+
+
+@pytest.mark.parametrize("resolution", ["5m", "1h"])
+def test_gap_filled_candles_equal_the_plain_ones_where_there_are_ticks(
+        db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=13, hours=6)
+    writer.write(ticks)
+    filled = candles(db, view_name(resolution, "_filled"), symbols, CANDLE_COLUMNS + ["is_gap_fill"])
+    real_buckets = filled[~filled["is_gap_fill"]].drop(columns="is_gap_fill")
+    assert_candles_equal(real_buckets, expected_candles(ticks, RESOLUTIONS[resolution]))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"])
+def test_candles_are_identical_whatever_the_server_time_zone(db: psycopg.Connection, writer: TickWriter,
+                                                             zone: str) -> None:
+    symbols = new_symbols(1)
+    ticks = random_ticks(symbols, seed=14, hours=30)
+    writer.write(ticks)
+    db.execute(f"SET TimeZone = '{zone}'")
+    for resolution, rule in RESOLUTIONS.items():
+        assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, rule))
+    rows = db.execute("SELECT bucket_utc FROM view_crypto_candles_1d WHERE symbol = %s ORDER BY bucket",
+                      (symbols[0],)).fetchall()
+    assert [r[0] for r in rows] == [datetime(2025, 11, 24), datetime(2025, 11, 25), datetime(2025, 11, 26)]
+
+
+POWER_BI_QUERY = """
+select "_"."symbol", "_"."bucket", "_"."open", "_"."high", "_"."low", "_"."close", "_"."volume"
+from (
+    select "symbol", "bucket", "bucket_utc", "open", "high", "low", "close", "volume", "tick_count", "synthetic_count"
+    from "public"."{view}" "$Table"
+) "_"
+where "_"."symbol" = %s and "_"."bucket" >= %s
+limit 1000001
+"""
+
+
+@pytest.fixture
+def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
+    dsn = stack.pg_dsn(user=stack.settings["POWERBI_DB_USER"], password=stack.settings["POWERBI_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def test_views_answer_the_sql_power_bi_sends(powerbi: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    ticks = random_ticks([symbol], seed=15, hours=2)
+    writer.write(ticks)
+    since = START + timedelta(hours=1)
+    rows = powerbi.execute(POWER_BI_QUERY.format(view="view_crypto_candles"), (symbol, since)).fetchall()
+    expected = expected_candles(ticks, "1min")
+    assert len(rows) == int((expected["bucket"] >= pd.Timestamp(since)).sum()) > 0
+
+
+@pytest.mark.parametrize("view", ["view_crypto_candles", "view_crypto_candles_1h", "view_crypto_candles_real"])
+def test_power_bi_queries_read_the_rollup_not_the_raw_ticks(db: psycopg.Connection, view: str) -> None:
+    """Cost follows the candles returned, not the history of ticks: the plan never touches crypto_prices.
+    (bench/candles_bench.py shows the timings and plans at 1M and 10M ticks.)"""
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN " + POWER_BI_QUERY.format(view=view), ("BTC-USD", START)).fetchall())
+    assert "crypto_prices" not in plan
+    assert "candle_rollup" in plan
+
+
+@pytest.mark.parametrize("statement", [
+    "SELECT * FROM crypto_prices LIMIT 1",
+    "SELECT * FROM candle_rollup LIMIT 1",
+    "SELECT * FROM candle_intervals",
+    "SELECT rebuild_candles()",
+])
+def test_the_power_bi_role_cannot_read_raw_ticks(powerbi: psycopg.Connection, statement: str) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        powerbi.execute(statement)
+
+
+def test_the_power_bi_role_works_in_read_only_transactions(powerbi: psycopg.Connection) -> None:
+    assert powerbi.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
+
+
+@pytest.mark.parametrize("statement", [
+    "INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price, event_time,"
+    " feed) VALUES ('x', 0, 0, 'X', 1, now(), 'STREAM')",
+    "DELETE FROM candle_rollup",
+    "CREATE TABLE powerbi_scratch (x int)",
+    "CREATE TEMP TABLE powerbi_scratch (x int)",
+    "CREATE VIEW powerbi_view AS SELECT 1",
+])
+def test_the_power_bi_role_cannot_write_even_in_a_read_write_session(powerbi: psycopg.Connection,
+                                                                    statement: str) -> None:
+    powerbi.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+        powerbi.execute(statement)
+
+
+def test_the_power_bi_role_sees_the_candle_views_and_nothing_else(powerbi: psycopg.Connection) -> None:
+    visible = {r[0] for r in powerbi.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()}
+    expected = {view_name(r, v) for r in RESOLUTIONS for v in ("", "_real", "_filled")}
+    assert visible == expected
