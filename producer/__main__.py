@@ -1,0 +1,100 @@
+"""`python -m producer` / `cryptopipe-producer`: build source, validator and sink from the CLI and run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from types import FrameType
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from producer.cli import parse_args
+from producer.kafka_sink import KafkaSink, producer_config
+from producer.logs import setup_logging
+from producer.pipeline import EXIT_USAGE, Pipeline, Sink
+from producer.record_sink import JsonlSink
+from producer.registry import RegistryUnavailable, load_schema, register_schema
+from producer.sources import Source
+from producer.sources.jitter import Jitter
+from producer.sources.poll import PollSource
+from producer.sources.replay import ReplaySource
+from producer.sources.stream import StreamSource
+from producer.stats import Stats
+from producer.validate import ValidationRules, Validator, parse_symbols
+
+log = logging.getLogger("producer")
+
+
+def build_source(args: argparse.Namespace, symbols: list[str], stats: Stats, stop: threading.Event) -> Source:
+    if args.source in ("stream", "record"):
+        return StreamSource(symbols, stats, url=args.stream_url, stop_event=stop,
+                            initial_wait=args.reconnect_initial_wait, max_wait=args.reconnect_max_wait)
+    if args.source == "poll":
+        jitter = None if args.no_jitter else Jitter(args.jitter_bps, args.seed)
+        return PollSource(symbols, stats, interval=args.poll_interval, jitter=jitter,
+                          jitter_interval=args.jitter_interval, stop_event=stop)
+    return ReplaySource(args.file, args.speed, stats, stop_event=stop)
+
+
+def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
+    return Validator(ValidationRules(
+        symbols=frozenset(symbols),
+        max_future_ms=int(args.max_clock_skew * 1000) if args.max_clock_skew > 0 else None,
+        max_past_ms=int(args.max_age * 1000) if args.max_age > 0 else None,
+        dedup_window=args.dedup_window,
+    ))
+
+
+def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline) -> Sink:
+    if args.source == "record":
+        return JsonlSink(args.out, stats)
+    registry = SchemaRegistryClient({"url": args.schema_registry_url})
+    schema = load_schema()
+    register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
+    config = producer_config(args.bootstrap_servers, args.message_timeout_ms, args.buffer_max_messages,
+                             args.linger_ms, dict(args.kafka_config))
+    return KafkaSink(config, registry, schema, args.topic, stats, give_up=pipeline.give_up, on_wait=pipeline.upkeep)
+
+
+def install_signal_handlers(stop: threading.Event) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            log.error("second %s: exiting at once, without flushing", signal.Signals(signum).name)
+            os._exit(130)
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_format, args.log_level.upper())
+    symbols = parse_symbols(args.symbols)
+    stats, stop = Stats(), threading.Event()
+    install_signal_handlers(stop)
+    source = build_source(args, symbols, stats, stop)
+    pipeline = Pipeline(source, build_validator(args, symbols), stats, stop, health_file=args.health_file,
+                        health_interval=args.health_interval, stats_interval=args.stats_interval,
+                        max_ticks=args.max_ticks, flush_timeout=args.flush_timeout, stop_timeout=args.stop_timeout)
+    try:
+        sink = build_sink(args, stats, pipeline)
+    except RegistryUnavailable as exc:
+        log.error("%s", exc)
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    log.info("producer starting: source=%s symbols=%s topic=%s", args.source, ",".join(symbols), args.topic)
+    return pipeline.run(sink)
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,151 @@
+"""Command line: every option, with defaults from .env / the environment (the environment wins)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from producer.sources.stream import YAHOO_STREAM_URL
+
+SOURCES = ("stream", "poll", "replay", "record")
+
+DESCRIPTION = """\
+cryptopipe producer: crypto ticks -> validate -> Avro (schema registry) -> Kafka, key = symbol.
+
+sources (--source, env PRODUCER_SOURCE; several --symbols at once):
+  stream  (default) live ticks from Yahoo's WebSocket via yfinance.WebSocket (--stream-url); feed=STREAM.
+          Reconnects with exponential backoff + jitter; reconnects are counted.
+  poll    real quotes polled from Yahoo through yfinance every --poll-interval seconds, feed=POLL. Between
+          polls, micro-jitter ticks are emitted every --jitter-interval s: SYNTHETIC, labelled feed=JITTER,
+          drawn uniformly within +/- --jitter-bps basis points of the last real price (never compounding),
+          reproducible with --seed; --no-jitter switches them off. HTTP 429/5xx back off honouring Retry-After.
+  replay  ticks from a JSONL or CSV file (--file; columns symbol, price, event_time [epoch ms], volume
+          [optional]) at recorded speed (--speed 1), N times faster (--speed N) or as fast as possible
+          (--speed 0); feed=REPLAY. The --max-age (too old) check is OFF for replay unless given explicitly.
+  record  what `stream` receives (after validation) appended to a JSONL file (--out) that replay reads
+          back; needs no Kafka or registry.
+
+validation (rejections counted by reason, a bad tick never stops the producer): malformed frame/line,
+bad_price (non-finite, zero, negative), unknown_symbol (not in --symbols), future_time (more than
+--max-clock-skew s ahead), stale_time (more than --max-age s old), duplicate (same symbol + event_time +
+price among the last --dedup-window ticks).
+"""
+
+EPILOG = """\
+exit codes: 0 every produced tick acknowledged; 1 the source failed; 2 usage error or schema registry
+unreachable (after --registry-wait); 3 some ticks not delivered (counted and logged); 4 fatal Kafka error.
+SIGINT/SIGTERM: stop the source, produce what it already emitted, flush (--flush-timeout), print the counts.
+"""
+
+
+def env_defaults() -> dict[str, str]:
+    """.env values (via the stack's loader when available) overridden by the process environment."""
+    values: dict[str, str] = {}
+    try:
+        from stack.settings import load_env
+
+        values.update(load_env())
+    except Exception:  # noqa: BLE001 - producer image without the stack package or .env: environment only
+        pass
+    values.update(os.environ)
+    return values
+
+
+def kv_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
+    env = env_defaults() if env is None else env
+    p = argparse.ArgumentParser(prog="python -m producer", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", choices=SOURCES, default=env.get("PRODUCER_SOURCE", "stream"),
+                   help="stream | poll | replay | record (env PRODUCER_SOURCE, default %(default)s)")
+    p.add_argument("--symbols", default=env.get("SYMBOLS", "BTC-USD,ETH-USD,SOL-USD"),
+                   help="comma-separated symbols; others are rejected (env SYMBOLS, default %(default)s)")
+
+    k = p.add_argument_group("Kafka and schema registry")
+    k.add_argument("--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+                   help="env KAFKA_BOOTSTRAP_SERVERS (default %(default)s)")
+    k.add_argument("--schema-registry-url",
+                   default=env.get("SCHEMA_REGISTRY_URL", "http://localhost:8080/apis/ccompat/v7"),
+                   help="Confluent-compatible registry API (env SCHEMA_REGISTRY_URL, default %(default)s)")
+    k.add_argument("--topic", default=env.get("TICKS_TOPIC", "crypto.ticks"),
+                   help="value subject is <topic>-value (env TICKS_TOPIC, default %(default)s)")
+    k.add_argument("--registry-wait", type=float, default=60.0,
+                   help="seconds to keep retrying an unreachable registry at start, then exit 2 (default %(default)s)")
+    k.add_argument("--message-timeout-ms", type=int, default=300_000,
+                   help="how long librdkafka keeps retrying a tick while the broker is down (default %(default)s)")
+    k.add_argument("--buffer-max-messages", type=int, default=100_000,
+                   help="queue.buffering.max.messages: bounded local buffer (default %(default)s)")
+    k.add_argument("--linger-ms", type=int, default=20, help="linger.ms (default %(default)s)")
+    k.add_argument("-X", "--kafka-config", type=kv_pair, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other librdkafka producer property (repeatable)")
+    k.add_argument("--flush-timeout", type=float, default=30.0,
+                   help="seconds to wait for outstanding deliveries on exit (default %(default)s)")
+
+    s = p.add_argument_group("stream / record")
+    s.add_argument("--stream-url", default=YAHOO_STREAM_URL, help="WebSocket URL (default %(default)s)")
+    s.add_argument("--reconnect-initial-wait", type=float, default=1.0,
+                   help="first reconnect backoff in seconds, doubling with jitter (default %(default)s)")
+    s.add_argument("--reconnect-max-wait", type=float, default=60.0,
+                   help="longest reconnect backoff in seconds (default %(default)s)")
+    s.add_argument("--out", type=Path, help="record: JSONL file to append to")
+
+    q = p.add_argument_group("poll")
+    q.add_argument("--poll-interval", type=float, default=60.0, help="seconds between polls (default %(default)s)")
+    q.add_argument("--jitter-bps", type=float, default=5.0,
+                   help="JITTER ticks stay within +/- this many basis points of the last real price "
+                        "(default %(default)s)")
+    q.add_argument("--jitter-interval", type=float, default=1.0,
+                   help="seconds between JITTER ticks per symbol (default %(default)s)")
+    q.add_argument("--seed", type=int, default=None, help="seed for reproducible JITTER ticks")
+    q.add_argument("--no-jitter", action="store_true", help="no synthetic JITTER ticks, only real POLL ticks")
+
+    r = p.add_argument_group("replay")
+    r.add_argument("--file", type=Path, help="replay: JSONL or CSV (by .csv suffix) file")
+    r.add_argument("--speed", type=float, default=1.0,
+                   help="replay: 1 = recorded pace, N = N times faster, 0 = as fast as possible (default %(default)s)")
+
+    v = p.add_argument_group("validation")
+    v.add_argument("--max-clock-skew", type=float, default=300.0,
+                   help="reject ticks more than this many seconds in the future; 0 = no check (default %(default)s)")
+    v.add_argument("--max-age", type=float, default=None,
+                   help="reject ticks older than this many seconds; 0 = no check (default 86400, replay: no check)")
+    v.add_argument("--dedup-window", type=int, default=10_000,
+                   help="remember this many recent ticks to reject repeats (default %(default)s)")
+
+    o = p.add_argument_group("operation")
+    o.add_argument("--stats-interval", type=float, default=30.0,
+                   help="seconds between one-line summaries on stderr; 0 = off (default %(default)s)")
+    o.add_argument("--health-file", type=Path, help="rewrite this JSON file (counters, time) periodically; "
+                                                    "check it with python -m producer.health PATH --max-age 120")
+    o.add_argument("--health-interval", type=float, default=10.0, help="seconds (default %(default)s)")
+    o.add_argument("--log-format", choices=("text", "json"), default=env.get("PRODUCER_LOG_FORMAT", "text"),
+                   help="text or one JSON object per line (default %(default)s)")
+    o.add_argument("--log-level", default="INFO", help="default %(default)s")
+    o.add_argument("--max-ticks", type=int, default=0, help="stop after producing this many ticks; 0 = never")
+    o.add_argument("--stop-timeout", type=float, default=10.0,
+                   help="seconds the source may take to stop before queued ticks count as failed (default %(default)s)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.source == "replay":
+        if args.file is None:
+            parser.error("--source replay needs --file")
+        if not args.file.is_file():
+            parser.error(f"--file {args.file}: no such file")
+        if args.speed < 0:
+            parser.error("--speed must be >= 0")
+    if args.source == "record" and args.out is None:
+        parser.error("--source record needs --out")
+    if args.max_age is None:
+        args.max_age = 0.0 if args.source == "replay" else 86_400.0
+    return args
