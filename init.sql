@@ -72,12 +72,15 @@ INSERT INTO candle_intervals (resolution, width) VALUES
     ('1m', '1 minute'), ('5m', '5 minutes'), ('15m', '15 minutes'), ('1h', '1 hour'), ('1d', '1 day')
 ON CONFLICT (resolution) DO NOTHING;
 
--- A point of the price path with its deterministic order: event time, then Kafka partition and
--- offset (ticks of one symbol share a partition, so equal timestamps are ordered by arrival).
-DO $$ BEGIN
-    CREATE TYPE candle_point AS (event_time timestamptz, kafka_partition integer, kafka_offset bigint, price double precision);
-EXCEPTION WHEN duplicate_object THEN NULL;
-END $$;
+-- A point of the price path, as float8[] {event time in epoch microseconds, Kafka partition, Kafka
+-- offset, price}: arrays compare element by element, so the built-in min()/max() pick the first and
+-- last tick by event time, ties broken by arrival (ticks of one symbol share a partition). Every
+-- element is an integer below 2^53 or the price itself, so float8 holds each exactly.
+CREATE OR REPLACE FUNCTION candle_point(p_event_time timestamptz, p_partition integer, p_offset bigint,
+                                        p_price double precision) RETURNS float8[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT ARRAY[extract(epoch FROM p_event_time) * 1000000, p_partition, p_offset, p_price]::float8[]
+$$;
 
 -- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
 -- more than candles of all ticks; the views merge the two parts (at most two rows per candle).
@@ -86,44 +89,48 @@ CREATE TABLE IF NOT EXISTS candle_rollup (
     symbol     text             NOT NULL,
     bucket     timestamptz      NOT NULL,
     synthetic  boolean          NOT NULL,
-    first      candle_point     NOT NULL,
-    last       candle_point     NOT NULL,
+    first      float8[]         NOT NULL,
+    last       float8[]         NOT NULL,
     high       double precision NOT NULL,
     low        double precision NOT NULL,
     volume     double precision NOT NULL,
     tick_count bigint           NOT NULL,
     PRIMARY KEY (resolution, symbol, bucket, synthetic)
-) WITH (fillfactor = 70);  -- room for HOT updates: a candle row is rewritten by every tick
+) WITH (fillfactor = 70);  -- room for HOT updates: a candle row is rewritten by every batch
 CREATE INDEX IF NOT EXISTS candle_rollup_resolution_bucket ON candle_rollup (resolution, bucket);
 COMMENT ON TABLE candle_rollup IS 'Incrementally maintained candles; read them through the view_crypto_candles* views.';
+COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {epoch us, partition, offset, price}';
 
 -- The origin every bucket is aligned to: a UTC midnight, so 1d candles run 00:00-24:00 UTC.
 CREATE OR REPLACE FUNCTION candle_origin() RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2000-01-01 00:00:00+00' $$;
 
--- Merge one new tick into the candles of every interval: one statement, one row per interval.
-CREATE OR REPLACE FUNCTION candle_rollup_add_tick() RETURNS trigger
+-- Merge the ticks one statement inserted into the candles of every interval: one upsert per
+-- (interval, symbol, bucket) touched, however many ticks fell into it. The JDBC sink sends its
+-- batches as multi-row INSERTs (reWriteBatchedInserts), so this runs once per ~100 ticks.
+CREATE OR REPLACE FUNCTION candle_rollup_add_ticks() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    point candle_point := ROW(NEW.event_time, NEW.__connect_partition, NEW.__connect_offset, NEW.price);
 BEGIN
     INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-    SELECT i.resolution, NEW.symbol, date_bin(i.width, NEW.event_time, candle_origin()), NEW.feed = 'JITTER',
-           point, point, NEW.price, NEW.price, coalesce(NEW.volume, 0), 1
-      FROM candle_intervals i
+    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
+           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
+      FROM new_ticks t CROSS JOIN candle_intervals i
+     GROUP BY 1, 2, 3, 4
     ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
-        first      = CASE WHEN EXCLUDED.first < c.first THEN EXCLUDED.first ELSE c.first END,
-        last       = CASE WHEN EXCLUDED.last > c.last THEN EXCLUDED.last ELSE c.last END,
+        first      = least(c.first, EXCLUDED.first),
+        last       = greatest(c.last, EXCLUDED.last),
         high       = greatest(c.high, EXCLUDED.high),
         low        = least(c.low, EXCLUDED.low),
         volume     = c.volume + EXCLUDED.volume,
-        tick_count = c.tick_count + 1;
+        tick_count = c.tick_count + EXCLUDED.tick_count;
     RETURN NULL;
 END $$;
 
--- Recompute candles from raw ticks (all of them, or one symbol's time range). The trigger keeps
--- the rollup exact for inserts; this covers the rare rest: a changed or deleted tick, or a rollup
--- built after ticks were loaded.
+-- Recompute candles from raw ticks (all of them, or one symbol's time range). The insert trigger
+-- keeps the rollup exact; this covers the rare rest: a changed or deleted tick, or ticks bulk
+-- loaded with the trigger disabled.
 CREATE OR REPLACE FUNCTION rebuild_candles(p_symbol text DEFAULT NULL, p_from timestamptz DEFAULT NULL,
                                            p_to timestamptz DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
@@ -137,9 +144,9 @@ BEGIN
        AND (p_from IS NULL OR c.bucket >= date_bin(i.width, p_from, candle_origin()))
        AND (p_to IS NULL OR c.bucket <= date_bin(i.width, p_to, candle_origin()));
     INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()) AS bucket, t.feed = 'JITTER',
-           min(ROW(t.event_time, t.__connect_partition, t.__connect_offset, t.price)::candle_point),
-           max(ROW(t.event_time, t.__connect_partition, t.__connect_offset, t.price)::candle_point),
+    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
+           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
            max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
       FROM candle_intervals i
       JOIN crypto_prices t
@@ -151,21 +158,36 @@ BEGIN
     RETURN rebuilt;
 END $$;
 
--- min()/max() over candle_point: composite values compare field by field, which is the candle order.
-CREATE OR REPLACE FUNCTION candle_point_smaller(a candle_point, b candle_point) RETURNS candle_point
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CASE WHEN b < a THEN b ELSE a END $$;
-CREATE OR REPLACE FUNCTION candle_point_larger(a candle_point, b candle_point) RETURNS candle_point
-    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$ SELECT CASE WHEN b > a THEN b ELSE a END $$;
-CREATE OR REPLACE AGGREGATE min(candle_point) (SFUNC = candle_point_smaller, STYPE = candle_point, COMBINEFUNC = candle_point_smaller, PARALLEL = SAFE);
-CREATE OR REPLACE AGGREGATE max(candle_point) (SFUNC = candle_point_larger, STYPE = candle_point, COMBINEFUNC = candle_point_larger, PARALLEL = SAFE);
-
-CREATE OR REPLACE FUNCTION candle_rollup_change_tick() RETURNS trigger
+-- Changed or deleted ticks: rebuild exactly the candles they belonged to (and now belong to).
+-- A redelivered record is upserted with identical values and changes nothing: that costs one join.
+CREATE OR REPLACE FUNCTION candle_rollup_change_ticks() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    touched record;
 BEGIN
-    PERFORM rebuild_candles(OLD.symbol, OLD.event_time, OLD.event_time);
-    IF TG_OP = 'UPDATE' THEN
-        PERFORM rebuild_candles(NEW.symbol, NEW.event_time, NEW.event_time);
-    END IF;
+    FOR touched IN
+        WITH changed AS (
+            SELECT o.symbol AS old_symbol, o.event_time AS old_time, n.symbol AS new_symbol, n.event_time AS new_time
+              FROM old_ticks o JOIN new_ticks n USING (__connect_topic, __connect_partition, __connect_offset)
+             WHERE (o.symbol, o.price, o.event_time, o.volume, o.feed)
+                   IS DISTINCT FROM (n.symbol, n.price, n.event_time, n.volume, n.feed))
+        SELECT old_symbol AS symbol, old_time AS event_time FROM changed
+        UNION
+        SELECT new_symbol, new_time FROM changed
+    LOOP
+        PERFORM rebuild_candles(touched.symbol, touched.event_time, touched.event_time);
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION candle_rollup_delete_ticks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    touched record;
+BEGIN
+    FOR touched IN SELECT DISTINCT symbol, event_time FROM old_ticks LOOP
+        PERFORM rebuild_candles(touched.symbol, touched.event_time, touched.event_time);
+    END LOOP;
     RETURN NULL;
 END $$;
 
@@ -177,18 +199,17 @@ BEGIN
 END $$;
 
 DROP TRIGGER IF EXISTS crypto_prices_rollup_insert ON crypto_prices;
-CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
-    FOR EACH ROW EXECUTE FUNCTION candle_rollup_add_tick();
--- A redelivered record is upserted with identical values: the WHEN clause makes that free.
 DROP TRIGGER IF EXISTS crypto_prices_rollup_update ON crypto_prices;
-CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
-    FOR EACH ROW WHEN ((OLD.symbol, OLD.price, OLD.event_time, OLD.volume, OLD.feed)
-                       IS DISTINCT FROM (NEW.symbol, NEW.price, NEW.event_time, NEW.volume, NEW.feed))
-    EXECUTE FUNCTION candle_rollup_change_tick();
 DROP TRIGGER IF EXISTS crypto_prices_rollup_delete ON crypto_prices;
-CREATE TRIGGER crypto_prices_rollup_delete AFTER DELETE ON crypto_prices
-    FOR EACH ROW EXECUTE FUNCTION candle_rollup_change_tick();
 DROP TRIGGER IF EXISTS crypto_prices_rollup_truncate ON crypto_prices;
+CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
+    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_add_ticks();
+-- Transition tables allow one event per trigger: UPDATE and DELETE get a trigger each.
+CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
+    REFERENCING OLD TABLE AS old_ticks NEW TABLE AS new_ticks
+    FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_change_ticks();
+CREATE TRIGGER crypto_prices_rollup_delete AFTER DELETE ON crypto_prices
+    REFERENCING OLD TABLE AS old_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_delete_ticks();
 CREATE TRIGGER crypto_prices_rollup_truncate AFTER TRUNCATE ON crypto_prices
     FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_truncate();
 
@@ -224,10 +245,10 @@ BEGIN
             SELECT symbol,
                    bucket,
                    (bucket AT TIME ZONE 'UTC') AS bucket_utc,
-                   (min(first)).price AS open,
+                   (min(first))[4] AS open,
                    max(high) AS high,
                    min(low) AS low,
-                   (max(last)).price AS close,
+                   (max(last))[4] AS close,
                    sum(volume) AS volume,
                    sum(tick_count)::bigint AS tick_count,
                    coalesce(sum(tick_count) FILTER (WHERE synthetic), 0)::bigint AS synthetic_count
@@ -243,10 +264,10 @@ BEGIN
             SELECT symbol,
                    bucket,
                    (bucket AT TIME ZONE 'UTC') AS bucket_utc,
-                   (first).price AS open,
+                   first[4] AS open,
                    high,
                    low,
-                   (last).price AS close,
+                   last[4] AS close,
                    volume,
                    tick_count,
                    0::bigint AS synthetic_count
@@ -282,8 +303,10 @@ BEGIN
                                   FROM symbols s WHERE s.symbol IS NOT NULL)
                             SELECT symbol FROM symbols WHERE symbol IS NOT NULL) r) s
              CROSS JOIN LATERAL generate_series(s.first_bucket, s.last_bucket, %4$L::interval) AS b(bucket)
-             CROSS JOIN LATERAL (SELECT * FROM %2$I v WHERE v.symbol = s.symbol AND v.bucket <= b.bucket
-                                  ORDER BY v.bucket DESC LIMIT 1) c
+             CROSS JOIN LATERAL (SELECT x.bucket FROM candle_rollup x
+                                  WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket <= b.bucket
+                                  ORDER BY x.bucket DESC LIMIT 1) latest
+             CROSS JOIN LATERAL (SELECT * FROM %2$I v WHERE v.symbol = s.symbol AND v.bucket = latest.bucket) c
         $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution, iv.width);
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_filled'),
                        iv.resolution || ' OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill');
@@ -295,7 +318,8 @@ END $$;
 -- ---------------------------------------------------------------------------------------------
 -- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
 REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION candle_rollup_add_tick(), candle_rollup_change_tick(), candle_rollup_truncate() FROM PUBLIC;
+REVOKE ALL ON FUNCTION candle_rollup_add_ticks(), candle_rollup_change_ticks(), candle_rollup_delete_ticks(),
+    candle_rollup_truncate() FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 
 -- The sink: its own table only (it owns crypto_prices; it may read the interval list).

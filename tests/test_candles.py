@@ -36,19 +36,23 @@ class TickWriter:
         self.topic = f"test.candles.{uuid.uuid4().hex[:8]}"
         self.offset = 0
 
-    def write(self, ticks: list[dict]) -> None:
+    def write(self, ticks: list[dict], rows_per_statement: int = 1) -> None:
         rows = []
         for tick in ticks:
             tick["offset"] = self.offset
             rows.append((self.topic, 0, self.offset, tick["symbol"], tick["price"], tick["event_time"],
                          tick.get("volume"), tick.get("feed", "STREAM"), "test:1", self.offset))
             self.offset += 1
+        insert = ("INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
+                  " event_time, volume, feed, producer_id, sequence) VALUES ")
+        one_row = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
         with self.conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
-                " event_time, volume, feed, producer_id, sequence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)",
-                rows,
-            )
+            if rows_per_statement == 1:
+                cur.executemany(insert + one_row, rows)
+                return
+            for lo in range(0, len(rows), rows_per_statement):  # the sink's multi-row statements
+                chunk = rows[lo:lo + rows_per_statement]
+                cur.execute(insert + ", ".join([one_row] * len(chunk)), [v for row in chunk for v in row])
 
 
 @pytest.fixture
@@ -118,11 +122,13 @@ def assert_candles_equal(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
                                   check_dtype=False, check_exact=False, rtol=1e-9)
 
 
+@pytest.mark.parametrize("rows_per_statement", [1, 128], ids=["row-by-row", "multi-row"])
 @pytest.mark.parametrize("resolution", list(RESOLUTIONS))
-def test_every_interval_equals_pandas_resampling(db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
+def test_every_interval_equals_pandas_resampling(db: psycopg.Connection, writer: TickWriter, resolution: str,
+                                                 rows_per_statement: int) -> None:
     symbols = new_symbols(3)
     ticks = random_ticks(symbols, seed=11)
-    writer.write(ticks)
+    writer.write(ticks, rows_per_statement)
     assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, RESOLUTIONS[resolution]))
 
 
@@ -163,8 +169,9 @@ def test_equal_timestamps_are_ordered_by_arrival(db: psycopg.Connection, writer:
     (symbol,) = new_symbols(1)
     at = START + timedelta(seconds=30)
     writer.write([{"symbol": symbol, "price": p, "event_time": at} for p in (5.0, 7.0, 6.0)])
+    writer.write([{"symbol": symbol, "price": p, "event_time": at} for p in (3.0, 8.0)], rows_per_statement=2)
     candle = candles(db, "view_crypto_candles", [symbol]).iloc[0]
-    assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (5.0, 6.0, 7.0, 5.0)
+    assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (5.0, 8.0, 8.0, 3.0)
 
 
 def test_a_redelivered_record_is_not_counted_twice(db: psycopg.Connection, writer: TickWriter) -> None:
