@@ -59,7 +59,8 @@ class KafkaSink:
         self._give_up, self._on_wait = give_up, on_wait
         self._broker_down_since: float | None = None
         self._last_down_log = 0.0
-        self._producer = Producer({**config, "error_cb": self._on_error})
+        self._producer = Producer({**config, "error_cb": self._on_error,
+                                   "logger": logging.getLogger("producer.librdkafka")})
         self._value = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
         self._key = StringSerializer("utf_8")
         self._value_ctx = SerializationContext(topic, MessageField.VALUE)

@@ -30,5 +30,8 @@ def setup_logging(fmt: str = "text", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.captureWarnings(True)  # library DeprecationWarnings go through the same (e.g. JSON) formatter
     # yfinance logs every decode failure with a traceback; the stream source counts and logs them itself.
     logging.getLogger("yfinance").setLevel(logging.CRITICAL)
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # the registry client logs every request at INFO
+    logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -38,8 +38,8 @@ def register_schema(client: SchemaRegistryClient, subject: str, schema_str: str,
 
     try:
         for attempt in Retrying(retry=retry_if_exception(_transient), stop=stop_after_delay(wait_s),
-                                wait=wait_exponential_jitter(initial=0.5, max=5), before_sleep=before_sleep,
-                                reraise=True):
+                                wait=wait_exponential_jitter(multiplier=0.5, max=5, jitter=0.5),
+                                before_sleep=before_sleep, reraise=True):
             with attempt:
                 schema_id = client.register_schema(subject, Schema(schema_str, "AVRO"))
     except Exception as exc:

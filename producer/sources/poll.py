@@ -93,7 +93,7 @@ class PollSource(Source):
         self.jitter, self.jitter_interval = jitter, jitter_interval
         self._sleep = sleep or self.stop_event.wait
         self._clock_ms = clock_ms
-        self._backoff = wait_exponential_jitter(initial=initial_backoff, max=max_backoff)
+        self._backoff = wait_exponential_jitter(multiplier=initial_backoff, max=max_backoff, jitter=initial_backoff)
         self.polls = 0
         self.last_real: dict[str, Tick] = {}
 

@@ -34,8 +34,8 @@ class StreamDown(Exception):
 def tick_from_pricing(msg: dict, feed: Feed = Feed.STREAM) -> Tick:
     """yfinance's decoded PricingData dict (MessageToDict: int64 as strings) -> Tick.
 
-    Volume: `last_size` (size of the last trade) when Yahoo sends one, else None; `day_volume` is a
-    running 24 h total, not the tick's volume.
+    Volume: `last_size` when Yahoo sends a per-trade size; None when it is absent or just repeats the
+    running 24 h `day_volume` (what Yahoo sends for crypto), which is not the tick's own volume.
     """
     symbol = msg["id"]
     if not isinstance(symbol, str) or not symbol:
@@ -44,6 +44,8 @@ def tick_from_pricing(msg: dict, feed: Feed = Feed.STREAM) -> Tick:
     if event_time < 100_000_000_000:  # seconds, not milliseconds (older feed versions)
         event_time *= 1000
     volume = msg.get("last_size")
+    if volume is not None and volume == msg.get("day_volume"):
+        volume = None
     return Tick(symbol=symbol, price=float(msg["price"]), event_time=event_time,
                 volume=None if volume is None else float(volume), feed=feed)
 
@@ -67,7 +69,7 @@ class StreamSource(Source):
         while not self.stopping:
             retrying = Retrying(
                 retry=retry_if_exception_type(Exception),
-                wait=wait_exponential_jitter(initial=self.initial_wait, max=self.max_wait),
+                wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait),
                 stop=lambda _state: self.stopping,
                 sleep=self.stop_event.wait,
                 before_sleep=self._log_retry,
