@@ -98,6 +98,11 @@ CREATE TABLE IF NOT EXISTS candle_rollup (
     PRIMARY KEY (resolution, symbol, bucket, synthetic)
 ) WITH (fillfactor = 70);  -- room for HOT updates: a candle row is rewritten by every batch
 CREATE INDEX IF NOT EXISTS candle_rollup_resolution_bucket ON candle_rollup (resolution, bucket);
+-- Power BI filters on bucket_utc (bucket AT TIME ZONE 'UTC', see the views): index that expression too,
+-- so a date filter on either column is an index range.
+CREATE INDEX IF NOT EXISTS candle_rollup_symbol_bucket_utc
+    ON candle_rollup (resolution, symbol, (bucket AT TIME ZONE 'UTC'));
+CREATE INDEX IF NOT EXISTS candle_rollup_bucket_utc ON candle_rollup (resolution, (bucket AT TIME ZONE 'UTC'));
 COMMENT ON TABLE candle_rollup IS 'Incrementally maintained candles; read them through the view_crypto_candles* views.';
 COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {epoch us, partition, offset, price}';
 

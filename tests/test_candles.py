@@ -278,6 +278,34 @@ def test_power_bi_queries_read_the_rollup_not_the_raw_ticks(db: psycopg.Connecti
     assert "candle_rollup" in plan
 
 
+@pytest.fixture(scope="module")
+def long_history(stack: StackHandle) -> str:
+    """One symbol with two weeks of one tick per minute (20,160 one-minute candles), statistics fresh."""
+    (symbol,) = new_symbols(1)
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
+            " event_time, volume, feed) SELECT %s, 0, n, %s, 100 + n %% 13, %s + n * interval '1 minute', 1, 'STREAM'"
+            " FROM generate_series(0, 20159) AS n", (f"test.history.{symbol}", symbol, START))
+        conn.execute("ANALYZE candle_rollup")
+    return symbol
+
+
+@pytest.mark.parametrize("time_column", ["bucket", "bucket_utc"])
+@pytest.mark.parametrize("one_symbol", [True, False], ids=["one-symbol", "all-symbols"])
+def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Connection, long_history: str,
+                                                                time_column: str, one_symbol: bool) -> None:
+    """The last hour of a long history: the date filter is an Index Cond, not a Filter over the history."""
+    symbol_filter = f"\"_\".\"symbol\" = '{long_history}' and" if one_symbol else ""
+    sql = (f'select * from (select * from "public"."view_crypto_candles" "$Table") "_" '
+           f'where {symbol_filter} "_"."{time_column}" >= %s limit 1000001')
+    since = START + timedelta(days=14) - timedelta(hours=1)
+    plan = "\n".join(r[0] for r in db.execute(
+        "EXPLAIN " + sql, (since if time_column == "bucket" else since.replace(tzinfo=None),)).fetchall())
+    time_conditions = [line for line in plan.splitlines() if "bucket" in line and ">=" in line]
+    assert time_conditions and all("Index Cond" in line for line in time_conditions), plan
+
+
 @pytest.mark.parametrize("statement", [
     "SELECT * FROM crypto_prices LIMIT 1",
     "SELECT * FROM candle_rollup LIMIT 1",
