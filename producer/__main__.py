@@ -19,10 +19,6 @@ from producer.pipeline import EXIT_USAGE, Pipeline, Sink
 from producer.record_sink import JsonlSink
 from producer.registry import RegistryUnavailable, load_schema, register_schema
 from producer.sources import Source
-from producer.sources.jitter import Jitter
-from producer.sources.poll import PollSource
-from producer.sources.replay import ReplaySource
-from producer.sources.stream import StreamSource
 from producer.stats import Stats
 from producer.validate import ValidationRules, Validator, parse_symbols
 
@@ -30,13 +26,21 @@ log = logging.getLogger("producer")
 
 
 def build_source(args: argparse.Namespace, symbols: list[str], stats: Stats, stop: threading.Event) -> Source:
+    """Imported on demand: yfinance (and pandas behind it) costs a second of start-up that replay does not need."""
     if args.source in ("stream", "record"):
+        from producer.sources.stream import StreamSource
+
         return StreamSource(symbols, stats, url=args.stream_url, stop_event=stop,
                             initial_wait=args.reconnect_initial_wait, max_wait=args.reconnect_max_wait)
     if args.source == "poll":
+        from producer.sources.jitter import Jitter
+        from producer.sources.poll import PollSource
+
         jitter = None if args.no_jitter else Jitter(args.jitter_bps, args.seed)
         return PollSource(symbols, stats, interval=args.poll_interval, jitter=jitter,
                           jitter_interval=args.jitter_interval, stop_event=stop)
+    from producer.sources.replay import ReplaySource
+
     return ReplaySource(args.file, args.speed, stats, stop_event=stop)
 
 

@@ -6,9 +6,8 @@ import argparse
 import os
 from pathlib import Path
 
-from producer.sources.stream import YAHOO_STREAM_URL
-
 SOURCES = ("stream", "poll", "replay", "record")
+YAHOO_STREAM_URL = "wss://streamer.finance.yahoo.com/?version=2"  # yfinance.WebSocket's default (tested)
 
 DESCRIPTION = """\
 cryptopipe producer: crypto ticks -> validate -> Avro (schema registry) -> Kafka, key = symbol.
@@ -128,7 +127,8 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     o.add_argument("--log-format", choices=("text", "json"), default=env.get("PRODUCER_LOG_FORMAT", "text"),
                    help="text or one JSON object per line (default %(default)s)")
     o.add_argument("--log-level", default="INFO", help="default %(default)s")
-    o.add_argument("--max-ticks", type=int, default=0, help="stop after producing this many ticks; 0 = never")
+    o.add_argument("--max-ticks", type=int, default=0,
+                   help="stop after producing this many ticks (later ones are not produced); 0 = never")
     o.add_argument("--stop-timeout", type=float, default=10.0,
                    help="seconds the source may take to stop before queued ticks count as failed (default %(default)s)")
     return p

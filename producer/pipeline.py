@@ -117,6 +117,8 @@ class Pipeline:
                   self.source.name, self.stop_timeout, left)
 
     def _handle(self, tick: Tick) -> None:
+        if self.max_ticks and self.stats.produced >= self.max_ticks:
+            return  # --max-ticks reached: what the source emitted meanwhile is not produced
         self.stats.received += 1
         reason = self.validator.check(tick)
         if reason is not None:

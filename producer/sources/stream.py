@@ -24,7 +24,7 @@ from producer.validate import MALFORMED
 
 log = logging.getLogger(__name__)
 
-YAHOO_STREAM_URL = WebSocket.__init__.__defaults__[0]  # yfinance's own default (wss://streamer.finance.yahoo.com/?version=2)
+YAHOO_STREAM_URL = WebSocket.__init__.__defaults__[0]  # yfinance's own default URL
 
 
 class StreamDown(Exception):
