@@ -1,0 +1,164 @@
+"""Producer throughput: ticks/s serialized (AvroSerializer) and acknowledged by the broker (acks=all,
+idempotent) from one process, against the serialize-only ceiling measured in the same run.
+
+Needs a running stack (`scripts/stack.sh up`, default ports from .env) or --bootstrap/--registry pointing
+at one; it starts nothing. Each run writes to a fresh topic `bench.producer.<random>` (the sink connector
+only reads TICKS_TOPIC). Three measurements, all through the producer's own code:
+
+  serialize   KafkaSink.record + AvroSerializer + key StringSerializer per tick, nothing sent (the ceiling)
+  acked       KafkaSink.send per tick (serialize + produce with delivery callback), then flush; the rate is
+              ticks whose delivery callback reported success / wall time until the last ack
+  pipeline    the full `--source replay --speed 0` path in-process: replay thread -> queue -> validate ->
+              KafkaSink -> flush (what `python -m producer` does, minus interpreter start-up)
+
+    python bench/producer_bench.py --ticks 200000 --write
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from confluent_kafka import KafkaException  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
+
+from producer.cli import env_defaults  # noqa: E402
+from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
+from producer.pipeline import Pipeline  # noqa: E402
+from producer.registry import load_schema, register_schema  # noqa: E402
+from producer.sources.replay import ReplaySource  # noqa: E402
+from producer.stats import Stats  # noqa: E402
+from producer.tick import Feed, Tick  # noqa: E402
+from producer.validate import ValidationRules, Validator  # noqa: E402
+
+SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
+START_MS = 1_764_000_000_000
+
+
+def make_ticks(n: int) -> list[Tick]:
+    return [Tick(SYMBOLS[i % 3], 1000.0 + i * 1e-4, START_MS + i, None if i % 2 else 0.5, Feed.REPLAY)
+            for i in range(n)]
+
+
+def new_sink(args: argparse.Namespace, topic: str, stats: Stats, registry: SchemaRegistryClient,
+             schema: str) -> KafkaSink:
+    config = producer_config(args.bootstrap, linger_ms=args.linger_ms, buffer_max_messages=args.buffer)
+    return KafkaSink(config, registry, schema, topic, stats)
+
+
+def bench_serialize(sink: KafkaSink, ticks: list[Tick]) -> float:
+    value, key, vctx, kctx = sink._value, sink._key, sink._value_ctx, sink._key_ctx  # noqa: SLF001
+    started = time.perf_counter()
+    for tick in ticks:
+        value(sink.record(tick), vctx)
+        key(tick.symbol, kctx)
+    return len(ticks) / (time.perf_counter() - started)
+
+
+def bench_acked(sink: KafkaSink, ticks: list[Tick], stats: Stats) -> float:
+    started = time.perf_counter()
+    for i, tick in enumerate(ticks):
+        sink.send(tick)
+        if i % 1000 == 0:
+            sink.poll(0)
+    sink.flush(120)
+    elapsed = time.perf_counter() - started
+    assert stats.failed == 0 and stats.delivered == len(ticks), stats.snapshot()
+    return stats.delivered / elapsed
+
+
+def bench_pipeline(args: argparse.Namespace, topic: str, ticks: list[Tick], registry: SchemaRegistryClient,
+                   schema: str) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ticks.jsonl"
+        path.write_text("".join(json.dumps(t.to_json_dict()) + "\n" for t in ticks))
+        stats, stop = Stats(), threading.Event()
+        validator = Validator(ValidationRules(frozenset(SYMBOLS), max_past_ms=None))
+        pipeline = Pipeline(ReplaySource(path, 0, stats, stop_event=stop), validator, stats, stop,
+                            stats_interval=0, flush_timeout=120)
+        sink = new_sink(args, topic, stats, registry, schema)
+        started = time.perf_counter()
+        code = pipeline.run(sink)
+        elapsed = time.perf_counter() - started
+    assert code == 0 and stats.delivered == len(ticks), stats.snapshot()
+    return stats.delivered / elapsed
+
+
+def main() -> int:
+    env = env_defaults()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bootstrap", default=env.get("KAFKA_BOOTSTRAP_SERVERS") or
+                        f"127.0.0.1:{env.get('KAFKA_PORT', '9092')}")
+    parser.add_argument("--registry", default=env.get("SCHEMA_REGISTRY_URL") or
+                        f"http://127.0.0.1:{env.get('REGISTRY_PORT', '8080')}/apis/ccompat/v7")
+    parser.add_argument("--ticks", type=int, default=200_000)
+    parser.add_argument("--linger-ms", type=int, default=20)
+    parser.add_argument("--buffer", type=int, default=100_000, help="queue.buffering.max.messages")
+    parser.add_argument("--write", action="store_true", help="write bench/results/producer.md")
+    args = parser.parse_args()
+
+    try:
+        AdminClient({"bootstrap.servers": args.bootstrap}).list_topics(timeout=10)
+    except KafkaException as exc:
+        print(f"no broker at {args.bootstrap} ({exc}); start the stack first: scripts/stack.sh up", file=sys.stderr)
+        return 2
+    registry = SchemaRegistryClient({"url": args.registry})
+    schema = load_schema()
+    topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
+    register_schema(registry, f"{topic}-value", schema, wait_s=10)
+    ticks = make_ticks(args.ticks)
+
+    warm = Stats()
+    warm_sink = new_sink(args, topic, warm, registry, schema)
+    bench_acked(warm_sink, ticks[:2000], warm)  # topic creation, idempotent PID, schema id cached
+
+    serialize = bench_serialize(warm_sink, ticks)
+    stats = Stats()
+    acked = bench_acked(new_sink(args, topic, stats, registry, schema), ticks, stats)
+    pipeline = bench_pipeline(args, topic, ticks, registry, schema)
+
+    rows = [("serialize only (ceiling)", serialize, 1.0), ("serialize + produce, acked", acked, acked / serialize),
+            ("full pipeline (replay -> validate -> produce), acked", pipeline, pipeline / serialize)]
+    lines = [f"| {name} | {rate:,.0f} | {share:.0%} |" for name, rate, share in rows]
+    table = "| measurement | ticks/s | of ceiling |\n|---|---:|---:|\n" + "\n".join(lines)
+    print(table)
+    if args.write:
+        out = ROOT / "bench" / "results" / "producer.md"
+        out.write_text(RESULT_TEMPLATE.format(
+            table=table, ticks=args.ticks, linger=args.linger_ms, buffer=args.buffer, python=platform.python_version(),
+            machine=f"{platform.machine()}, {platform.processor() or '?'}", date=time.strftime("%Y-%m-%d"),
+            cpus=__import__("os").cpu_count()))
+        print(f"wrote {out}")
+    return 0
+
+
+RESULT_TEMPLATE = """\
+# Producer throughput
+
+`python bench/producer_bench.py --ticks {ticks} --write` against the native stack (`scripts/stack.sh up`,
+Kafka 4.1.1 single KRaft broker, Apicurio Registry 3.3.3 ccompat API) on the same machine, {date}.
+Python {python}, {machine}, {cpus} CPUs. One producer process; acks=all, enable.idempotence=true,
+linger.ms={linger}, batch.size=1000000, compression lz4, queue.buffering.max.messages={buffer}.
+
+{table}
+
+"ticks/s acked" counts delivery callbacks that reported success, divided by the wall time from the first
+serialize to the last acknowledgement (flush). The ceiling is the same serialization code path
+(`KafkaSink.record` + confluent-kafka's `AvroSerializer` + `StringSerializer` for the key) without producing.
+
+{notes}
+"""
+
+if __name__ == "__main__":
+    sys.exit(main())
