@@ -14,6 +14,7 @@ class Source:
     """Base: a stop event that `run` loops check and whose `wait` is the interruptible sleep."""
 
     name = "source"
+    emit_batch = 1  # ticks handed to the pipeline together; >1 only where latency does not matter
 
     def __init__(self, stop_event: threading.Event | None = None) -> None:
         self.stop_event = stop_event or threading.Event()
