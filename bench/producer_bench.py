@@ -137,7 +137,7 @@ def main() -> int:
         out = ROOT / "bench" / "results" / "producer.md"
         out.write_text(RESULT_TEMPLATE.format(
             table=table, ticks=args.ticks, linger=args.linger_ms, buffer=args.buffer, python=platform.python_version(),
-            machine=f"{platform.machine()}, {platform.processor() or '?'}", date=time.strftime("%Y-%m-%d"),
+            machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
             cpus=__import__("os").cpu_count(), notes=NOTES))
         print(f"wrote {out}")
     return 0
