@@ -22,7 +22,7 @@ from pathlib import Path
 
 from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
 from stack.process import ManagedProcess, StackError
-from stack.registry_config import ensure_global_compatibility
+from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
 from stack.services import all_services
 from stack.settings import PROJECT_ROOT, StackSettings
 
@@ -43,7 +43,8 @@ def up(settings: StackSettings, with_connector: bool = True) -> dict[str, float]
         timings[service.name] = time.monotonic() - t0
         print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
     level = ensure_global_compatibility(settings.ccompat_url)
-    print(f"registry global compatibility: {level}")
+    subjects = ensure_subject_levels(settings.ccompat_url, settings.env)
+    print(f"registry compatibility: global {level}; " + ", ".join(f"{k} {v}" for k, v in subjects.items()))
     if with_connector:
         t0 = time.monotonic()
         register(settings.connect_url, DEFAULT_CONNECTOR_FILE)
