@@ -1,0 +1,136 @@
+"""A live schema evolution on the running stack: version-1 ticks, then version-2 ticks with a new
+optional field, on the real topic. The registry accepts v2 under the subject's level, the JDBC sink
+(schema.evolution=basic) adds the column and keeps RUNNING, v1 rows hold NULL there, v2 rows the value,
+and the candles Power BI reads are exactly what the ticks imply, evolution or not.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+
+import psycopg
+import pytest
+import requests
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from stack.connector import load_connector, wait_running
+from stack.settings import PROJECT_ROOT
+from tests.conftest import StackHandle
+
+pytestmark = pytest.mark.stack
+
+START_MS = 1_764_010_800_000  # 2025-11-24T19:00:00Z, minute aligned
+V1 = json.loads((PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text())
+NEW_FIELD = {"name": "exchange", "type": ["null", "string"], "default": None,
+             "doc": "Where the price was traded; null when unknown (and for every record written with v1)."}
+V2 = {**V1, "fields": [*V1["fields"], NEW_FIELD]}
+
+
+def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> list[dict]:
+    """`count` ticks per symbol, 20 s apart from `first_ms`, distinct times and prices."""
+    ticks = []
+    for s, symbol in enumerate(symbols):
+        for i in range(count):
+            tick = {"symbol": symbol, "price": 100.0 * (s + 1) + i * 0.5 + version * 0.01,
+                    "event_time": first_ms + i * 20_000 + s, "volume": 0.25 * (i + 1), "feed": "REPLAY",
+                    "produced_at": int(time.time() * 1000), "producer_id": "test_schema_evolution",
+                    "sequence": i}
+            if version == 2:
+                tick["exchange"] = f"EX{s}"
+            ticks.append(tick)
+    return ticks
+
+
+def produce(stack: StackHandle, schema: dict, ticks: list[dict]) -> None:
+    topic = stack.settings["TICKS_TOPIC"]
+    serialize = AvroSerializer(SchemaRegistryClient({"url": stack.registry_url}), json.dumps(schema),
+                               conf={"auto.register.schemas": True})
+    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
+    for tick in ticks:
+        producer.produce(topic, key=tick["symbol"].encode(),
+                         value=serialize(tick, SerializationContext(topic, MessageField.VALUE)))
+    assert producer.flush(60) == 0, "records left unsent"
+
+
+def query(stack: StackHandle, sql: str, *params: object) -> list[tuple]:
+    with psycopg.connect(stack.pg_dsn()) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_for_rows(stack: StackHandle, symbols: list[str], expected: int, timeout: float = 180) -> int:
+    deadline, count = time.monotonic() + timeout, -1
+    while time.monotonic() < deadline:
+        count = query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", symbols)[0][0]
+        if count >= expected:
+            return count
+        time.sleep(1)
+    return count
+
+
+@pytest.fixture(scope="module")
+def evolved(stack: StackHandle) -> dict:
+    connector = load_connector()["name"]
+    wait_running(stack.connect_url, connector)
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"EVO{tag}{i}-USD" for i in range(2)]
+    v1 = make_ticks(symbols, START_MS, 6, version=1)  # 19:00:00 .. 19:01:40
+    produce(stack, V1, v1)
+    assert wait_for_rows(stack, symbols, len(v1)) == len(v1), "v1 ticks did not land"
+    v2 = make_ticks(symbols, START_MS + 110_000, 6, version=2)  # 19:01:50 .. 19:03:30: shares the 19:01 bucket
+    produce(stack, V2, v2)
+    landed = wait_for_rows(stack, symbols, len(v1) + len(v2))
+    return {"connector": connector, "symbols": symbols, "v1": v1, "v2": v2, "landed": landed}
+
+
+def test_the_registry_holds_v2_as_the_latest_version(stack: StackHandle, evolved: dict) -> None:
+    subject = f"{stack.settings['TICKS_TOPIC']}-value"
+    latest = requests.get(f"{stack.registry_url}/subjects/{subject}/versions/latest", timeout=10).json()
+    assert "exchange" in [f["name"] for f in json.loads(latest["schema"])["fields"]]
+
+
+def test_both_versions_land_and_the_connector_stays_running(stack: StackHandle, evolved: dict) -> None:
+    assert evolved["landed"] == len(evolved["v1"]) + len(evolved["v2"])
+    status = requests.get(f"{stack.connect_url}/connectors/{evolved['connector']}/status", timeout=10).json()
+    assert status["connector"]["state"] == "RUNNING", status
+    assert status["tasks"] and all(t["state"] == "RUNNING" for t in status["tasks"]), status
+
+
+def test_the_sink_added_the_column_null_for_v1_filled_for_v2(stack: StackHandle, evolved: dict) -> None:
+    columns = [r[0] for r in query(stack, "SELECT column_name FROM information_schema.columns "
+                                          "WHERE table_name = 'crypto_prices'")]
+    assert "exchange" in columns
+    rows = query(stack, "SELECT symbol, (extract(epoch FROM event_time) * 1000)::bigint, exchange "
+                        "FROM crypto_prices WHERE symbol = ANY(%s)", evolved["symbols"])
+    stored = {(symbol, ms): exchange for symbol, ms, exchange in rows}
+    assert {(t["symbol"], t["event_time"]): None for t in evolved["v1"]}.items() <= stored.items()
+    assert {(t["symbol"], t["event_time"]): t["exchange"] for t in evolved["v2"]}.items() <= stored.items()
+
+
+def expected_candles(ticks: list[dict]) -> list[tuple]:
+    by_bucket: dict[tuple[str, int], list[dict]] = {}
+    for tick in ticks:
+        by_bucket.setdefault((tick["symbol"], tick["event_time"] // 60_000 * 60_000), []).append(tick)
+    out = []
+    for (symbol, bucket), group in sorted(by_bucket.items()):
+        group.sort(key=lambda t: t["event_time"])
+        prices = [t["price"] for t in group]
+        out.append((symbol, datetime.fromtimestamp(bucket / 1000, UTC), group[0]["price"], max(prices), min(prices),
+                    group[-1]["price"], sum(t["volume"] for t in group), len(group)))
+    return out
+
+
+def test_the_candles_equal_what_the_ticks_imply(stack: StackHandle, evolved: dict) -> None:
+    rows = query(stack, "SELECT symbol, bucket, open, high, low, close, volume, tick_count FROM view_crypto_candles "
+                        "WHERE symbol = ANY(%s) ORDER BY symbol, bucket", evolved["symbols"])
+    expected = expected_candles(evolved["v1"] + evolved["v2"])
+    assert len(rows) == len(expected) == 2 * 4  # 19:00 .. 19:03 per symbol, 19:01 mixing v1 and v2 ticks
+    for got, want in zip(rows, expected, strict=True):
+        assert got[:2] == want[:2]
+        assert [float(x) for x in got[2:7]] == pytest.approx(list(want[2:7]), rel=1e-12)
+        assert got[7] == want[7]
