@@ -1,7 +1,13 @@
-"""A live schema evolution on the running stack: version-1 ticks, then version-2 ticks with a new
-optional field, on the real topic. The registry accepts v2 under the subject's level, the JDBC sink
-(schema.evolution=basic) adds the column and keeps RUNNING, v1 rows hold NULL there, v2 rows the value,
-and the candles Power BI reads are exactly what the ticks imply, evolution or not.
+"""A live schema evolution on the running stack, following docs/schema-evolution.md: version-1 ticks,
+the migration that adds the new column, then version-2 ticks with the new optional field, on the real
+topic. The registry accepts v2 under the subject's level, the JDBC sink keeps RUNNING, v1 rows hold
+NULL in the new column, v2 rows the value, and the candles Power BI reads are exactly what the ticks
+imply, evolution or not.
+
+Why the migration: the Debezium JDBC sink 3.4.3 here does NOT add the column itself despite
+schema.evolution=basic. The first v2 record fails the task ("Failed to find column 'exchange' in table
+'crypto_prices'", no ALTER attempted, not sent to the DLQ), also after a task restart; with the column
+added beforehand the same records land. See docs/schema-evolution.md.
 """
 
 from __future__ import annotations
@@ -73,6 +79,13 @@ def wait_for_rows(stack: StackHandle, symbols: list[str], expected: int, timeout
     return count
 
 
+def add_column_as_the_sink_role(stack: StackHandle) -> None:
+    """The migration step of docs/schema-evolution.md, as the role that owns crypto_prices."""
+    dsn = stack.pg_dsn(user=stack.settings["CONNECT_DB_USER"], password=stack.settings["CONNECT_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS exchange text")
+
+
 @pytest.fixture(scope="module")
 def evolved(stack: StackHandle) -> dict:
     connector = load_connector()["name"]
@@ -82,6 +95,7 @@ def evolved(stack: StackHandle) -> dict:
     v1 = make_ticks(symbols, START_MS, 6, version=1)  # 19:00:00 .. 19:01:40
     produce(stack, V1, v1)
     assert wait_for_rows(stack, symbols, len(v1)) == len(v1), "v1 ticks did not land"
+    add_column_as_the_sink_role(stack)
     v2 = make_ticks(symbols, START_MS + 110_000, 6, version=2)  # 19:01:50 .. 19:03:30: shares the 19:01 bucket
     produce(stack, V2, v2)
     landed = wait_for_rows(stack, symbols, len(v1) + len(v2))
@@ -101,7 +115,7 @@ def test_both_versions_land_and_the_connector_stays_running(stack: StackHandle, 
     assert status["tasks"] and all(t["state"] == "RUNNING" for t in status["tasks"]), status
 
 
-def test_the_sink_added_the_column_null_for_v1_filled_for_v2(stack: StackHandle, evolved: dict) -> None:
+def test_the_new_column_is_null_for_v1_and_filled_for_v2(stack: StackHandle, evolved: dict) -> None:
     columns = [r[0] for r in query(stack, "SELECT column_name FROM information_schema.columns "
                                           "WHERE table_name = 'crypto_prices'")]
     assert "exchange" in columns
