@@ -8,6 +8,7 @@ use an already running stack (settings from .env and the environment) instead.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -118,7 +119,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
+        pg_data = Postgres(settings).data_dir
+        leftovers = stack_processes(state_dir) + stack_processes(pg_data)
+        if not pg_data.is_relative_to(state_dir) and not leftovers:  # root's cluster lives in /var/lib
+            shutil.rmtree(pg_data.parent, ignore_errors=True)
         assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
         assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 
