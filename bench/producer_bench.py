@@ -37,7 +37,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
 from producer.cli import env_defaults  # noqa: E402
 from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
 from producer.pipeline import Pipeline  # noqa: E402
-from producer.registry import load_schema, register_schema  # noqa: E402
+from producer.registry import load_schema, register_schema, registry_client  # noqa: E402
 from producer.sources.replay import ReplaySource  # noqa: E402
 from producer.stats import Stats  # noqa: E402
 from producer.tick import Feed, Tick  # noqa: E402
@@ -115,7 +115,7 @@ def main() -> int:
     except KafkaException as exc:
         print(f"no broker at {args.bootstrap} ({exc}); start the stack first: scripts/stack.sh up", file=sys.stderr)
         return 2
-    registry = SchemaRegistryClient({"url": args.registry})
+    registry = registry_client(args.registry)
     schema = load_schema()
     topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
     register_schema(registry, f"{topic}-value", schema, wait_s=10)

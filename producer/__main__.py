@@ -10,14 +10,12 @@ import sys
 import threading
 from types import FrameType
 
-from confluent_kafka.schema_registry import SchemaRegistryClient
-
 from producer.cli import parse_args
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.logs import setup_logging
 from producer.pipeline import EXIT_USAGE, Pipeline, Sink
 from producer.record_sink import JsonlSink
-from producer.registry import RegistryUnavailable, load_schema, register_schema
+from producer.registry import RegistryUnavailable, load_schema, register_schema, registry_client
 from producer.sources import Source
 from producer.stats import Stats
 from producer.validate import ValidationRules, Validator, parse_symbols
@@ -56,7 +54,7 @@ def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
 def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline) -> Sink:
     if args.source == "record":
         return JsonlSink(args.out, stats)
-    registry = SchemaRegistryClient({"url": args.schema_registry_url})
+    registry = registry_client(args.schema_registry_url)
     schema = load_schema()
     register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
     config = producer_config(args.bootstrap_servers, args.message_timeout_ms, args.buffer_max_messages,

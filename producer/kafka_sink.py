@@ -17,9 +17,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext, StringSerializer
 
+from producer.registry import value_serializer
 from producer.stats import Stats
 from producer.tick import Tick, now_ms
 
@@ -61,7 +61,7 @@ class KafkaSink:
         self._last_down_log = 0.0
         self._producer = Producer({**config, "error_cb": self._on_error,
                                    "logger": logging.getLogger("producer.librdkafka")})
-        self._value = AvroSerializer(registry, schema_str, conf={"auto.register.schemas": True})
+        self._value = value_serializer(registry, schema_str)
         self._key = StringSerializer("utf_8")
         self._value_ctx = SerializationContext(topic, MessageField.VALUE)
         self._key_ctx = SerializationContext(topic, MessageField.KEY)

@@ -5,13 +5,31 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient, topic_subject_name_strategy
+from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 log = logging.getLogger(__name__)
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "crypto_tick.avsc"
+REQUEST_TIMEOUT_S = 30
+
+
+def registry_client(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> SchemaRegistryClient:
+    """A client whose requests time out: httpx's default here is to wait forever on a silent registry."""
+    return SchemaRegistryClient({"url": url, "timeout": timeout_s})
+
+
+def value_serializer(client: SchemaRegistryClient, schema_str: str) -> AvroSerializer:
+    """Avro values under the subject `<topic>-value`, registering the schema on first use.
+
+    The strategy is explicit: confluent-kafka 2.16's default first asks the registry for "associations",
+    an endpoint Apicurio's Confluent-compatible API does not have (one wasted request per topic, and a
+    hang when that request is never answered).
+    """
+    return AvroSerializer(client, schema_str, conf={"auto.register.schemas": True,
+                                                    "subject.name.strategy": topic_subject_name_strategy})
 
 
 class RegistryUnavailable(Exception):

@@ -21,10 +21,10 @@ import psycopg
 import pytest
 import requests
 from confluent_kafka import Consumer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from producer.registry import registry_client
 from stack.connector import load_connector, wait_running
 from stack.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
@@ -149,7 +149,7 @@ def test_one_minute_candles_equal_an_independent_ohlc(stack: StackHandle, replay
 
 
 def test_records_on_the_topic_decode_with_the_registry(stack: StackHandle, replayed: dict) -> None:
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": stack.registry_url}))
+    deserialize = AvroDeserializer(registry_client(stack.registry_url))
     consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"e2e-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     topic = stack.settings["TICKS_TOPIC"]

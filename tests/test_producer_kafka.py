@@ -17,11 +17,11 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer
-from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from websockets.sync.server import ServerConnection
 
+from producer.registry import registry_client
 from stack.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 from tests.fixtures.producer.yahoo_ws import YahooServer, envelope, pricing_frame
@@ -32,7 +32,7 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 
 def consume(stack: StackHandle, topic: str, expected: int, timeout: float = 90) -> list[tuple[str, dict]]:
     """(key, decoded value) of every record on the topic; waits until `expected` arrived (then 2 s more)."""
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": stack.registry_url}))
+    deserialize = AvroDeserializer(registry_client(stack.registry_url))
     consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
@@ -138,7 +138,7 @@ def test_stream_ticks_arrive_as_avro_with_the_right_values(stack: StackHandle, u
         assert value["feed"] == "STREAM"
         assert re.fullmatch(r".+:\d+", value["producer_id"]) and value["producer_id"].endswith(f":{proc.pid}")
         assert abs(value["produced_at"].timestamp() - time.time()) < 300
-    registered = SchemaRegistryClient({"url": stack.registry_url}).get_latest_version(f"{unique_topic}-value")
+    registered = registry_client(stack.registry_url).get_latest_version(f"{unique_topic}-value")
     assert json.loads(registered.schema.schema_str)["name"] == "CryptoTick"
 
 

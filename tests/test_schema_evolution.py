@@ -21,10 +21,9 @@ import psycopg
 import pytest
 import requests
 from confluent_kafka import Producer
-from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from producer.registry import registry_client, value_serializer
 from stack.connector import load_connector, wait_running
 from stack.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
@@ -55,8 +54,7 @@ def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> l
 
 def produce(stack: StackHandle, schema: dict, ticks: list[dict]) -> None:
     topic = stack.settings["TICKS_TOPIC"]
-    serialize = AvroSerializer(SchemaRegistryClient({"url": stack.registry_url}), json.dumps(schema),
-                               conf={"auto.register.schemas": True})
+    serialize = value_serializer(registry_client(stack.registry_url), json.dumps(schema))
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
     for tick in ticks:
         producer.produce(topic, key=tick["symbol"].encode(),
