@@ -3,6 +3,7 @@
 --
 --   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER)
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
+--   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
 --                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
 --
@@ -29,6 +30,8 @@ SELECT format('CREATE ROLE %I LOGIN', :'reader_role')
 SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'reader_role', :'reader_password') \gexec
 -- Power BI's role can never write, even by mistake: every transaction it opens is read-only.
 SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'reader_role') \gexec
+-- DirectQuery sends many small queries; JIT compilation would add ~100 ms to each and win nothing.
+SELECT format('ALTER ROLE %I SET jit = off', :'reader_role') \gexec
 -- Nobody but the roles granted below may create objects or temporary tables in this database.
 SELECT format('REVOKE CREATE, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()) \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'writer_role', :'reader_role') \gexec
@@ -82,6 +85,9 @@ CREATE OR REPLACE FUNCTION candle_point(p_event_time timestamptz, p_partition in
     SELECT ARRAY[extract(epoch FROM p_event_time) * 1000000, p_partition, p_offset, p_price]::float8[]
 $$;
 
+CREATE OR REPLACE FUNCTION candle_point_time(p_point float8[]) RETURNS timestamptz
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT to_timestamp(p_point[1] / 1000000) $$;
+
 -- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
 -- more than candles of all ticks; the views merge the two parts (at most two rows per candle).
 CREATE TABLE IF NOT EXISTS candle_rollup (
@@ -110,35 +116,95 @@ COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {e
 CREATE OR REPLACE FUNCTION candle_origin() RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2000-01-01 00:00:00+00' $$;
 
+-- The buckets the gap-filled views walk: for every symbol and interval, every bucket from its first
+-- candle to its last, with or without ticks (one table for all symbols: the union of their spans).
+-- A date filter is then an index range here, instead of a series generated over the whole history.
+-- It only grows; a superset is harmless (the views clip it to each symbol's first and last candle).
+CREATE TABLE IF NOT EXISTS candle_calendar (
+    resolution text        NOT NULL REFERENCES candle_intervals ON DELETE CASCADE,
+    bucket     timestamptz NOT NULL,
+    PRIMARY KEY (resolution, bucket)
+);
+CREATE INDEX IF NOT EXISTS candle_calendar_bucket_utc ON candle_calendar (resolution, (bucket AT TIME ZONE 'UTC'));
+COMMENT ON TABLE candle_calendar IS 'Every bucket from each symbol''s first candle to its last, per interval; read by the *_filled views.';
+
+-- The buckets that must be in the calendar after candles of p_symbol were added in [p_lo, p_hi]:
+-- from its previous candle before p_lo to its next candle after p_hi. Buckets between candles that
+-- were already neighbours are in the calendar already, so streaming ticks cost two index probes and
+-- about two buckets per symbol and interval, and a late tick older than all history only adds the
+-- buckets up to the symbol's next candle.
+DROP FUNCTION IF EXISTS candle_calendar_extend(timestamptz, timestamptz);
+CREATE OR REPLACE FUNCTION candle_calendar_span(p_resolution text, p_symbol text, p_lo timestamptz,
+                                                p_hi timestamptz) RETURNS SETOF timestamptz
+    LANGUAGE sql STABLE AS $$
+    SELECT generate_series(
+        coalesce((SELECT max(r.bucket) FROM candle_rollup r
+                   WHERE r.resolution = p_resolution AND r.symbol = p_symbol AND r.bucket < p_lo), p_lo),
+        coalesce((SELECT min(r.bucket) FROM candle_rollup r
+                   WHERE r.resolution = p_resolution AND r.symbol = p_symbol AND r.bucket > p_hi), p_hi),
+        (SELECT i.width FROM candle_intervals i WHERE i.resolution = p_resolution))
+$$;
+
+-- The maintenance functions below run with jit = off: they run per sink statement on a few hundred
+-- rows, and the planner's guesses (e.g. 1000 rows per generate_series) would otherwise make every
+-- call pay ~150 ms of JIT compilation for a millisecond of work.
+
 -- Merge the ticks one statement inserted into the candles of every interval: one upsert per
 -- (interval, symbol, bucket) touched, however many ticks fell into it. The JDBC sink sends its
 -- batches as multi-row INSERTs (reWriteBatchedInserts), so this runs once per ~100 ticks.
 CREATE OR REPLACE FUNCTION candle_rollup_add_ticks() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 BEGIN
-    INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
-           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
-      FROM new_ticks t CROSS JOIN candle_intervals i
-     GROUP BY 1, 2, 3, 4
-    ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
-        first      = least(c.first, EXCLUDED.first),
-        last       = greatest(c.last, EXCLUDED.last),
-        high       = greatest(c.high, EXCLUDED.high),
-        low        = least(c.low, EXCLUDED.low),
-        volume     = c.volume + EXCLUDED.volume,
-        tick_count = c.tick_count + EXCLUDED.tick_count;
+    WITH merged AS (
+        INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+        SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
+               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+               max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
+          FROM new_ticks t CROSS JOIN candle_intervals i
+         GROUP BY 1, 2, 3, 4
+        ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
+            first      = least(c.first, EXCLUDED.first),
+            last       = greatest(c.last, EXCLUDED.last),
+            high       = greatest(c.high, EXCLUDED.high),
+            low        = least(c.low, EXCLUDED.low),
+            volume     = c.volume + EXCLUDED.volume,
+            tick_count = c.tick_count + EXCLUDED.tick_count
+        RETURNING c.resolution, c.symbol, c.bucket, c.xmax = 0 AS is_new),
+    -- Only a new candle can open a gap; spans are looked up in the rollup as it was before this
+    -- statement, so the neighbours found are the candles that were there already.
+    new_spans AS (
+        SELECT resolution, symbol, min(bucket) AS lo, max(bucket) AS hi
+          FROM merged WHERE is_new GROUP BY resolution, symbol)
+    INSERT INTO candle_calendar (resolution, bucket)
+    SELECT DISTINCT n.resolution, span.bucket
+      FROM new_spans n
+     CROSS JOIN LATERAL candle_calendar_span(n.resolution, n.symbol, n.lo, n.hi) AS span(bucket)
+    ON CONFLICT DO NOTHING;
     RETURN NULL;
 END $$;
+
+-- Put every bucket between each symbol's first and last candle in the calendar (one symbol, or all):
+-- after a rebuild, and once for candles that predate the calendar.
+CREATE OR REPLACE FUNCTION candle_calendar_cover(p_symbol text DEFAULT NULL) RETURNS void
+    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
+    INSERT INTO candle_calendar (resolution, bucket)
+    SELECT DISTINCT s.resolution, g.bucket
+      FROM (SELECT r.resolution, r.symbol, min(r.bucket) AS lo, max(r.bucket) AS hi
+              FROM candle_rollup r
+             WHERE p_symbol IS NULL OR r.symbol = p_symbol
+             GROUP BY r.resolution, r.symbol) s
+      JOIN candle_intervals i USING (resolution)
+     CROSS JOIN LATERAL generate_series(s.lo, s.hi, i.width) AS g(bucket)
+    ON CONFLICT DO NOTHING
+$$;
 
 -- Recompute candles from raw ticks (all of them, or one symbol's time range). The insert trigger
 -- keeps the rollup exact; this covers the rare rest: a changed or deleted tick, or ticks bulk
 -- loaded with the trigger disabled.
 CREATE OR REPLACE FUNCTION rebuild_candles(p_symbol text DEFAULT NULL, p_from timestamptz DEFAULT NULL,
                                            p_to timestamptz DEFAULT NULL) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     rebuilt bigint;
 BEGIN
@@ -148,25 +214,37 @@ BEGIN
        AND (p_symbol IS NULL OR c.symbol = p_symbol)
        AND (p_from IS NULL OR c.bucket >= date_bin(i.width, p_from, candle_origin()))
        AND (p_to IS NULL OR c.bucket <= date_bin(i.width, p_to, candle_origin()));
-    INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
-           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
-      FROM candle_intervals i
-      JOIN crypto_prices t
-        ON (p_symbol IS NULL OR t.symbol = p_symbol)
-       AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
-       AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
-     GROUP BY 1, 2, 3, 4;
-    GET DIAGNOSTICS rebuilt = ROW_COUNT;
+    WITH rebuilt_candles AS (
+        INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+        SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
+               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+               max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
+          FROM candle_intervals i
+          JOIN crypto_prices t
+            ON (p_symbol IS NULL OR t.symbol = p_symbol)
+           AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
+           AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
+         GROUP BY 1, 2, 3, 4
+        RETURNING resolution, symbol, bucket)
+    SELECT count(*) INTO rebuilt FROM rebuilt_candles;
+    IF p_symbol IS NOT NULL AND p_from IS NOT NULL AND p_to IS NOT NULL THEN
+        INSERT INTO candle_calendar (resolution, bucket)
+        SELECT DISTINCT i.resolution, span.bucket
+          FROM candle_intervals i
+         CROSS JOIN LATERAL candle_calendar_span(i.resolution, p_symbol, date_bin(i.width, p_from, candle_origin()),
+                                                 date_bin(i.width, p_to, candle_origin())) AS span(bucket)
+        ON CONFLICT DO NOTHING;
+    ELSE
+        PERFORM candle_calendar_cover(p_symbol);
+    END IF;
     RETURN rebuilt;
 END $$;
 
 -- Changed or deleted ticks: rebuild exactly the candles they belonged to (and now belong to).
 -- A redelivered record is upserted with identical values and changes nothing: that costs one join.
 CREATE OR REPLACE FUNCTION candle_rollup_change_ticks() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     touched record;
 BEGIN
@@ -186,7 +264,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION candle_rollup_delete_ticks() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     touched record;
 BEGIN
@@ -197,9 +275,9 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION candle_rollup_truncate() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 BEGIN
-    TRUNCATE candle_rollup;
+    TRUNCATE candle_rollup, candle_calendar;
     RETURN NULL;
 END $$;
 
@@ -221,6 +299,9 @@ CREATE TRIGGER crypto_prices_rollup_truncate AFTER TRUNCATE ON crypto_prices
 -- Ticks loaded before the rollup existed (an upgraded database): build their candles once.
 SELECT 'SELECT rebuild_candles()'
  WHERE EXISTS (SELECT FROM crypto_prices) AND NOT EXISTS (SELECT FROM candle_rollup) \gexec
+-- Candles built before the calendar existed: cover them.
+SELECT 'SELECT candle_calendar_cover()'
+ WHERE EXISTS (SELECT FROM candle_rollup) AND NOT EXISTS (SELECT FROM candle_calendar) \gexec
 
 -- ---------------------------------------------------------------------------------------------
 -- Candle views, generated for every interval from the one rollup
@@ -282,9 +363,10 @@ BEGIN
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_real'),
                        iv.resolution || ' OHLC candles of real ticks only (JITTER excluded)');
 
-        -- Gap filling walks the calendar of buckets per symbol; each bucket looks up the latest
-        -- candle at or before it through the rollup's primary key, so a filter on bucket keeps the
-        -- lookups to the buckets returned.
+        -- Gap filling walks candle_calendar from each symbol's first candle to its last; each bucket
+        -- takes the latest candle at or before it, through the rollup's primary key. The span is
+        -- stated on bucket and on bucket_utc alike, so whichever column a date filter uses, the
+        -- filter and the span meet in one index range: the cost follows the rows returned.
         EXECUTE format($v$
             CREATE OR REPLACE VIEW %1$I AS
             SELECT s.symbol,
@@ -306,13 +388,20 @@ BEGIN
                                 UNION ALL
                                 SELECT (SELECT min(x.symbol) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol > s.symbol)
                                   FROM symbols s WHERE s.symbol IS NOT NULL)
-                            SELECT symbol FROM symbols WHERE symbol IS NOT NULL) r) s
-             CROSS JOIN LATERAL generate_series(s.first_bucket, s.last_bucket, %4$L::interval) AS b(bucket)
-             CROSS JOIN LATERAL (SELECT x.bucket FROM candle_rollup x
-                                  WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket <= b.bucket
-                                  ORDER BY x.bucket DESC LIMIT 1) latest
-             CROSS JOIN LATERAL (SELECT * FROM %2$I v WHERE v.symbol = s.symbol AND v.bucket = latest.bucket) c
-        $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution, iv.width);
+                            SELECT symbol FROM symbols WHERE symbol IS NOT NULL) r
+                    OFFSET 0) s  -- each symbol's span is computed once, not once per bucket
+              JOIN candle_calendar b
+                ON b.resolution = %3$L
+               AND b.bucket BETWEEN s.first_bucket AND s.last_bucket
+               AND (b.bucket AT TIME ZONE 'UTC') BETWEEN (s.first_bucket AT TIME ZONE 'UTC') AND (s.last_bucket AT TIME ZONE 'UTC')
+             CROSS JOIN LATERAL (
+                    SELECT * FROM %2$I v
+                     WHERE v.symbol = s.symbol
+                       AND v.bucket = (SELECT x.bucket FROM candle_rollup x
+                                        WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket <= b.bucket
+                                        ORDER BY x.bucket DESC LIMIT 1)
+                     LIMIT 1) c  -- one candle per bucket; the LIMIT also keeps it a per-bucket lookup
+        $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution);
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_filled'),
                        iv.resolution || ' OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill');
     END LOOP;
@@ -324,7 +413,7 @@ END $$;
 -- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
 REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION candle_rollup_add_ticks(), candle_rollup_change_ticks(), candle_rollup_delete_ticks(),
-    candle_rollup_truncate() FROM PUBLIC;
+    candle_rollup_truncate(), candle_calendar_cover(text) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 
 -- The sink: its own table only (it owns crypto_prices; it may read the interval list).

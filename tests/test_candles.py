@@ -215,6 +215,19 @@ def test_gaps_are_missing_in_candles_and_flat_at_the_previous_close_when_filled(
     assert filled.iloc[-1][["open", "close", "tick_count"]].tolist() == [20.0, 20.0, 1]
 
 
+def test_gap_filled_candles_reach_back_to_a_late_tick_older_than_all_history(
+        db: psycopg.Connection, writer: TickWriter) -> None:
+    """The bucket calendar behind the _filled views grows backwards too, one statement at a time."""
+    (symbol,) = new_symbols(1)
+    long_ago = datetime(2019, 1, 1, tzinfo=UTC)  # before anything any other test writes
+    writer.write([{"symbol": symbol, "price": 5.0, "event_time": long_ago + timedelta(minutes=3), "volume": 1.0}])
+    writer.write([{"symbol": symbol, "price": 4.0, "event_time": long_ago, "volume": 1.0}])
+    filled = candles(db, "view_crypto_candles_filled", [symbol], CANDLE_COLUMNS + ["is_gap_fill"])
+    assert filled["bucket"].tolist() == [pd.Timestamp(long_ago + timedelta(minutes=m)) for m in range(4)]
+    assert filled["close"].tolist() == [4.0, 4.0, 4.0, 5.0]
+    assert filled["is_gap_fill"].tolist() == [False, True, True, False]
+
+
 @pytest.mark.parametrize("resolution", ["5m", "1h"])
 def test_gap_filled_candles_equal_the_plain_ones_where_there_are_ticks(
         db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
@@ -291,26 +304,30 @@ def long_history(stack: StackHandle) -> str:
     return symbol
 
 
+@pytest.mark.parametrize("view", ["view_crypto_candles", "view_crypto_candles_filled"])
 @pytest.mark.parametrize("time_column", ["bucket", "bucket_utc"])
 @pytest.mark.parametrize("one_symbol", [True, False], ids=["one-symbol", "all-symbols"])
 def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Connection, long_history: str,
-                                                                time_column: str, one_symbol: bool) -> None:
-    """The last hour of a long history: the date filter is an Index Cond, not a Filter over the history."""
+                                                                view: str, time_column: str, one_symbol: bool) -> None:
+    """The last hour of a long history: the date filter is an Index Cond, not a Filter over the history
+    (for the gap-filled view: a range of the bucket calendar, not a series over every bucket)."""
     symbol_filter = f"\"_\".\"symbol\" = '{long_history}' and" if one_symbol else ""
-    sql = (f'select * from (select * from "public"."view_crypto_candles" "$Table") "_" '
+    sql = (f'select * from (select * from "public"."{view}" "$Table") "_" '
            f'where {symbol_filter} "_"."{time_column}" >= %s limit 1000001')
     since = START + timedelta(days=14) - timedelta(hours=1)
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN " + sql, (since if time_column == "bucket" else since.replace(tzinfo=None),)).fetchall())
-    time_conditions = [line for line in plan.splitlines() if "bucket" in line and ">=" in line]
-    assert time_conditions and all("Index Cond" in line for line in time_conditions), plan
+    time_conditions = [line for line in plan.splitlines() if "bucket" in line and ">= '" in line]  # vs the constant
+    assert time_conditions and all("Index Cond" in line or "Recheck Cond" in line for line in time_conditions), plan
 
 
 @pytest.mark.parametrize("statement", [
     "SELECT * FROM crypto_prices LIMIT 1",
     "SELECT * FROM candle_rollup LIMIT 1",
     "SELECT * FROM candle_intervals",
+    "SELECT * FROM candle_calendar LIMIT 1",
     "SELECT rebuild_candles()",
+    "SELECT candle_calendar_cover()",
 ])
 def test_the_power_bi_role_cannot_read_raw_ticks(powerbi: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
