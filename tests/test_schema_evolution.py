@@ -7,7 +7,8 @@ imply, evolution or not.
 Why the migration: the Debezium JDBC sink 3.4.3 here does NOT add the column itself despite
 schema.evolution=basic. The first v2 record fails the task ("Failed to find column 'exchange' in table
 'crypto_prices'", no ALTER attempted, not sent to the DLQ), also after a task restart; with the column
-added beforehand the same records land. See docs/schema-evolution.md.
+added beforehand the same records land. The cause, in the sink's code with primary.key.mode=kafka, is
+in docs/schema-evolution.md.
 """
 
 from __future__ import annotations
