@@ -1,7 +1,7 @@
 """Register the JDBC sink with Kafka Connect: validate locally, validate remotely, upsert, wait for RUNNING.
 
-Idempotent: PUT /connectors/NAME/config creates or updates. Exits non-zero with the validation
-errors or the failing task's trace when the connector does not come up.
+Idempotent: PUT /connectors/NAME/config creates or updates, then failed tasks are restarted. Exits
+non-zero with the validation errors or the failing task's trace when the connector does not come up.
 """
 
 from __future__ import annotations
@@ -78,6 +78,15 @@ def upsert(connect_url: str, name: str, config: dict[str, str]) -> bool:
     return response.status_code == 201
 
 
+def restart_failed(connect_url: str, name: str) -> None:
+    """A task that FAILED earlier (e.g. the database was gone too long) stays FAILED through a config
+    PUT that changes nothing: restart the failed instances, so registering means "make it RUNNING"."""
+    response = requests.post(f"{connect_url}/connectors/{name}/restart",
+                             params={"includeTasks": "true", "onlyFailed": "true"}, timeout=60)
+    if response.status_code not in (200, 202, 204):
+        raise StackError(f"POST /connectors/{name}/restart failed: HTTP {response.status_code} {response.text[:500]}")
+
+
 def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
     response = requests.get(f"{connect_url}/connectors/{name}/status", timeout=5)
     if response.status_code == 404:
@@ -86,16 +95,27 @@ def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
     return response.json()
 
 
-def wait_running(connect_url: str, name: str, timeout: float = 120.0) -> dict[str, Any]:
-    """Poll until the connector and every task are RUNNING; raise with the trace on FAILED."""
+def failure_traces(status: dict[str, Any] | None) -> set[str]:
+    if not status:
+        return set()
+    return {t.get("trace", "") for t in [status["connector"], *status.get("tasks", [])] if t["state"] == "FAILED"}
+
+
+def wait_running(connect_url: str, name: str, timeout: float = 120.0,
+                 stale_traces: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Poll until the connector and every task are RUNNING; raise with the trace on FAILED.
+    A failure whose trace is in `stale_traces` predates a restart just asked for: keep waiting."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         status = connector_status(connect_url, name)
         if status:
             states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
-            failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"]
-            if status["connector"]["state"] == "FAILED" or failed:
+            failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"
+                      and t.get("trace", "") not in stale_traces]
+            connector_failed = (status["connector"]["state"] == "FAILED"
+                                and status["connector"].get("trace", "") not in stale_traces)
+            if connector_failed or failed:
                 trace = (failed[0] if failed else status["connector"]).get("trace", "(no trace)")
                 raise StackError(f"connector {name} FAILED:\n{trace[:4000]}")
             if status.get("tasks") and all(s == "RUNNING" for s in states):
@@ -109,6 +129,9 @@ def register(connect_url: str, path: Path = DEFAULT_CONNECTOR_FILE, timeout: flo
     name, config = definition["name"], definition["config"]
     wait_for_connect(connect_url, timeout)
     validate_remotely(connect_url, name, config)
+    stale = frozenset(failure_traces(connector_status(connect_url, name)))
     created = upsert(connect_url, name, config)
+    if stale:
+        restart_failed(connect_url, name)
     print(f"connector {name} {'created' if created else 'updated'}; waiting for RUNNING ...", flush=True)
-    return wait_running(connect_url, name, timeout)
+    return wait_running(connect_url, name, timeout, stale_traces=stale)

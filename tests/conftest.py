@@ -39,6 +39,7 @@ class StackHandle:
         self.settings = settings
         self.owned = owned
         self._kafka = Kafka(settings)
+        self._postgres = Postgres(settings)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -71,6 +72,12 @@ class StackHandle:
 
     def start_kafka(self) -> None:
         self._kafka.up()
+
+    def stop_postgres(self) -> None:
+        self._postgres.down()
+
+    def start_postgres(self) -> None:
+        self._postgres.up()
 
 
 def run_stack_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
