@@ -1,6 +1,7 @@
 """Faults the JDBC sink must ride out on the real stack. Poison records on the ticks topic go to the
 dead-letter topic with the reason in their headers while every good tick around them lands; and ticks
-produced while PostgreSQL is down land once it is back, with the connector RUNNING throughout.
+produced while PostgreSQL is down land once it is back, the connector RUNNING and every service healthy
+again without anybody's help.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from producer.registry import registry_client, value_serializer
 from stack.connector import load_connector, wait_running
 from stack.settings import PROJECT_ROOT
-from tests.conftest import StackHandle
+from tests.conftest import StackHandle, run_stack_cli
 
 pytestmark = pytest.mark.stack
 
@@ -135,3 +136,15 @@ def test_ticks_produced_while_postgres_is_down_land_when_it_is_back(stack: Stack
     assert wait_for_rows(stack, symbol, 8, timeout=180) == 8
     status = wait_running(stack.connect_url, connector, timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
+    assert stack_recovers(stack, timeout=180), "the stack did not report every service healthy again"
+
+
+def stack_recovers(stack: StackHandle, timeout: float) -> bool:
+    """`stack status` exits 0 again: the registry, whose storage is the same PostgreSQL, replaces its
+    dead pooled connections by itself (about 30 s after the database is back, measured)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if run_stack_cli("status", env=stack.env(), timeout=60).returncode == 0:
+            return True
+        time.sleep(5)
+    return False
