@@ -237,7 +237,7 @@ def main() -> None:
                     for label, (view, symbol_filter, window) in QUERIES.items()}
     finally:
         postgres.down()
-        shutil.rmtree(postgres.data_dir.parent, ignore_errors=True)
+        postgres.purge()
         shutil.rmtree(state, ignore_errors=True)
 
     report = render(sizes, results, load_seconds, ingest, plans, server, args)

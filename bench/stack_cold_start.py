@@ -38,7 +38,8 @@ def one_run() -> tuple[float, dict[str, float]]:
         up = subprocess.run([sys.executable, "-m", "stack", "up", "--no-fetch"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - started
-        subprocess.run([sys.executable, "-m", "stack", "down"], cwd=ROOT, env=env, capture_output=True, check=False)
+        subprocess.run([sys.executable, "-m", "stack", "down", "--purge"], cwd=ROOT, env=env, capture_output=True,
+                       check=False)
         if up.returncode != 0:
             raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr[-3000:]}")
         steps = {m[0]: float(m[1]) for m in re.findall(r"starting (\w+)\s+\.\.\. healthy .* in ([\d.]+)s", up.stdout)}

@@ -1,11 +1,12 @@
 """Native stack CLI: the same components as docker-compose.yml, as processes on 127.0.0.1.
 
   up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect, wait until
-            each is healthy, set registry compatibility to BACKWARD, register the JDBC sink connector
-  down      stop everything `up` started (no process left behind)
+            each is healthy, set registry compatibility (BACKWARD globally, per subject from
+            schemas/compatibility.json), register the JDBC sink connector
+  down      stop everything `up` started (no process left behind); --purge also deletes its data
   status    each service's process and health, the connector's and tasks' state
   logs      the last lines of a service's log
-  register  (re)register the connector from connect/*.json
+  register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
 `up --producer "ARGS"` also starts the producer (python -m producer ARGS) in the background; its log
 is .stack/logs/producer.log and `down` stops it first (SIGTERM: it flushes and reports its counts).
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from pathlib import Path
 from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
 from stack.process import ManagedProcess, StackError
 from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
-from stack.services import all_services
+from stack.services import Postgres, all_services
 from stack.settings import PROJECT_ROOT, StackSettings
 
 
@@ -67,12 +69,16 @@ def start_producer(settings: StackSettings, producer_args: str) -> int:
     return pid
 
 
-def down(settings: StackSettings) -> None:
+def down(settings: StackSettings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
     for service in reversed(all_services(settings)):
         stopped = service.down()
         print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")
+    if purge:
+        Postgres(settings).purge()
+        shutil.rmtree(settings.state_dir, ignore_errors=True)
+        print(f"purged: {settings.state_dir} and the PostgreSQL cluster")
 
 
 def status(settings: StackSettings) -> int:
@@ -124,7 +130,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"stack up in {timings['total']:.1f}s: all healthy{suffix}")
         return 0
     if args.command == "down":
-        down(settings)
+        down(settings, purge=args.purge)
         print("stack down")
         return 0
     if args.command == "status":
@@ -148,7 +154,9 @@ def cli() -> None:
     p_up.add_argument("--no-fetch", action="store_true", help="do not run scripts/fetch_artifacts.sh first")
     p_up.add_argument("--no-connector", action="store_true", help="do not register the JDBC sink connector")
     p_up.add_argument("--producer", metavar="ARGS", help='also start the producer, e.g. --producer "--source stream"')
-    sub.add_parser("down", help="stop everything the stack started")
+    p_down = sub.add_parser("down", help="stop everything the stack started")
+    p_down.add_argument("--purge", action="store_true",
+                        help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
     sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
     p_logs.add_argument("service", choices=["postgres", "kafka", "registry", "connect"])

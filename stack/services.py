@@ -118,6 +118,13 @@ class Postgres(Service):
         tag = hashlib.sha1(str(self.settings.state_dir.resolve()).encode()).hexdigest()[:10]
         return Path("/var/lib/cryptopipe") / tag / "postgres"
 
+    def purge(self) -> None:
+        """Delete the cluster (stopped first). Root's data dir lives outside the state dir, in its own
+        /var/lib/cryptopipe/<tag>, so deleting the state dir alone would leave it behind."""
+        if self.process.is_running():
+            raise StackError("postgres is still running: stop the stack before purging its data")
+        shutil.rmtree(self.data_dir.parent if os.geteuid() == 0 else self.data_dir, ignore_errors=True)
+
     def _as_db_user(self, argv: list[str]) -> list[str]:
         if os.geteuid() != 0:
             return argv

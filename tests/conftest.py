@@ -8,7 +8,6 @@ use an already running stack (settings from .env and the environment) instead.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -120,16 +119,13 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         print(started.stdout)
         yield StackHandle(settings, owned=True)
     finally:
-        stopped = run_stack_cli("down", env=env)
+        stopped = run_stack_cli("down", "--purge", env=env)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        pg_data = Postgres(settings).data_dir
-        leftovers = stack_processes(state_dir) + stack_processes(pg_data)
-        if not pg_data.is_relative_to(state_dir) and not leftovers:  # root's cluster lives in /var/lib
-            shutil.rmtree(pg_data.parent, ignore_errors=True)
+        leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
         assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
         assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 
