@@ -413,7 +413,8 @@ END $$;
 -- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
 REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION candle_rollup_add_ticks(), candle_rollup_change_ticks(), candle_rollup_delete_ticks(),
-    candle_rollup_truncate(), candle_calendar_cover(text) FROM PUBLIC;
+    candle_rollup_truncate(), candle_calendar_cover(text),
+    candle_calendar_span(text, text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 
 -- The sink: its own table only (it owns crypto_prices; it may read the interval list).

@@ -328,6 +328,7 @@ def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Conne
     "SELECT * FROM candle_calendar LIMIT 1",
     "SELECT rebuild_candles()",
     "SELECT candle_calendar_cover()",
+    "SELECT * FROM candle_calendar_span('1m', 'BTC-USD', now(), now())",
 ])
 def test_the_power_bi_role_cannot_read_raw_ticks(powerbi: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
