@@ -85,9 +85,6 @@ CREATE OR REPLACE FUNCTION candle_point(p_event_time timestamptz, p_partition in
     SELECT ARRAY[extract(epoch FROM p_event_time) * 1000000, p_partition, p_offset, p_price]::float8[]
 $$;
 
-CREATE OR REPLACE FUNCTION candle_point_time(p_point float8[]) RETURNS timestamptz
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT to_timestamp(p_point[1] / 1000000) $$;
-
 -- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
 -- more than candles of all ticks; the views merge the two parts (at most two rows per candle).
 CREATE TABLE IF NOT EXISTS candle_rollup (
@@ -214,20 +211,18 @@ BEGIN
        AND (p_symbol IS NULL OR c.symbol = p_symbol)
        AND (p_from IS NULL OR c.bucket >= date_bin(i.width, p_from, candle_origin()))
        AND (p_to IS NULL OR c.bucket <= date_bin(i.width, p_to, candle_origin()));
-    WITH rebuilt_candles AS (
-        INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-        SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
-               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-               max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
-          FROM candle_intervals i
-          JOIN crypto_prices t
-            ON (p_symbol IS NULL OR t.symbol = p_symbol)
-           AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
-           AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
-         GROUP BY 1, 2, 3, 4
-        RETURNING resolution, symbol, bucket)
-    SELECT count(*) INTO rebuilt FROM rebuilt_candles;
+    INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
+           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
+           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
+      FROM candle_intervals i
+      JOIN crypto_prices t
+        ON (p_symbol IS NULL OR t.symbol = p_symbol)
+       AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
+       AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
+     GROUP BY 1, 2, 3, 4;
+    GET DIAGNOSTICS rebuilt = ROW_COUNT;
     IF p_symbol IS NOT NULL AND p_from IS NOT NULL AND p_to IS NOT NULL THEN
         INSERT INTO candle_calendar (resolution, bucket)
         SELECT DISTINCT i.resolution, span.bucket

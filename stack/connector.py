@@ -95,10 +95,12 @@ def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
     return response.json()
 
 
-def failure_traces(status: dict[str, Any] | None) -> set[str]:
+def failure_traces(status: dict[str, Any] | None) -> list[str]:
+    """Traces of the FAILED tasks, then of the connector if it FAILED."""
     if not status:
-        return set()
-    return {t.get("trace", "") for t in [status["connector"], *status.get("tasks", [])] if t["state"] == "FAILED"}
+        return []
+    return [t.get("trace", "(no trace)") for t in [*status.get("tasks", []), status["connector"]]
+            if t["state"] == "FAILED"]
 
 
 def wait_running(connect_url: str, name: str, timeout: float = 120.0,
@@ -111,13 +113,9 @@ def wait_running(connect_url: str, name: str, timeout: float = 120.0,
         status = connector_status(connect_url, name)
         if status:
             states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
-            failed = [t for t in status.get("tasks", []) if t["state"] == "FAILED"
-                      and t.get("trace", "") not in stale_traces]
-            connector_failed = (status["connector"]["state"] == "FAILED"
-                                and status["connector"].get("trace", "") not in stale_traces)
-            if connector_failed or failed:
-                trace = (failed[0] if failed else status["connector"]).get("trace", "(no trace)")
-                raise StackError(f"connector {name} FAILED:\n{trace[:4000]}")
+            fresh = [trace for trace in failure_traces(status) if trace not in stale_traces]
+            if fresh:
+                raise StackError(f"connector {name} FAILED:\n{fresh[0][:4000]}")
             if status.get("tasks") and all(s == "RUNNING" for s in states):
                 return status
         time.sleep(1)

@@ -59,28 +59,18 @@ def poisoned(stack: StackHandle) -> dict:
     symbol = f"POISON{uuid.uuid4().hex[:6].upper()}-USD"
     serialize = value_serializer(registry_client(stack.registry_url), TICK_SCHEMA)
     producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
-    good = 0
-    for n, poison in enumerate(POISON):
-        for value in (serialize(good_tick(symbol, n), SerializationContext(topic, MessageField.VALUE)), poison):
-            producer.produce(topic, key=symbol.encode(), value=value)
-        good += 1
-    producer.produce(topic, key=symbol.encode(),
-                     value=serialize(good_tick(symbol, len(POISON)), SerializationContext(topic, MessageField.VALUE)))
-    good += 1
+    good = [serialize(good_tick(symbol, n), SerializationContext(topic, MessageField.VALUE))
+            for n in range(len(POISON) + 1)]
+    for good_value, poison in zip(good, POISON, strict=False):  # good, poison, ..., then the last good
+        producer.produce(topic, key=symbol.encode(), value=good_value)
+        producer.produce(topic, key=symbol.encode(), value=poison)
+    producer.produce(topic, key=symbol.encode(), value=good[-1])
     assert producer.flush(30) == 0
-    return {"symbol": symbol, "good": good}
+    return {"symbol": symbol, "good": len(good)}
 
 
 def test_good_ticks_around_poison_records_all_land(stack: StackHandle, poisoned: dict) -> None:
-    deadline, rows = time.monotonic() + 120, -1
-    while time.monotonic() < deadline:
-        with psycopg.connect(stack.pg_dsn()) as conn:
-            rows = conn.execute("SELECT count(*) FROM crypto_prices WHERE symbol = %s",
-                                (poisoned["symbol"],)).fetchone()[0]
-        if rows >= poisoned["good"]:
-            break
-        time.sleep(1)
-    assert rows == poisoned["good"]
+    assert wait_for_rows(stack, poisoned["symbol"], poisoned["good"], timeout=120) == poisoned["good"]
 
 
 def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: StackHandle, poisoned: dict) -> None:
