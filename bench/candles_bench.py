@@ -33,8 +33,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from control.settings import Settings  # noqa: E402
 from stack.services import Postgres  # noqa: E402
-from stack.settings import StackSettings  # noqa: E402
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the newest tick; query windows end here
 SECONDS_PER_TICK = 30.0
@@ -124,7 +124,7 @@ def load_ticks(conn: psycopg.Connection, first: int, last: int, symbols: int) ->
     return time.perf_counter() - started
 
 
-def powerbi_connection(settings: StackSettings) -> psycopg.Connection:
+def powerbi_connection(settings: Settings) -> psycopg.Connection:
     return psycopg.connect(settings.pg_dsn(user=settings["POWERBI_DB_USER"], password=settings["POWERBI_DB_PASSWORD"]),
                            autocommit=True)
 
@@ -204,7 +204,7 @@ def main() -> None:
 
     state = tempfile.mkdtemp(prefix="candles-bench-")
     os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(free_port())})
-    settings = StackSettings.load()
+    settings = Settings.load()
     postgres = Postgres(settings)
     print(f"starting PostgreSQL in {postgres.data_dir} ...", flush=True)
     postgres.up()

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
+
+from control.settings import Settings, SettingsError
 
 SOURCES = ("stream", "poll", "replay", "record")
 YAHOO_STREAM_URL = "wss://streamer.finance.yahoo.com/?version=2"  # yfinance.WebSocket's default (tested)
@@ -39,14 +42,15 @@ SIGINT/SIGTERM: stop the source, produce what it already emitted, flush (--flush
 
 
 def env_defaults() -> dict[str, str]:
-    """.env values (via the stack's loader when available) overridden by the process environment."""
-    values: dict[str, str] = {}
-    try:
-        from stack.settings import load_env
-
-        values.update(load_env())
-    except Exception:  # noqa: BLE001 - producer image without the stack package or .env: environment only
-        pass
+    """Defaults from the project's settings (.env, overridden by the environment), with the Kafka and
+    registry addresses derived from KAFKA_PORT / REGISTRY_PORT exactly as the stack derives them.
+    A broken .env is an error (SettingsError), never silently ignored."""
+    settings = Settings.load()
+    values = dict(settings.env)
+    with contextlib.suppress(SettingsError):  # no port in .env nor the environment: no derived default
+        values.setdefault("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
+    with contextlib.suppress(SettingsError):
+        values.setdefault("SCHEMA_REGISTRY_URL", settings.ccompat_url)
     values.update(os.environ)
     return values
 
@@ -68,11 +72,12 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                    help="comma-separated symbols; others are rejected (env SYMBOLS, default %(default)s)")
 
     k = p.add_argument_group("Kafka and schema registry")
-    k.add_argument("--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-                   help="env KAFKA_BOOTSTRAP_SERVERS (default %(default)s)")
+    k.add_argument("--bootstrap-servers", default=env.get("KAFKA_BOOTSTRAP_SERVERS"),
+                   help="env KAFKA_BOOTSTRAP_SERVERS (default %(default)s, from KAFKA_PORT in .env)")
     k.add_argument("--schema-registry-url",
-                   default=env.get("SCHEMA_REGISTRY_URL", "http://localhost:8080/apis/ccompat/v7"),
-                   help="Confluent-compatible registry API (env SCHEMA_REGISTRY_URL, default %(default)s)")
+                   default=env.get("SCHEMA_REGISTRY_URL"),
+                   help="Confluent-compatible registry API (env SCHEMA_REGISTRY_URL, default %(default)s, "
+                        "from REGISTRY_PORT in .env)")
     k.add_argument("--topic", default=env.get("TICKS_TOPIC", "crypto.ticks"),
                    help="value subject is <topic>-value (env TICKS_TOPIC, default %(default)s)")
     k.add_argument("--registry-wait", type=float, default=60.0,
@@ -135,7 +140,10 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except SettingsError as exc:
+        raise SystemExit(f"ERROR: {exc}") from None
     args = parser.parse_args(argv)
     if args.source == "replay":
         if args.file is None:
@@ -146,6 +154,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error("--speed must be >= 0")
     if args.source == "record" and args.out is None:
         parser.error("--source record needs --out")
+    if args.source != "record" and not (args.bootstrap_servers and args.schema_registry_url):
+        parser.error("no Kafka or registry address: pass --bootstrap-servers and --schema-registry-url, or set "
+                     "KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL (or KAFKA_PORT / REGISTRY_PORT in .env)")
     if args.max_age is None:
         args.max_age = 0.0 if args.source == "replay" else 86_400.0
     return args

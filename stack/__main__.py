@@ -22,18 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+from control.settings import PROJECT_ROOT, Settings, SettingsError
 from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
 from stack.process import ManagedProcess, StackError
 from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
 from stack.services import Postgres, all_services
-from stack.settings import PROJECT_ROOT, StackSettings
 
 
 def fetch_artifacts() -> None:
     subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "fetch_artifacts.sh"), "all"], check=True)
 
 
-def up(settings: StackSettings, with_connector: bool = True) -> dict[str, float]:
+def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     """Start every service in order; returns seconds per step (for the cold-start measurement)."""
     timings: dict[str, float] = {}
     started = time.monotonic()
@@ -56,11 +56,11 @@ def up(settings: StackSettings, with_connector: bool = True) -> dict[str, float]
     return timings
 
 
-def producer_process(settings: StackSettings) -> ManagedProcess:
+def producer_process(settings: Settings) -> ManagedProcess:
     return ManagedProcess("producer", settings.state_dir, stop_timeout=60)
 
 
-def start_producer(settings: StackSettings, producer_args: str) -> int:
+def start_producer(settings: Settings, producer_args: str) -> int:
     env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "SCHEMA_REGISTRY_URL": settings.ccompat_url}
     pid = producer_process(settings).start(
         [sys.executable, "-m", "producer", *shlex.split(producer_args)], env=env, cwd=PROJECT_ROOT
@@ -69,7 +69,7 @@ def start_producer(settings: StackSettings, producer_args: str) -> int:
     return pid
 
 
-def down(settings: StackSettings, purge: bool = False) -> None:
+def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
     for service in reversed(all_services(settings)):
@@ -81,7 +81,7 @@ def down(settings: StackSettings, purge: bool = False) -> None:
         print(f"purged: {settings.state_dir} and the PostgreSQL cluster")
 
 
-def status(settings: StackSettings) -> int:
+def status(settings: Settings) -> int:
     healthy = True
     for service in all_services(settings):
         pid = service.process.pid()
@@ -110,7 +110,7 @@ def status(settings: StackSettings) -> int:
     return 0 if healthy else 1
 
 
-def logs(settings: StackSettings, name: str, lines: int) -> None:
+def logs(settings: Settings, name: str, lines: int) -> None:
     for service in all_services(settings):
         if service.name == name:
             print(service.process.log_tail(lines))
@@ -119,7 +119,7 @@ def logs(settings: StackSettings, name: str, lines: int) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = StackSettings.load()
+    settings = Settings.load()
     if args.command == "up":
         if not args.no_fetch:
             fetch_artifacts()
@@ -167,7 +167,7 @@ def cli() -> None:
     args = parser.parse_args()
     try:
         sys.exit(main(args))
-    except StackError as exc:
+    except (StackError, SettingsError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as exc:

@@ -14,8 +14,8 @@ from typing import Any
 import jsonschema
 import requests
 
+from control.settings import PROJECT_ROOT
 from stack.process import StackError
-from stack.settings import PROJECT_ROOT
 
 CONNECT_DIR = PROJECT_ROOT / "connect"
 DEFAULT_CONNECTOR_FILE = CONNECT_DIR / "crypto-prices-jdbc-sink.json"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import requests
 
+from control.settings import PROJECT_ROOT
 from stack.process import StackError
-from stack.settings import PROJECT_ROOT
 
 
 def ensure_global_compatibility(ccompat_url: str, level: str = "BACKWARD") -> str:

@@ -32,7 +32,7 @@ from pathlib import Path
 import jsonschema
 import requests
 
-from stack.settings import PROJECT_ROOT, StackSettings
+from control.settings import PROJECT_ROOT, Settings
 
 LEVELS = ["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"]
 CONFIG_SCHEMA = {
@@ -309,7 +309,7 @@ def check_live(registry: Registry, repo: Path, rule: SchemaRule, out: list[str])
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = StackSettings.load()
+    settings = Settings.load()
     repo = Path(args.repo).resolve()
     config_file = repo / args.config
     try:

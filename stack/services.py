@@ -19,8 +19,8 @@ import requests
 from confluent_kafka.admin import AdminClient
 from dotenv import dotenv_values
 
+from control.settings import PROJECT_ROOT, Settings
 from stack.process import ManagedProcess, StackError
-from stack.settings import PROJECT_ROOT, StackSettings
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
@@ -56,7 +56,7 @@ class Service:
     ready_timeout = 120.0
     stop_signal = signal.SIGTERM
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property
@@ -314,7 +314,7 @@ class Connect(Service):
         return any(p.get("class") == JDBC_SINK_CLASS for p in plugins)
 
 
-def connect_worker_env(s: StackSettings) -> dict[str, str]:
+def connect_worker_env(s: Settings) -> dict[str, str]:
     """Environment the worker resolves ${env:...} from, in worker.properties and connector configs."""
     return {
         "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
@@ -331,7 +331,7 @@ def connect_worker_env(s: StackSettings) -> dict[str, str]:
     }
 
 
-def all_services(settings: StackSettings) -> list[Service]:
+def all_services(settings: Settings) -> list[Service]:
     """In start order; stop in reverse."""
     return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings)]
 

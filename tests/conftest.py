@@ -18,8 +18,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from control.settings import PROJECT_ROOT, Settings
 from stack.services import Kafka, Postgres
-from stack.settings import PROJECT_ROOT, StackSettings
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
                        "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
@@ -34,7 +34,7 @@ def free_port() -> int:
 class StackHandle:
     """What tests need from the running stack."""
 
-    def __init__(self, settings: StackSettings, owned: bool) -> None:
+    def __init__(self, settings: Settings, owned: bool) -> None:
         self.settings = settings
         self.owned = owned
         self._kafka = Kafka(settings)
@@ -102,7 +102,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     """Start clean, wait until healthy and the connector RUNNING, hand out the stack, always stop it,
     and fail the run if `down` leaves any process of it behind."""
     if os.environ.get("CRYPTOPIPE_TEST_STACK") == "running":
-        yield StackHandle(StackSettings.load(), owned=False)
+        yield StackHandle(Settings.load(), owned=False)
         return
 
     state_dir: Path = tmp_path_factory.mktemp("stack")
@@ -110,7 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     env = dict(os.environ)
-    settings = StackSettings.load()
+    settings = Settings.load()
     try:
         started = run_stack_cli("up", "--no-fetch", env=env)
         if started.returncode != 0:

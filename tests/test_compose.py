@@ -10,8 +10,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
+from control.settings import PROJECT_ROOT, Settings
 from stack.services import connect_worker_env
-from stack.settings import PROJECT_ROOT, StackSettings
 
 LONG_RUNNING = ("postgres", "broker", "registry", "connect", "producer")
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
@@ -79,7 +79,7 @@ def test_containers_use_the_config_files_the_native_stack_uses(compose: dict) ->
 
 
 def test_connect_container_gets_every_variable_the_native_worker_gets(compose: dict) -> None:
-    native = set(connect_worker_env(StackSettings.load()))
+    native = set(connect_worker_env(Settings.load()))
     container = set(compose["services"]["connect"]["environment"])
     assert native == container
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from control.settings import Settings
 from stack.connector import DEFAULT_CONNECTOR_FILE, load_connector
 from stack.process import StackError
 from stack.services import connect_worker_env
-from stack.settings import StackSettings
 
 
 def write_variant(tmp_path: Path, change) -> Path:  # noqa: ANN001
@@ -51,4 +51,4 @@ def test_broken_json_is_reported_as_such(tmp_path: Path) -> None:
 def test_every_env_placeholder_is_provided_to_the_worker() -> None:
     text = DEFAULT_CONNECTOR_FILE.read_text() + (DEFAULT_CONNECTOR_FILE.parent / "worker.properties").read_text()
     placeholders = set(re.findall(r"\$\{env:([A-Z0-9_]+)\}", text))
-    assert placeholders <= set(connect_worker_env(StackSettings.load()))
+    assert placeholders <= set(connect_worker_env(Settings.load()))

@@ -6,7 +6,7 @@ import json
 
 from dotenv import dotenv_values
 
-from stack.settings import PROJECT_ROOT
+from control.settings import PROJECT_ROOT
 
 PBIDS = PROJECT_ROOT / "powerbi" / "crypto-candles.pbids"
 

@@ -21,8 +21,8 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from websockets.sync.server import ServerConnection
 
+from control.settings import PROJECT_ROOT
 from producer.registry import registry_client
-from stack.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 from tests.fixtures.producer.yahoo_ws import YahooServer, envelope, pricing_frame
 

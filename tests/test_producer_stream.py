@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from websockets.sync.server import ServerConnection
 
+from control.settings import PROJECT_ROOT
 from producer.sources.replay import read_ticks
 from producer.sources.stream import StreamSource
 from producer.stats import Stats
 from producer.tick import Feed, Tick
-from stack.settings import PROJECT_ROOT
 from tests.fixtures.producer.yahoo_ws import REAL_FRAMES, YahooServer, envelope, pricing_frame
 
 NOW = int(time.time() * 1000)

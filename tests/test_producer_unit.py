@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from control.settings import PROJECT_ROOT
 from producer.cli import SOURCES, build_parser
 from producer.health import check, write_health
 from producer.pipeline import EXIT_OK, EXIT_UNDELIVERED, Pipeline
@@ -24,7 +25,6 @@ from producer.sources.replay import ReplaySource, read_ticks, tick_from_row
 from producer.stats import Stats
 from producer.tick import Feed, Tick
 from producer.validate import ValidationRules, Validator
-from stack.settings import PROJECT_ROOT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "producer"
 NOW = 1_764_050_400_000
@@ -360,7 +360,38 @@ def test_env_defaults_and_cli_overrides() -> None:
     assert build_parser(env).parse_args(["--topic", "u", "--source", "stream"]).topic == "u"
     bare = build_parser({}).parse_args([])
     assert (bare.bootstrap_servers, bare.schema_registry_url, bare.topic, bare.symbols, bare.source) == (
-        "localhost:9092", "http://localhost:8080/apis/ccompat/v7", "crypto.ticks", "BTC-USD,ETH-USD,SOL-USD", "stream")
+        None, None, "crypto.ticks", "BTC-USD,ETH-USD,SOL-USD", "stream")
+
+
+def test_the_kafka_and_registry_defaults_follow_the_ports_in_the_settings_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text((PROJECT_ROOT / ".env").read_text() + "\nKAFKA_PORT=19092\nREGISTRY_PORT=18080\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL",
+                                                           "KAFKA_PORT", "REGISTRY_PORT")}
+    out = subprocess.run([sys.executable, "-m", "producer", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                         env={**env, "CRYPTOPIPE_ENV_FILE": str(env_file)}, text=True, check=True).stdout
+    assert "default 127.0.0.1:19092" in out
+    assert "default http://127.0.0.1:18080/apis/ccompat/v7" in " ".join(out.split())
+
+
+def test_a_broken_settings_file_is_a_clear_error_not_ignored(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("KAFKA_PORT=9092\nthis line is not a setting\n")
+    result = subprocess.run([sys.executable, "-m", "producer", "--help"],
+                            env={**os.environ, "CRYPTOPIPE_ENV_FILE": str(env_file)},
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert f"{env_file}:2: not a KEY=VALUE line" in result.stderr
+
+
+def test_the_producer_runs_without_the_stack_package() -> None:
+    """`import stack` fails in this interpreter, as in the producer image, and --help still works."""
+    code = ("import runpy, sys; sys.modules['stack'] = None; sys.argv = ['producer', '--help']; "
+            "runpy.run_module('producer', run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    assert "usage: python -m producer" in result.stdout
 
 
 def test_unreachable_registry_exits_with_a_clear_message(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from control.settings import PROJECT_ROOT
 from stack.schema_compat import main
-from stack.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

@@ -1,0 +1,134 @@
+"""The one settings loader: `.env` at the repository root, overridden by the process environment
+(exactly as docker compose treats it), plus every value derived from it (URLs, DSNs, cache paths).
+
+A line of `.env` that does not parse is an error that names the file and line, never silently skipped.
+Without a `.env` (e.g. a producer installed elsewhere) only the environment counts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from dotenv.parser import parse_stream
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = PROJECT_ROOT / ".env"
+# Full URLs that, when set in the environment, win over the ones derived from ports.
+URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")
+
+
+class SettingsError(RuntimeError):
+    """The settings file cannot be read, or a required setting is missing; the message says which."""
+
+
+def read_env_file(env_file: Path) -> dict[str, str]:
+    """KEY=VALUE pairs of a dotenv file (python-dotenv's parser); a line it cannot parse is an error."""
+    try:
+        text = env_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"cannot read settings file {env_file}: {exc}") from exc
+    values: dict[str, str] = {}
+    for binding in parse_stream(_StringStream(text)):
+        if binding.error:
+            line = binding.original.line
+            raise SettingsError(f"{env_file}:{line}: not a KEY=VALUE line: {binding.original.string.strip()!r}")
+        if binding.key is not None and binding.value is not None:
+            values[binding.key] = binding.value
+    return values
+
+
+class _StringStream:
+    """parse_stream wants something with read()."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def read(self) -> str:
+        return self._text
+
+
+def load_env(env_file: Path | None = None) -> dict[str, str]:
+    """Values from the settings file with the process environment winning: for keys the file defines,
+    CRYPTOPIPE_* keys, and the full-URL overrides."""
+    env_file = Path(os.environ.get("CRYPTOPIPE_ENV_FILE") or ENV_FILE) if env_file is None else env_file
+    values = read_env_file(env_file)
+    for key, value in os.environ.items():
+        if key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES:
+            values[key] = value
+    return values
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: dict[str, str]
+    state_dir: Path
+    cache_dir: Path
+
+    @classmethod
+    def load(cls, env_file: Path | None = None) -> Settings:
+        env = load_env(env_file)
+        cache = Path(env.get("CRYPTOPIPE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                     / "cryptopipe")
+        state = Path(env.get("CRYPTOPIPE_STATE") or PROJECT_ROOT / ".stack")
+        return cls(env=env, state_dir=state, cache_dir=cache)
+
+    def __getitem__(self, key: str) -> str:
+        try:
+            return self.env[key]
+        except KeyError:
+            raise SettingsError(f"setting {key} is missing from .env and the environment") from None
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.env.get(key, default)
+
+    def port(self, name: str) -> int:
+        value = self[f"{name}_PORT"]
+        try:
+            return int(value)
+        except ValueError:
+            raise SettingsError(f"setting {name}_PORT must be a port number, not {value!r}") from None
+
+    # -- where clients find the services (127.0.0.1 natively; compose sets the full URLs) --------
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.env.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{self.port('KAFKA')}"
+
+    @property
+    def registry_base(self) -> str:
+        return f"http://127.0.0.1:{self.port('REGISTRY')}"
+
+    @property
+    def ccompat_url(self) -> str:
+        """The registry's Confluent-compatible API, what confluent-kafka's serializers talk to."""
+        return self.env.get("SCHEMA_REGISTRY_URL") or f"{self.registry_base}/apis/ccompat/v7"
+
+    @property
+    def connect_url(self) -> str:
+        return self.env.get("CONNECT_URL") or f"http://127.0.0.1:{self.port('CONNECT')}"
+
+    # -- downloaded artifacts ----------------------------------------------------------------------
+    @property
+    def kafka_home(self) -> Path:
+        return self.cache_dir / f"kafka-{self['KAFKA_VERSION']}"
+
+    @property
+    def registry_home(self) -> Path:
+        return self.cache_dir / f"registry-{self['APICURIO_REGISTRY_VERSION']}"
+
+    @property
+    def plugins_dir(self) -> Path:
+        return self.cache_dir / f"plugins-{self['DEBEZIUM_JDBC_VERSION']}-{self['APICURIO_CONVERTER_VERSION']}"
+
+    # -- PostgreSQL ----------------------------------------------------------------------------------
+    def pg_dsn(self, user: str | None = None, password: str | None = None, dbname: str | None = None) -> str:
+        """A libpq URL; user and password are percent-encoded, so any character is safe in them."""
+        user = user or self["POSTGRES_USER"]
+        password = password if password is not None else self["POSTGRES_PASSWORD"]
+        dbname = dbname or self["POSTGRES_DB"]
+        return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:"
+                f"{self.port('POSTGRES')}/{quote(dbname, safe='')}")
