@@ -36,6 +36,8 @@ SELECT format('ALTER ROLE %I SET jit = off', :'reader_role') \gexec
 SELECT format('REVOKE CREATE, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()) \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'writer_role', :'reader_role') \gexec
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+-- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
+CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
 -- ---------------------------------------------------------------------------------------------
 -- Raw ticks

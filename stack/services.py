@@ -24,6 +24,9 @@ from stack.process import ManagedProcess, StackError
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
+# Server options both forms pass (docker-compose.yml's postgres `command` lists the same; a test compares):
+# pg_stat_statements shows which statements the sink, the chart and Power BI really send.
+POSTGRES_SERVER_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")
 
 
 def _http_ok(url: str) -> bool:
@@ -162,6 +165,7 @@ class Postgres(Service):
             str(self.bin_dir / "postgres"), "-D", str(self.data_dir),
             "-p", str(self.settings.port("POSTGRES")), "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={self.data_dir}", "-c", "max_connections=200",
+            *POSTGRES_SERVER_OPTIONS,
         ])
 
     def is_ready(self) -> bool:

@@ -11,7 +11,7 @@ import yaml
 from dotenv import dotenv_values
 
 from control.settings import PROJECT_ROOT, Settings
-from stack.services import connect_worker_env
+from stack.services import POSTGRES_SERVER_OPTIONS, connect_worker_env
 
 LONG_RUNNING = ("postgres", "broker", "registry", "connect", "producer")
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
@@ -96,3 +96,7 @@ def test_producer_image_builds_from_a_pinned_python(compose: dict) -> None:
     dockerfile = Path(PROJECT_ROOT / compose["services"]["producer"]["build"]["dockerfile"]).read_text()
     assert "FROM python:${PYTHON_IMAGE_VERSION}" in dockerfile
     assert compose["services"]["producer"]["build"]["args"]["PYTHON_IMAGE_VERSION"] == "${PYTHON_IMAGE_VERSION}"
+
+
+def test_postgres_runs_with_the_server_options_of_the_native_stack(compose: dict) -> None:
+    assert compose["services"]["postgres"]["command"] == ["postgres", *POSTGRES_SERVER_OPTIONS]
