@@ -42,49 +42,119 @@ CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 -- ---------------------------------------------------------------------------------------------
 -- Raw ticks
 -- ---------------------------------------------------------------------------------------------
--- The primary key is the record's Kafka coordinates (connector: primary.key.mode=kafka, upsert):
--- when Connect redelivers a batch after a crash or rebalance, the same rows are upserted again,
--- never duplicated. The sink owns the table so that schema.evolution=basic can add new columns.
+-- One row per tick, keyed by what the tick IS, not by where it travelled: (symbol, event_time, price).
+-- The sink upserts on that key (connector: primary.key.mode=record_value), so a redelivered record, a
+-- replay of the same file, a producer restarted over the same window, or a recreated topic whose
+-- offsets start again at 0 all land on the row the tick already has, and the first landing wins (see
+-- crypto_prices_first_landing_wins below): candles count every tick once. The Kafka coordinates are
+-- kept as lineage (Connect's InsertField transform) and break ties between equal event times.
+-- The CHECKs are the tick contract (.env TICK_*; Connect's TickContract transform sends violations to
+-- the dead-letter topic before they get here, so for the sink they never fire; they hold for anyone
+-- else who writes here).
 CREATE TABLE IF NOT EXISTS crypto_prices (
-    __connect_topic     text             NOT NULL,
-    __connect_partition integer          NOT NULL,
-    __connect_offset    bigint           NOT NULL,
     symbol              text             NOT NULL,
-    price               double precision NOT NULL,
     event_time          timestamptz      NOT NULL,
+    price               double precision NOT NULL,
     volume              double precision,
     feed                text             NOT NULL,
     produced_at         timestamptz,
     producer_id         text,
     sequence            bigint,
-    PRIMARY KEY (__connect_topic, __connect_partition, __connect_offset)
+    __connect_topic     text,
+    __connect_partition integer,
+    __connect_offset    bigint,
+    CONSTRAINT crypto_prices_tick_key PRIMARY KEY (symbol, event_time, price)
 );
-COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per Kafka record.';
+COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per tick (symbol, event_time, price).';
 COMMENT ON COLUMN crypto_prices.feed IS 'STREAM, POLL or REPLAY = real prices; JITTER = synthetic (simulated between polls).';
-CREATE INDEX IF NOT EXISTS crypto_prices_symbol_event_time ON crypto_prices (symbol, event_time);
-SELECT format('ALTER TABLE crypto_prices OWNER TO %I', :'writer_role') \gexec
+
+-- Databases created before the tick key: the Kafka coordinates were the key, so the same tick produced
+-- twice was two rows. Keep the first landing of each tick, set aside rows that break the contract (in
+-- crypto_prices_quarantine, with the reason), then switch the key; the candles are rebuilt below.
+CREATE TABLE IF NOT EXISTS crypto_prices_quarantine (
+    quarantined_at timestamptz NOT NULL DEFAULT now(),
+    reason         text        NOT NULL,
+    tick           jsonb       NOT NULL
+);
+COMMENT ON TABLE crypto_prices_quarantine IS 'Rows of an older database that broke the tick contract when it was migrated, with the reason.';
+SELECT 'ALTER TABLE crypto_prices DISABLE TRIGGER USER' AS sql
+ WHERE EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'crypto_prices_pkey') \gexec
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'crypto_prices_pkey') THEN
+        RETURN;
+    END IF;
+    WITH bad AS (
+        DELETE FROM crypto_prices p
+         WHERE NOT (p.price > 0 AND p.price < 'Infinity')
+            OR NOT (p.volume IS NULL OR (p.volume >= 0 AND p.volume < 'Infinity'))
+            OR p.event_time < timestamptz '2009-01-03 00:00:00+00'
+        RETURNING p.*)
+    INSERT INTO crypto_prices_quarantine (reason, tick)
+    SELECT CASE WHEN NOT (b.price > 0 AND b.price < 'Infinity') THEN 'bad_price'
+                WHEN NOT (b.volume IS NULL OR (b.volume >= 0 AND b.volume < 'Infinity')) THEN 'bad_volume'
+                ELSE 'implausible_time' END,
+           to_jsonb(b)
+      FROM bad b;
+    DELETE FROM crypto_prices p
+     USING (SELECT ctid, row_number() OVER (PARTITION BY symbol, event_time, price
+                                            ORDER BY __connect_partition, __connect_offset, __connect_topic) AS n
+              FROM crypto_prices) d
+     WHERE p.ctid = d.ctid AND d.n > 1;
+    ALTER TABLE crypto_prices DROP CONSTRAINT crypto_prices_pkey;
+    ALTER TABLE crypto_prices ALTER COLUMN __connect_topic DROP NOT NULL,
+                              ALTER COLUMN __connect_partition DROP NOT NULL,
+                              ALTER COLUMN __connect_offset DROP NOT NULL;
+    ALTER TABLE crypto_prices ADD CONSTRAINT crypto_prices_tick_key PRIMARY KEY (symbol, event_time, price);
+    DROP INDEX IF EXISTS crypto_prices_symbol_event_time;  -- the new key serves (symbol, event_time) ranges
+    TRUNCATE candle_rollup;  -- rebuilt from the migrated ticks below
+END $$;
+ALTER TABLE crypto_prices ENABLE TRIGGER USER;
+
+-- NaN sorts above every number in PostgreSQL, so "< 'Infinity'" also refuses NaN. Added once (adding
+-- validates every row); to change one, drop it in a migration above and it is re-added here.
+SELECT format('ALTER TABLE crypto_prices ADD CONSTRAINT %I CHECK (%s)', name, expression)
+  FROM (VALUES ('tick_price_finite_and_positive', $$price > 0 AND price < 'Infinity'$$),
+               ('tick_volume_null_or_finite_and_not_negative', $$volume IS NULL OR (volume >= 0 AND volume < 'Infinity')$$),
+               ('tick_event_time_plausible', $$event_time >= timestamptz '2009-01-03 00:00:00+00'$$)) AS c(name, expression)
+ WHERE NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = c.name) \gexec
 
 -- ---------------------------------------------------------------------------------------------
 -- Candle rollup: one definition for every interval
 -- ---------------------------------------------------------------------------------------------
 -- Buckets are UTC-aligned (date_bin on timestamptz works on the absolute instant, so the session's
--- TimeZone never moves a bucket). Add a row here and re-run init.sql to get a new interval.
+-- TimeZone never moves a bucket). Every width is whole minutes and divides a day, so a 1-minute
+-- candle lies in exactly one bucket of each interval and a UTC day holds whole buckets of each.
+-- max_fill: the gap-filled views fill at most this many empty buckets after a candle (a longer
+-- silence shows as a gap), which bounds the calendar work any one tick can cause.
+-- Add a row here and re-run init.sql (scripts/init_db.sh) to get a new interval, then rebuild_candles().
 CREATE TABLE IF NOT EXISTS candle_intervals (
     resolution text     PRIMARY KEY,
     width      interval NOT NULL UNIQUE CHECK (width > interval '0' AND width <= interval '1 day')
 );
-INSERT INTO candle_intervals (resolution, width) VALUES
-    ('1m', '1 minute'), ('5m', '5 minutes'), ('15m', '15 minutes'), ('1h', '1 hour'), ('1d', '1 day')
+ALTER TABLE candle_intervals ADD COLUMN IF NOT EXISTS max_fill integer NOT NULL DEFAULT 1440 CHECK (max_fill >= 0);
+ALTER TABLE candle_intervals DROP CONSTRAINT IF EXISTS candle_width_nests_in_a_day;
+ALTER TABLE candle_intervals ADD CONSTRAINT candle_width_nests_in_a_day
+    CHECK (width >= interval '1 minute' AND extract(epoch FROM width)::bigint % 60 = 0
+           AND 86400 % extract(epoch FROM width)::bigint = 0);
+INSERT INTO candle_intervals (resolution, width, max_fill) VALUES
+    ('1m', '1 minute', 1440), ('5m', '5 minutes', 2016), ('15m', '15 minutes', 2880), ('1h', '1 hour', 2160),
+    ('1d', '1 day', 1830)
 ON CONFLICT (resolution) DO NOTHING;
+COMMENT ON COLUMN candle_intervals.max_fill IS 'Gap-filled views fill at most this many empty buckets after a candle (1m: a day, 1d: five years).';
 
--- A point of the price path, as float8[] {event time in epoch microseconds, Kafka partition, Kafka
--- offset, price}: arrays compare element by element, so the built-in min()/max() pick the first and
--- last tick by event time, ties broken by arrival (ticks of one symbol share a partition). Every
--- element is an integer below 2^53 or the price itself, so float8 holds each exactly.
+-- A point of the price path, as float8[] {event time in epoch seconds, Kafka partition, Kafka offset,
+-- price}: arrays compare element by element, so the built-in min()/max() pick the first and last tick
+-- by event time, ties broken by arrival (ticks of one symbol share a partition). date_part's float8
+-- keeps distinct microseconds distinct (its spacing is < 1 us until 2106) and costs a tenth of
+-- extract(), whose numeric result made this the rollup's most expensive step; only the order of the
+-- first element and the price are ever read back. (AT TIME ZONE 'UTC' keeps the function immutable,
+-- hence inlined into the aggregation; the epoch is the same whatever the session's TimeZone.)
 CREATE OR REPLACE FUNCTION candle_point(p_event_time timestamptz, p_partition integer, p_offset bigint,
                                         p_price double precision) RETURNS float8[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT ARRAY[extract(epoch FROM p_event_time) * 1000000, p_partition, p_offset, p_price]::float8[]
+    SELECT ARRAY[date_part('epoch', p_event_time AT TIME ZONE 'UTC'), coalesce(p_partition, 0), coalesce(p_offset, 0),
+                 p_price]
 $$;
 
 -- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
@@ -109,59 +179,75 @@ CREATE INDEX IF NOT EXISTS candle_rollup_symbol_bucket_utc
     ON candle_rollup (resolution, symbol, (bucket AT TIME ZONE 'UTC'));
 CREATE INDEX IF NOT EXISTS candle_rollup_bucket_utc ON candle_rollup (resolution, (bucket AT TIME ZONE 'UTC'));
 COMMENT ON TABLE candle_rollup IS 'Incrementally maintained candles; read them through the view_crypto_candles* views.';
-COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {epoch us, partition, offset, price}';
+COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {epoch s, partition, offset, price}';
 
 -- The origin every bucket is aligned to: a UTC midnight, so 1d candles run 00:00-24:00 UTC.
 CREATE OR REPLACE FUNCTION candle_origin() RETURNS timestamptz
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT timestamptz '2000-01-01 00:00:00+00' $$;
 
--- The buckets the gap-filled views walk: for every symbol and interval, every bucket from its first
--- candle to its last, with or without ticks (one table for all symbols: the union of their spans).
--- A date filter is then an index range here, instead of a series generated over the whole history.
--- It only grows; a superset is harmless (the views clip it to each symbol's first and last candle).
+-- The buckets the gap-filled views walk, per interval: every bucket of a candle and the empty buckets
+-- after it, at most max_fill of them, up to the symbol's next candle (one table for all symbols: the
+-- union of their spans). A date filter is then an index range here, instead of a series generated
+-- over the whole history. It only grows; a superset is harmless (the views clip it per symbol).
 CREATE TABLE IF NOT EXISTS candle_calendar (
     resolution text        NOT NULL REFERENCES candle_intervals ON DELETE CASCADE,
     bucket     timestamptz NOT NULL,
     PRIMARY KEY (resolution, bucket)
 );
 CREATE INDEX IF NOT EXISTS candle_calendar_bucket_utc ON candle_calendar (resolution, (bucket AT TIME ZONE 'UTC'));
-COMMENT ON TABLE candle_calendar IS 'Every bucket from each symbol''s first candle to its last, per interval; read by the *_filled views.';
+COMMENT ON TABLE candle_calendar IS 'Buckets of candles and up to max_fill empty buckets after each, per interval; read by the *_filled views.';
+DROP FUNCTION IF EXISTS candle_calendar_span(text, text, timestamptz, timestamptz);
+DROP FUNCTION IF EXISTS candle_calendar_cover(text);
 
--- The buckets that must be in the calendar after candles of p_symbol were added in [p_lo, p_hi]:
--- from its previous candle before p_lo to its next candle after p_hi. Buckets between candles that
--- were already neighbours are in the calendar already, so streaming ticks cost two index probes and
--- about two buckets per symbol and interval, and a late tick older than all history only adds the
--- buckets up to the symbol's next candle.
-DROP FUNCTION IF EXISTS candle_calendar_extend(timestamptz, timestamptz);
-CREATE OR REPLACE FUNCTION candle_calendar_span(p_resolution text, p_symbol text, p_lo timestamptz,
-                                                p_hi timestamptz) RETURNS SETOF timestamptz
-    LANGUAGE sql STABLE AS $$
-    SELECT generate_series(
-        coalesce((SELECT max(r.bucket) FROM candle_rollup r
-                   WHERE r.resolution = p_resolution AND r.symbol = p_symbol AND r.bucket < p_lo), p_lo),
-        coalesce((SELECT min(r.bucket) FROM candle_rollup r
-                   WHERE r.resolution = p_resolution AND r.symbol = p_symbol AND r.bucket > p_hi), p_hi),
-        (SELECT i.width FROM candle_intervals i WHERE i.resolution = p_resolution))
-$$;
+-- Rebuilding candles feeds ticks through the very function that merges the sink's ticks: inserting
+-- them here fires it (candle_merge_ticks below), so a candle has one definition, wherever it is made.
+CREATE UNLOGGED TABLE IF NOT EXISTS candle_replay (
+    symbol              text             NOT NULL,
+    event_time          timestamptz      NOT NULL,
+    price               double precision NOT NULL,
+    volume              double precision,
+    feed                text             NOT NULL,
+    __connect_partition integer,
+    __connect_offset    bigint
+);
+COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks here so the merge trigger re-makes their candles.';
 
 -- The maintenance functions below run with jit = off: they run per sink statement on a few hundred
--- rows, and the planner's guesses (e.g. 1000 rows per generate_series) would otherwise make every
--- call pay ~150 ms of JIT compilation for a millisecond of work.
+-- rows, and the planner's guesses would otherwise make a call pay ~150 ms of JIT for a millisecond of work.
 
--- Merge the ticks one statement inserted into the candles of every interval: one upsert per
--- (interval, symbol, bucket) touched, however many ticks fell into it. The JDBC sink sends its
--- batches as multi-row INSERTs (reWriteBatchedInserts), so this runs once per ~100 ticks.
-CREATE OR REPLACE FUNCTION candle_rollup_add_ticks() RETURNS trigger
+-- THE candle definition. Merge the ticks of one statement into the candles of every interval: the
+-- ticks are aggregated once, into 1-minute partial candles; every interval's partials are derived
+-- from those (open/close by min/max of candle_point, high, low, volume and count combine), then
+-- upserted, one row per (interval, symbol, bucket, real/synthetic) touched. Per new candle the
+-- calendar gains at most 2 x max_fill buckets per interval; so the work a statement causes is bounded
+-- by its ticks and its new candles, however late or far-dated a tick is. Listeners (the chart page)
+-- are told which symbols changed, from which 1-minute bucket on: NOTIFY candles_changed.
+CREATE OR REPLACE FUNCTION candle_merge_ticks() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
+DECLARE
+    new_resolution text[];
+    new_symbol     text[];
+    new_bucket     timestamptz[];
+    changed        jsonb;
 BEGIN
-    WITH merged AS (
+    WITH minute AS (
+        SELECT t.symbol, date_bin(interval '1 minute', t.event_time, candle_origin()) AS bucket,
+               t.feed = 'JITTER' AS synthetic,
+               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS first,
+               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS last,
+               max(t.price) AS high, min(t.price) AS low, coalesce(sum(t.volume), 0) AS volume, count(*) AS tick_count
+          FROM new_ticks t
+         GROUP BY 1, 2, 3),
+    partial AS (
+        SELECT i.resolution, m.symbol, date_bin(i.width, m.bucket, candle_origin()) AS bucket, m.synthetic,
+               min(m.first) AS first, max(m.last) AS last, max(m.high) AS high, min(m.low) AS low,
+               sum(m.volume) AS volume, sum(m.tick_count)::bigint AS tick_count
+          FROM minute m CROSS JOIN candle_intervals i
+         GROUP BY 1, 2, 3, 4),
+    merged AS (
         INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-        SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
-               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-               max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
-          FROM new_ticks t CROSS JOIN candle_intervals i
-         GROUP BY 1, 2, 3, 4
+        SELECT * FROM partial
+         ORDER BY resolution, symbol, bucket, synthetic  -- one lock order for concurrent sink tasks
         ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
             first      = least(c.first, EXCLUDED.first),
             last       = greatest(c.last, EXCLUDED.last),
@@ -170,103 +256,99 @@ BEGIN
             volume     = c.volume + EXCLUDED.volume,
             tick_count = c.tick_count + EXCLUDED.tick_count
         RETURNING c.resolution, c.symbol, c.bucket, c.xmax = 0 AS is_new),
-    -- Only a new candle can open a gap; spans are looked up in the rollup as it was before this
-    -- statement, so the neighbours found are the candles that were there already.
-    new_spans AS (
-        SELECT resolution, symbol, min(bucket) AS lo, max(bucket) AS hi
-          FROM merged WHERE is_new GROUP BY resolution, symbol)
-    INSERT INTO candle_calendar (resolution, bucket)
-    SELECT DISTINCT n.resolution, span.bucket
-      FROM new_spans n
-     CROSS JOIN LATERAL candle_calendar_span(n.resolution, n.symbol, n.lo, n.hi) AS span(bucket)
-    ON CONFLICT DO NOTHING;
+    fresh AS (SELECT DISTINCT resolution, symbol, bucket FROM merged WHERE is_new)
+    SELECT (SELECT array_agg(resolution) FROM fresh), (SELECT array_agg(symbol) FROM fresh),
+           (SELECT array_agg(bucket) FROM fresh),
+           (SELECT jsonb_object_agg(symbol, to_char(first_bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
+              FROM (SELECT symbol, min(bucket) AS first_bucket FROM merged WHERE resolution = '1m' GROUP BY symbol) s)
+      INTO new_resolution, new_symbol, new_bucket, changed;
+
+    IF new_bucket IS NOT NULL THEN
+        -- The new candles are visible now: for each, its own bucket, the gap after the candle before it
+        -- (up to it) and the gap after it (up to the next candle), each at most max_fill buckets.
+        INSERT INTO candle_calendar (resolution, bucket)
+        SELECT DISTINCT n.resolution, span.bucket
+          FROM unnest(new_resolution, new_symbol, new_bucket) AS n(resolution, symbol, bucket)
+          JOIN candle_intervals i USING (resolution)
+         CROSS JOIN LATERAL (
+                SELECT (SELECT max(r.bucket) FROM candle_rollup r
+                         WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket < n.bucket) AS prev,
+                       (SELECT min(r.bucket) FROM candle_rollup r
+                         WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket > n.bucket) AS next) nb
+         CROSS JOIN LATERAL (
+                SELECT n.bucket
+                UNION ALL
+                SELECT generate_series(nb.prev + i.width, least(n.bucket - i.width, nb.prev + i.width * i.max_fill), i.width)
+                 WHERE nb.prev IS NOT NULL
+                UNION ALL
+                SELECT generate_series(n.bucket + i.width, least(nb.next - i.width, n.bucket + i.width * i.max_fill), i.width)
+                 WHERE nb.next IS NOT NULL) AS span(bucket)
+         ORDER BY 1, 2  -- one lock order for concurrent sink tasks
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    IF changed IS NOT NULL THEN
+        PERFORM pg_notify('candles_changed', CASE WHEN length(changed::text) <= 7900 THEN changed::text
+            ELSE jsonb_build_object('*', (SELECT min(value #>> '{}') FROM jsonb_each(changed)))::text END);
+    END IF;
     RETURN NULL;
 END $$;
+DROP FUNCTION IF EXISTS candle_rollup_add_ticks() CASCADE;
 
--- Put every bucket between each symbol's first and last candle in the calendar (one symbol, or all):
--- after a rebuild, and once for candles that predate the calendar.
-CREATE OR REPLACE FUNCTION candle_calendar_cover(p_symbol text DEFAULT NULL) RETURNS void
-    LANGUAGE sql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
-    INSERT INTO candle_calendar (resolution, bucket)
-    SELECT DISTINCT s.resolution, g.bucket
-      FROM (SELECT r.resolution, r.symbol, min(r.bucket) AS lo, max(r.bucket) AS hi
-              FROM candle_rollup r
-             WHERE p_symbol IS NULL OR r.symbol = p_symbol
-             GROUP BY r.resolution, r.symbol) s
-      JOIN candle_intervals i USING (resolution)
-     CROSS JOIN LATERAL generate_series(s.lo, s.hi, i.width) AS g(bucket)
-    ON CONFLICT DO NOTHING
-$$;
-
--- Recompute candles from raw ticks (all of them, or one symbol's time range). The insert trigger
--- keeps the rollup exact; this covers the rare rest: a changed or deleted tick, or ticks bulk
--- loaded with the trigger disabled.
+-- Recompute candles from raw ticks: all of them, or one symbol's (and/or a time range's) whole UTC
+-- days (every interval's buckets nest in a day, so whole candles are rebuilt). The insert trigger keeps
+-- the rollup exact; this covers the rest: a corrected or deleted tick, ticks bulk loaded with the
+-- trigger disabled, a new interval. Returns the number of ticks re-merged.
 CREATE OR REPLACE FUNCTION rebuild_candles(p_symbol text DEFAULT NULL, p_from timestamptz DEFAULT NULL,
-                                           p_to timestamptz DEFAULT NULL) RETURNS bigint
+                                p_to timestamptz DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
-    rebuilt bigint;
+    lo timestamptz := date_bin(interval '1 day', p_from, candle_origin());
+    hi timestamptz := date_bin(interval '1 day', p_to, candle_origin()) + interval '1 day';
+    merged bigint;
 BEGIN
-    DELETE FROM candle_rollup c
-     USING candle_intervals i
-     WHERE c.resolution = i.resolution
-       AND (p_symbol IS NULL OR c.symbol = p_symbol)
-       AND (p_from IS NULL OR c.bucket >= date_bin(i.width, p_from, candle_origin()))
-       AND (p_to IS NULL OR c.bucket <= date_bin(i.width, p_to, candle_origin()));
-    INSERT INTO candle_rollup (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
-    SELECT i.resolution, t.symbol, date_bin(i.width, t.event_time, candle_origin()), t.feed = 'JITTER',
-           min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)),
-           max(t.price), min(t.price), coalesce(sum(t.volume), 0), count(*)
-      FROM candle_intervals i
-      JOIN crypto_prices t
-        ON (p_symbol IS NULL OR t.symbol = p_symbol)
-       AND (p_from IS NULL OR t.event_time >= date_bin(i.width, p_from, candle_origin()))
-       AND (p_to IS NULL OR t.event_time < date_bin(i.width, p_to, candle_origin()) + i.width)
-     GROUP BY 1, 2, 3, 4;
-    GET DIAGNOSTICS rebuilt = ROW_COUNT;
-    IF p_symbol IS NOT NULL AND p_from IS NOT NULL AND p_to IS NOT NULL THEN
-        INSERT INTO candle_calendar (resolution, bucket)
-        SELECT DISTINCT i.resolution, span.bucket
-          FROM candle_intervals i
-         CROSS JOIN LATERAL candle_calendar_span(i.resolution, p_symbol, date_bin(i.width, p_from, candle_origin()),
-                                                 date_bin(i.width, p_to, candle_origin())) AS span(bucket)
-        ON CONFLICT DO NOTHING;
-    ELSE
-        PERFORM candle_calendar_cover(p_symbol);
-    END IF;
-    RETURN rebuilt;
+    LOCK TABLE candle_replay IN ACCESS EXCLUSIVE MODE;  -- one rebuild at a time
+    DELETE FROM candle_rollup
+     WHERE (p_symbol IS NULL OR symbol = p_symbol) AND (lo IS NULL OR bucket >= lo) AND (hi IS NULL OR bucket < hi);
+    INSERT INTO candle_replay (symbol, event_time, price, volume, feed, __connect_partition, __connect_offset)
+    SELECT symbol, event_time, price, volume, feed, __connect_partition, __connect_offset
+      FROM crypto_prices
+     WHERE (p_symbol IS NULL OR symbol = p_symbol) AND (lo IS NULL OR event_time >= lo) AND (hi IS NULL OR event_time < hi);
+    GET DIAGNOSTICS merged = ROW_COUNT;
+    TRUNCATE candle_replay;
+    RETURN merged;
 END $$;
 
--- Changed or deleted ticks: rebuild exactly the candles they belonged to (and now belong to).
--- A redelivered record is upserted with identical values and changes nothing: that costs one join.
-CREATE OR REPLACE FUNCTION candle_rollup_change_ticks() RETURNS trigger
+-- The sink landing a tick it already has (a redelivered or re-produced record: same symbol, event
+-- time and price) changes nothing: the first landing wins, so lineage and candles stay as they were.
+-- (Created below with the sink role's name; other roles' UPDATEs are corrections and rebuild candles.)
+CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
+    LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+
+-- Corrected or deleted ticks (an administrator's UPDATE or DELETE): rebuild the whole UTC days of
+-- candles they belonged to, and now belong to.
+CREATE OR REPLACE FUNCTION candle_rebuild_changed_days() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     touched record;
 BEGIN
     FOR touched IN
-        WITH changed AS (
-            SELECT o.symbol AS old_symbol, o.event_time AS old_time, n.symbol AS new_symbol, n.event_time AS new_time
-              FROM old_ticks o JOIN new_ticks n USING (__connect_topic, __connect_partition, __connect_offset)
-             WHERE (o.symbol, o.price, o.event_time, o.volume, o.feed)
-                   IS DISTINCT FROM (n.symbol, n.price, n.event_time, n.volume, n.feed))
-        SELECT old_symbol AS symbol, old_time AS event_time FROM changed
+        SELECT DISTINCT symbol, date_bin(interval '1 day', event_time, candle_origin()) AS day FROM old_ticks
         UNION
-        SELECT new_symbol, new_time FROM changed
+        SELECT DISTINCT symbol, date_bin(interval '1 day', event_time, candle_origin()) FROM new_ticks
     LOOP
-        PERFORM rebuild_candles(touched.symbol, touched.event_time, touched.event_time);
+        PERFORM rebuild_candles(touched.symbol, touched.day, touched.day);
     END LOOP;
     RETURN NULL;
 END $$;
 
-CREATE OR REPLACE FUNCTION candle_rollup_delete_ticks() RETURNS trigger
+CREATE OR REPLACE FUNCTION candle_rebuild_deleted_days() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     touched record;
 BEGIN
-    FOR touched IN SELECT DISTINCT symbol, event_time FROM old_ticks LOOP
-        PERFORM rebuild_candles(touched.symbol, touched.event_time, touched.event_time);
+    FOR touched IN SELECT DISTINCT symbol, date_bin(interval '1 day', event_time, candle_origin()) AS day FROM old_ticks LOOP
+        PERFORM rebuild_candles(touched.symbol, touched.day, touched.day);
     END LOOP;
     RETURN NULL;
 END $$;
@@ -277,28 +359,36 @@ BEGIN
     TRUNCATE candle_rollup, candle_calendar;
     RETURN NULL;
 END $$;
+DROP FUNCTION IF EXISTS candle_rollup_change_ticks() CASCADE;
+DROP FUNCTION IF EXISTS candle_rollup_delete_ticks() CASCADE;
 
 DROP TRIGGER IF EXISTS crypto_prices_rollup_insert ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_update ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_delete ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_truncate ON crypto_prices;
+DROP TRIGGER IF EXISTS crypto_prices_first_landing_wins ON crypto_prices;
+DROP TRIGGER IF EXISTS candle_replay_merge ON candle_replay;
 CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
-    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_add_ticks();
+    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
+CREATE TRIGGER candle_replay_merge AFTER INSERT ON candle_replay
+    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
+SELECT format($t$CREATE TRIGGER crypto_prices_first_landing_wins BEFORE UPDATE ON crypto_prices FOR EACH ROW
+    WHEN (current_user = %L AND OLD.symbol = NEW.symbol AND OLD.event_time = NEW.event_time AND OLD.price = NEW.price)
+    EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
 -- Transition tables allow one event per trigger: UPDATE and DELETE get a trigger each.
 CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
     REFERENCING OLD TABLE AS old_ticks NEW TABLE AS new_ticks
-    FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_change_ticks();
+    FOR EACH STATEMENT EXECUTE FUNCTION candle_rebuild_changed_days();
 CREATE TRIGGER crypto_prices_rollup_delete AFTER DELETE ON crypto_prices
-    REFERENCING OLD TABLE AS old_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_delete_ticks();
+    REFERENCING OLD TABLE AS old_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rebuild_deleted_days();
 CREATE TRIGGER crypto_prices_rollup_truncate AFTER TRUNCATE ON crypto_prices
     FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_truncate();
 
--- Ticks loaded before the rollup existed (an upgraded database): build their candles once.
+-- Candles whose points hold epoch microseconds (before date_part): rebuild them in the new encoding.
+SELECT 'TRUNCATE candle_rollup' WHERE EXISTS (SELECT FROM candle_rollup WHERE first[1] > 1e11) \gexec
+-- Ticks without candles (a migrated or upgraded database, ticks loaded before the rollup existed): build them once.
 SELECT 'SELECT rebuild_candles()'
  WHERE EXISTS (SELECT FROM crypto_prices) AND NOT EXISTS (SELECT FROM candle_rollup) \gexec
--- Candles built before the calendar existed: cover them.
-SELECT 'SELECT candle_calendar_cover()'
- WHERE EXISTS (SELECT FROM candle_rollup) AND NOT EXISTS (SELECT FROM candle_calendar) \gexec
 
 -- ---------------------------------------------------------------------------------------------
 -- Candle views, generated for every interval from the one rollup
@@ -321,7 +411,7 @@ DECLARE
     iv record;
     all_view text;
 BEGIN
-    FOR iv IN SELECT resolution, width FROM candle_intervals ORDER BY width LOOP
+    FOR iv IN SELECT resolution, width, max_fill FROM candle_intervals ORDER BY width LOOP
         all_view := candle_view_name(iv.resolution);
         EXECUTE format($v$
             CREATE OR REPLACE VIEW %I AS
@@ -361,7 +451,8 @@ BEGIN
                        iv.resolution || ' OHLC candles of real ticks only (JITTER excluded)');
 
         -- Gap filling walks candle_calendar from each symbol's first candle to its last; each bucket
-        -- takes the latest candle at or before it, through the rollup's primary key. The span is
+        -- takes the latest candle at or before it, through the rollup's primary key, and is kept if it
+        -- is at most max_fill buckets after that candle (a longer silence stays a gap). The span is
         -- stated on bucket and on bucket_utc alike, so whichever column a date filter uses, the
         -- filter and the span meet in one index range: the cost follows the rows returned.
         EXECUTE format($v$
@@ -398,7 +489,8 @@ BEGIN
                                         WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket <= b.bucket
                                         ORDER BY x.bucket DESC LIMIT 1)
                      LIMIT 1) c  -- one candle per bucket; the LIMIT also keeps it a per-bucket lookup
-        $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution);
+             WHERE b.bucket <= c.bucket + %4$L::interval  -- at most max_fill empty buckets after a candle
+        $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution, iv.width * iv.max_fill);
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_filled'),
                        iv.resolution || ' OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill');
     END LOOP;
@@ -409,14 +501,22 @@ END $$;
 -- ---------------------------------------------------------------------------------------------
 -- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
 REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION candle_rollup_add_ticks(), candle_rollup_change_ticks(), candle_rollup_delete_ticks(),
-    candle_rollup_truncate(), candle_calendar_cover(text),
-    candle_calendar_span(text, text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION candle_merge_ticks(), candle_rebuild_changed_days(), candle_rebuild_deleted_days(),
+    candle_rollup_truncate(), crypto_prices_keep_first_landing() FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 
--- The sink: its own table only (it owns crypto_prices; it may read the interval list).
+-- The sink: add ticks to crypto_prices, nothing else. Its upsert (INSERT ... ON CONFLICT (symbol,
+-- event_time, price) DO UPDATE SET col = EXCLUDED.col, ...) needs INSERT, SELECT (reading EXCLUDED
+-- columns counts as reading the table) and UPDATE on the other columns, never on the key: it cannot
+-- move or re-price a landed tick (and its re-landings change nothing, see
+-- crypto_prices_first_landing_wins). Columns added later are covered when init.sql runs again.
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'writer_role') \gexec
-SELECT format('GRANT SELECT ON candle_intervals TO %I', :'writer_role') \gexec
+SELECT format('REVOKE ALL ON crypto_prices FROM %I', :'writer_role') \gexec
+SELECT format('GRANT INSERT, SELECT ON crypto_prices TO %I', :'writer_role') \gexec
+SELECT format('GRANT UPDATE (%s) ON crypto_prices TO %I', string_agg(quote_ident(attname), ', ' ORDER BY attnum), :'writer_role')
+  FROM pg_attribute
+ WHERE attrelid = 'crypto_prices'::regclass AND attnum > 0 AND NOT attisdropped
+   AND attname NOT IN ('symbol', 'event_time', 'price') \gexec
 
 -- Power BI: the candle views and nothing else.
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec

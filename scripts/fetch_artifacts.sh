@@ -2,9 +2,11 @@
 # Downloads the stack's Java artifacts from Maven Central into a cache outside the clone:
 #   kafka     Kafka broker + Connect worker runtime jars        -> $CRYPTOPIPE_CACHE/kafka-<v>/libs
 #   registry  Apicurio Registry server                          -> $CRYPTOPIPE_CACHE/registry-<v>
-#   plugins   Connect plugins (Debezium JDBC sink, Apicurio AvroConverter), one folder each
-#                                                               -> $CRYPTOPIPE_CACHE/plugins-<jdbc>-<conv>
-# Idempotent: a component already fetched is skipped (quietly). Versions come from .env.
+#   plugins   Connect plugins (Debezium JDBC sink, Apicurio AvroConverter), one folder each, plus the
+#             project's own connect/plugin (built here with Maven, its unit tests included) in the
+#             converter's folder                              -> $CRYPTOPIPE_CACHE/plugins-<jdbc>-<conv>
+# Idempotent: a component already fetched is skipped (quietly); connect/plugin is rebuilt when its
+# sources change. Versions come from .env.
 # Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins] [--plugins-dir DIR]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
@@ -80,11 +82,34 @@ fetch_plugins() {
   touch "$PLUGINS_HOME_DIR/.complete"
 }
 
+# The project's own plugin (tick contract transform, registry-outage converter wrapper) goes into the
+# Apicurio converter's folder: the wrapper loads the converter's classes through that folder's loader.
+build_project_plugin() {
+  local src="$PROJECT_ROOT/connect/plugin" digest marker work
+  digest="$(cd "$src" && find pom.xml src -type f -print0 | sort -z | xargs -0 sha1sum | sha1sum | cut -c1-12)"
+  marker="$PLUGINS_HOME_DIR/.cryptopipe-connect-$digest"
+  if [[ -f "$marker" ]]; then return 0; fi
+  echo "building the project's Connect plugin (connect/plugin) into $PLUGINS_HOME_DIR/apicurio-converter ..."
+  work="$(mktemp -d)"
+  cp -r "$src/." "$work/"  # a scratch copy keeps target/ out of the clone (and works on a read-only mount)
+  if ! mvn -B -s "$MAVEN_DIR/settings.xml" -f "$work/pom.xml" -Dkafka.version="$KAFKA_VERSION" package >"$work/maven.log" 2>&1; then
+    echo "ERROR: building connect/plugin failed; last lines of the Maven log:" >&2
+    tail -n 60 "$work/maven.log" >&2
+    rm -rf "$work"
+    return 1
+  fi
+  grep -E 'Tests run:.*Fail' "$work/maven.log" | tail -n 1 | sed 's/^/  /' || true
+  cp "$work/target/cryptopipe-connect.jar" "$PLUGINS_HOME_DIR/apicurio-converter/cryptopipe-connect.jar"
+  rm -f "$PLUGINS_HOME_DIR"/.cryptopipe-connect-*
+  touch "$marker"
+  rm -rf "$work"
+}
+
 command -v mvn >/dev/null || { echo "ERROR: Maven (mvn) is required to fetch artifacts; install it (apt-get install maven)" >&2; exit 1; }
 case "$what" in
-  all) fetch_kafka; fetch_registry; fetch_plugins ;;
+  all) fetch_kafka; fetch_registry; fetch_plugins; build_project_plugin ;;
   kafka) fetch_kafka ;;
   registry) fetch_registry ;;
-  plugins) fetch_plugins ;;
+  plugins) fetch_plugins; build_project_plugin ;;
 esac
 echo "artifacts ready ($what) in $CRYPTOPIPE_CACHE"

@@ -24,6 +24,8 @@ from stack.process import ManagedProcess, StackError
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
+# The tick contract's limits (.env): the connector's TickContract transform reads them from the worker.
+TICK_CONTRACT_SETTINGS = ("TICK_MIN_EVENT_TIME", "TICK_MAX_FUTURE_SECONDS", "TICK_SYMBOL_MAX_LENGTH")
 # Server options both forms pass (docker-compose.yml's postgres `command` lists the same; a test compares):
 # pg_stat_statements shows which statements the sink, the chart and Power BI really send.
 POSTGRES_SERVER_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")
@@ -331,6 +333,7 @@ def connect_worker_env(s: Settings) -> dict[str, str]:
         "CONNECT_REGISTRY_URL": f"{s.registry_base}/apis/registry/v2",
         "TICKS_TOPIC": s["TICKS_TOPIC"],
         "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
+        **{key: s[key] for key in TICK_CONTRACT_SETTINGS},
         "KAFKA_HEAP_OPTS": "-Xmx768m",
     }
 
