@@ -2,7 +2,8 @@
 
   up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect, wait until
             each is healthy, set registry compatibility (BACKWARD globally, per subject from
-            schemas/compatibility.json), register the JDBC sink connector
+            schemas/compatibility.json), register the JDBC sink connector, start the supervisor
+            (python -m control.supervisor: restarts failed sink tasks with backoff)
   down      stop everything `up` started (no process left behind); --purge also deletes its data
   status    each service's process and health, the connector's and tasks' state
   logs      the last lines of a service's log
@@ -22,8 +23,9 @@ import sys
 import time
 from pathlib import Path
 
+from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError, connector_status, load_connector, register
 from control.settings import PROJECT_ROOT, Settings, SettingsError
-from stack.connector import DEFAULT_CONNECTOR_FILE, connector_status, load_connector, register
+from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
 from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
 from stack.services import Postgres, all_services
@@ -52,8 +54,24 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
         register(settings.connect_url, DEFAULT_CONNECTOR_FILE)
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
+        pid = start_supervisor(settings)
+        print(f"supervisor started (pid {pid}): restarts failed sink tasks with backoff")
     timings["total"] = time.monotonic() - started
     return timings
+
+
+def supervisor_process(settings: Settings) -> ManagedProcess:
+    return ManagedProcess("supervisor", settings.state_dir)
+
+
+def supervisor_health_file(settings: Settings) -> Path:
+    return settings.state_dir / "supervisor.json"
+
+
+def start_supervisor(settings: Settings) -> int:
+    return supervisor_process(settings).start(
+        [sys.executable, "-m", "control.supervisor", "--connect-url", settings.connect_url,
+         "--health-file", str(supervisor_health_file(settings))], cwd=PROJECT_ROOT)
 
 
 def producer_process(settings: Settings) -> ManagedProcess:
@@ -72,6 +90,8 @@ def start_producer(settings: Settings, producer_args: str) -> int:
 def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
+    if supervisor_process(settings).stop():
+        print("supervisor stopped")
     for service in reversed(all_services(settings)):
         stopped = service.down()
         print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")
@@ -92,6 +112,10 @@ def status(settings: Settings) -> int:
         healthy &= ok
         state = "healthy" if ok else ("running, NOT healthy" if pid else "stopped")
         print(f"{service.name:<9} {state:<22} pid={pid or '-'}  log={service.process.log_file}")
+    supervisor = supervisor_process(settings)
+    watch = read_health(supervisor_health_file(settings)) or {}
+    print(f"{'supervisor':<9} {'running' if supervisor.is_running() else 'not started':<22} "
+          f"pid={supervisor.pid() or '-'}  restarts={watch.get('restarts', 0)}  log={supervisor.log_file}")
     producer = producer_process(settings)
     print(f"{'producer':<9} {'running' if producer.is_running() else 'not started':<22} "
           f"pid={producer.pid() or '-'}  log={producer.log_file}")
@@ -167,7 +191,7 @@ def cli() -> None:
     args = parser.parse_args()
     try:
         sys.exit(main(args))
-    except (StackError, SettingsError) as exc:
+    except (StackError, SettingsError, ConnectorError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as exc:

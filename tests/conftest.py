@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from control.settings import PROJECT_ROOT, Settings
-from stack.services import Kafka, Postgres
+from stack.services import Connect, Kafka, Postgres, Registry
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
                        "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
@@ -39,6 +39,8 @@ class StackHandle:
         self.owned = owned
         self._kafka = Kafka(settings)
         self._postgres = Postgres(settings)
+        self._registry = Registry(settings)
+        self._connect = Connect(settings)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -77,6 +79,16 @@ class StackHandle:
 
     def start_postgres(self) -> None:
         self._postgres.up()
+
+    def stop_registry(self) -> None:
+        self._registry.down()
+
+    def start_registry(self) -> None:
+        self._registry.up()
+
+    def restart_connect(self) -> None:
+        self._connect.down()
+        self._connect.up()
 
 
 def run_stack_cli(*args: str, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:

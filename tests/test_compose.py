@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 from control.settings import PROJECT_ROOT, Settings
 from stack.services import POSTGRES_SERVER_OPTIONS, connect_worker_env
 
-LONG_RUNNING = ("postgres", "broker", "registry", "connect", "producer")
+LONG_RUNNING = ("postgres", "broker", "registry", "connect", "connect-supervisor", "producer")
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
 
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError, load_connector
 from control.settings import Settings
-from stack.connector import DEFAULT_CONNECTOR_FILE, load_connector
-from stack.process import StackError
 from stack.services import connect_worker_env
 
 
@@ -31,20 +30,20 @@ def test_shipped_connector_config_is_valid() -> None:
 
 def test_a_misspelled_key_is_rejected_with_its_name(tmp_path: Path) -> None:
     path = write_variant(tmp_path, lambda c: c.update({"insert.mod": "upsert"}))
-    with pytest.raises(StackError, match="insert.mod"):
+    with pytest.raises(ConnectorError, match="insert.mod"):
         load_connector(path)
 
 
 def test_an_invalid_value_is_rejected(tmp_path: Path) -> None:
     path = write_variant(tmp_path, lambda c: c.update({"insert.mode": "merge"}))
-    with pytest.raises(StackError, match="insert.mode"):
+    with pytest.raises(ConnectorError, match="insert.mode"):
         load_connector(path)
 
 
 def test_broken_json_is_reported_as_such(tmp_path: Path) -> None:
     path = tmp_path / "broken.json"
     path.write_text('{"name": "x", ')
-    with pytest.raises(StackError, match="not valid JSON"):
+    with pytest.raises(ConnectorError, match="not valid JSON"):
         load_connector(path)
 
 

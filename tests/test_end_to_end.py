@@ -24,9 +24,9 @@ from confluent_kafka import Consumer
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
 from producer.registry import registry_client
-from stack.connector import load_connector, wait_running
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

@@ -24,9 +24,9 @@ import requests
 from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
 from producer.registry import registry_client, value_serializer
-from stack.connector import load_connector, wait_running
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

@@ -15,9 +15,9 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
 from producer.registry import registry_client, value_serializer
-from stack.connector import load_connector, wait_running
 from tests.conftest import StackHandle, run_stack_cli
 
 pytestmark = pytest.mark.stack

@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.lang.reflect.Method;
 import java.util.HashMap;
 import java.util.Map;
+import java.util.Optional;
 
 import org.apache.kafka.common.header.Headers;
 import org.apache.kafka.connect.data.Schema;
@@ -109,26 +110,31 @@ public class RegistryOutageRetryingConverter implements Converter {
             if (t instanceof IOException) {
                 return true;
             }
-            Integer status = httpStatus(t);
-            if (status != null) {
-                return status >= 500 || status == 408 || status == 429;
+            Optional<Optional<Integer>> status = httpStatus(t);
+            if (status.isPresent()) {
+                // No status at all: the request never got an HTTP answer (Apicurio's client wraps the
+                // I/O error in an exception without a cause, naming it only in getError().getName()).
+                return status.get().map(code -> code >= 500 || code == 408 || code == 429).orElse(true);
             }
         }
         return false;
     }
 
-    /** Apicurio's client exceptions carry the HTTP status in getError().getErrorCode(). */
-    private static Integer httpStatus(Throwable t) {
+    /**
+     * Apicurio's client exceptions carry an error object: empty when {@code t} has none, else the HTTP
+     * status in it, if there was one.
+     */
+    private static Optional<Optional<Integer>> httpStatus(Throwable t) {
         try {
             Method getError = t.getClass().getMethod("getError");
             Object error = getError.invoke(t);
             if (error == null) {
-                return null;
+                return Optional.empty();
             }
             Object code = error.getClass().getMethod("getErrorCode").invoke(error);
-            return code instanceof Integer i ? i : null;
+            return Optional.of(Optional.ofNullable(code instanceof Integer i ? i : null));
         } catch (ReflectiveOperationException | RuntimeException e) {
-            return null;
+            return Optional.empty();
         }
     }
 

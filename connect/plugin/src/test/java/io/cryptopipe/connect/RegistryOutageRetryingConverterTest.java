@@ -35,8 +35,8 @@ class RegistryOutageRetryingConverterTest {
     static class RestClientException extends RuntimeException {
         private final RestError error;
 
-        RestClientException(int status) {
-            super("HTTP " + status);
+        RestClientException(Integer status) {
+            super(status == null ? null : "HTTP " + status);
             this.error = new RestError(status);
         }
 
@@ -80,6 +80,12 @@ class RegistryOutageRetryingConverterTest {
         RuntimeException e = thrownBy(new IllegalStateException("fetch failed", new ConnectException("Connection refused")));
         assertInstanceOf(RetriableException.class, e);
         assertTrue(e.getMessage().contains("Connection refused"), e.getMessage());
+    }
+
+    @Test
+    void aRequestThatGotNoHttpAnswerIsRetried() {
+        // What Apicurio 2.6's client throws on "connection refused": no cause, no status.
+        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(null)));
     }
 
     @Test

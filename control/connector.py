@@ -15,9 +15,14 @@ import jsonschema
 import requests
 
 from control.settings import PROJECT_ROOT
-from stack.process import StackError
 
 CONNECT_DIR = PROJECT_ROOT / "connect"
+
+
+class ConnectorError(RuntimeError):
+    """The connector definition is invalid, Connect refused it, or it did not come up RUNNING."""
+
+
 DEFAULT_CONNECTOR_FILE = CONNECT_DIR / "crypto-prices-jdbc-sink.json"
 CONNECTOR_SCHEMA_FILE = CONNECT_DIR / "connector.schema.json"
 
@@ -27,13 +32,13 @@ def load_connector(path: Path = DEFAULT_CONNECTOR_FILE) -> dict[str, Any]:
     try:
         definition = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise StackError(f"{path}: not valid JSON: {exc}") from exc
+        raise ConnectorError(f"{path}: not valid JSON: {exc}") from exc
     schema = json.loads(CONNECTOR_SCHEMA_FILE.read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(definition), key=lambda e: list(e.path))
     if errors:
         lines = [f"  - {'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in errors]
-        raise StackError(f"{path} does not match {CONNECTOR_SCHEMA_FILE.name}:\n" + "\n".join(lines))
+        raise ConnectorError(f"{path} does not match {CONNECTOR_SCHEMA_FILE.name}:\n" + "\n".join(lines))
     return definition
 
 
@@ -49,7 +54,7 @@ def wait_for_connect(connect_url: str, timeout: float = 120.0) -> None:
         except requests.RequestException as exc:
             last = type(exc).__name__
         time.sleep(1)
-    raise StackError(
+    raise ConnectorError(
         f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})"
     )
 
@@ -60,21 +65,23 @@ def validate_remotely(connect_url: str, name: str, config: dict[str, str]) -> No
     url = f"{connect_url}/connector-plugins/{plugin}/config/validate"
     response = requests.put(url, json={**config, "name": name}, timeout=60)
     if response.status_code != 200:
-        raise StackError(f"Connect refused to validate the config: HTTP {response.status_code} {response.text[:500]}")
+        raise ConnectorError(f"Connect refused to validate the config: HTTP {response.status_code} "
+                             f"{response.text[:500]}")
     result = response.json()
     if result.get("error_count", 0):
         problems = [
             f"  - {c['value']['name']}: {'; '.join(c['value']['errors'])}"
             for c in result["configs"] if c["value"].get("errors")
         ]
-        raise StackError(f"Connect found {result['error_count']} error(s) in the config:\n" + "\n".join(problems))
+        raise ConnectorError(f"Connect found {result['error_count']} error(s) in the config:\n" + "\n".join(problems))
 
 
 def upsert(connect_url: str, name: str, config: dict[str, str]) -> bool:
     """Create or update; returns True when the connector was newly created."""
     response = requests.put(f"{connect_url}/connectors/{name}/config", json=config, timeout=60)
     if response.status_code not in (200, 201):
-        raise StackError(f"PUT /connectors/{name}/config failed: HTTP {response.status_code} {response.text[:1000]}")
+        raise ConnectorError(f"PUT /connectors/{name}/config failed: HTTP {response.status_code} "
+                             f"{response.text[:1000]}")
     return response.status_code == 201
 
 
@@ -84,7 +91,8 @@ def restart_failed(connect_url: str, name: str) -> None:
     response = requests.post(f"{connect_url}/connectors/{name}/restart",
                              params={"includeTasks": "true", "onlyFailed": "true"}, timeout=60)
     if response.status_code not in (200, 202, 204):
-        raise StackError(f"POST /connectors/{name}/restart failed: HTTP {response.status_code} {response.text[:500]}")
+        raise ConnectorError(f"POST /connectors/{name}/restart failed: HTTP {response.status_code} "
+                             f"{response.text[:500]}")
 
 
 def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
@@ -115,11 +123,11 @@ def wait_running(connect_url: str, name: str, timeout: float = 120.0,
             states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
             fresh = [trace for trace in failure_traces(status) if trace not in stale_traces]
             if fresh:
-                raise StackError(f"connector {name} FAILED:\n{fresh[0][:4000]}")
+                raise ConnectorError(f"connector {name} FAILED:\n{fresh[0][:4000]}")
             if status.get("tasks") and all(s == "RUNNING" for s in states):
                 return status
         time.sleep(1)
-    raise StackError(f"connector {name} not RUNNING after {timeout:.0f}s; last status: {json.dumps(status)}")
+    raise ConnectorError(f"connector {name} not RUNNING after {timeout:.0f}s; last status: {json.dumps(status)}")
 
 
 def register(connect_url: str, path: Path = DEFAULT_CONNECTOR_FILE, timeout: float = 120.0) -> dict[str, Any]:

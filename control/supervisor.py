@@ -1,0 +1,155 @@
+"""Keeps the sink connector RUNNING without a human: Kafka Connect never restarts a FAILED task by
+itself, and the JDBC sink fails its task when PostgreSQL stays away longer than its retry budget
+(flush.max.retries x flush.retry.delay.ms), or when a task starts while PostgreSQL is down.
+
+Every --interval seconds the supervisor reads the connector's status; when the connector or a task is
+FAILED it asks Connect to restart the failed instances, then waits with exponential backoff
+(--interval doubling up to --max-backoff) before the next attempt, so an outage of any length ends
+in RUNNING once the database is back, without hammering Connect meanwhile. Every restart is logged
+and counted (also in --health-file); SIGTERM/SIGINT stop it cleanly.
+
+    python -m control.supervisor [--connect-url URL] [--connector NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import requests
+
+from control.connector import ConnectorError, connector_status, failure_traces, load_connector, restart_failed
+from control.settings import Settings
+
+log = logging.getLogger("supervisor")
+
+
+@dataclass
+class SupervisorState:
+    restarts: int = 0
+    last_restart: float | None = None
+    last_state: str = "unknown"
+    last_failure: str = ""
+    started: float = field(default_factory=time.time)
+
+    def snapshot(self) -> dict[str, object]:
+        return {"time": time.time(), "pid": os.getpid(), "restarts": self.restarts, "last_restart": self.last_restart,
+                "state": self.last_state, "last_failure": self.last_failure}
+
+
+class Supervisor:
+    def __init__(self, connect_url: str, connector: str, interval: float = 5.0, max_backoff: float = 60.0,
+                 health_file: Path | None = None, stop: threading.Event | None = None) -> None:
+        self.connect_url, self.connector = connect_url, connector
+        self.interval, self.max_backoff = interval, max_backoff
+        self.health_file = health_file
+        self.stop = stop or threading.Event()
+        self.state = SupervisorState()
+
+    def check_once(self) -> bool:
+        """One look at the connector; True when failed instances were found and a restart was asked for."""
+        try:
+            status = connector_status(self.connect_url, self.connector)
+        except (requests.RequestException, ValueError) as exc:
+            self._note("connect unreachable", f"{type(exc).__name__}: {exc}")
+            return False
+        if status is None:
+            self._note("not registered", "")
+            return False
+        traces = failure_traces(status)
+        if not traces:
+            self._note("RUNNING" if _all_running(status) else "starting", "")
+            return False
+        first_line = traces[0].strip().splitlines()[0][:300] if traces[0].strip() else "(no trace)"
+        self.state.restarts += 1
+        self.state.last_restart = time.time()
+        self._note("FAILED", first_line)
+        log.warning("connector %s has %d failed instance(s) (%s); restart #%d",
+                    self.connector, len(traces), first_line, self.state.restarts)
+        try:
+            restart_failed(self.connect_url, self.connector)
+        except (ConnectorError, requests.RequestException) as exc:
+            log.warning("restart request failed: %s", exc)
+        return True
+
+    def run(self) -> int:
+        log.info("supervising connector %s at %s (check every %.0fs, backoff up to %.0fs)",
+                 self.connector, self.connect_url, self.interval, self.max_backoff)
+        backoff, healthy_since = self.interval, time.monotonic()
+        while not self.stop.is_set():
+            restarted = self.check_once()
+            self._write_health()
+            if restarted:  # give the restart time, longer each time it fails again
+                log.info("next check in %.0fs", backoff)
+                self.stop.wait(backoff)
+                backoff, healthy_since = min(backoff * 2, self.max_backoff), time.monotonic()
+                continue
+            if time.monotonic() - healthy_since >= self.max_backoff:  # stable again: start over at --interval
+                backoff = self.interval
+            self.stop.wait(self.interval)
+        log.info("supervisor stopped after %d restart(s)", self.state.restarts)
+        return 0
+
+    def _note(self, state: str, failure: str) -> None:
+        if state != self.state.last_state and state != "FAILED":
+            log.info("connector %s: %s", self.connector, state)
+        self.state.last_state, self.state.last_failure = state, failure or self.state.last_failure
+
+    def _write_health(self) -> None:
+        if self.health_file is None:
+            return
+        self.health_file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.health_file.parent, delete=False, suffix=".tmp") as tmp:
+            json.dump(self.state.snapshot(), tmp)
+        os.replace(tmp.name, self.health_file)
+
+
+def _all_running(status: dict) -> bool:
+    states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+    return bool(status.get("tasks")) and all(s == "RUNNING" for s in states)
+
+
+def read_health(path: Path) -> dict[str, object] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = Settings.load()
+    parser = argparse.ArgumentParser(prog="python -m control.supervisor", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--connect-url", default=settings.connect_url, help="default %(default)s")
+    parser.add_argument("--connector", default=None, help="default: the name in connect/crypto-prices-jdbc-sink.json")
+    parser.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default %(default)s)")
+    parser.add_argument("--max-backoff", type=float, default=60.0,
+                        help="longest wait between restarts of a task that keeps failing (default %(default)s)")
+    parser.add_argument("--health-file", type=Path, help="rewrite this JSON file (state, restarts) after each check")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s received: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+    name = args.connector or load_connector()["name"]
+    return Supervisor(args.connect_url, name, args.interval, args.max_backoff, args.health_file, stop).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

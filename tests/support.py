@@ -1,0 +1,129 @@
+"""What tests do with a running stack, written once: produce ticks as any client would (a plain
+confluent-kafka AvroSerializer, not our producer), read rows and candles, poll until a condition holds,
+read the dead-letter topic."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from control.settings import PROJECT_ROOT
+from producer.registry import registry_client, value_serializer
+from tests.conftest import StackHandle
+
+TICK_SCHEMA = (PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text()
+T = TypeVar("T")
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def new_symbol(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:6].upper()}-USD"
+
+
+def tick(key: str, n: int, **fields: Any) -> dict[str, Any]:
+    """A valid tick (schemas/crypto_tick.avsc) of symbol `key` whose price and time differ per n; any
+    field can be overridden (the symbol too)."""
+    value = {"symbol": key, "price": 100.0 + n, "event_time": now_ms() - 60_000 + n, "volume": 1.0,
+             "feed": "REPLAY", "produced_at": now_ms(), "producer_id": "tests", "sequence": n}
+    value.update(fields)
+    return value
+
+
+class TickProducer:
+    """Any client with the schema: confluent-kafka's AvroSerializer against the registry, key = symbol."""
+
+    def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
+        self.topic = topic or stack.settings["TICKS_TOPIC"]
+        self._serialize = value_serializer(registry_client(stack.registry_url), schema)
+        self._producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
+
+    def send(self, ticks: Iterable[dict[str, Any]]) -> int:
+        sent = 0
+        for value in ticks:
+            self.send_raw(value["symbol"].encode(),
+                          self._serialize(value, SerializationContext(self.topic, MessageField.VALUE)))
+            sent += 1
+        self.flush()
+        return sent
+
+    def send_raw(self, key: bytes, value: bytes | None) -> None:
+        self._producer.produce(self.topic, key=key, value=value)
+
+    def flush(self) -> None:
+        assert self._producer.flush(60) == 0, "records left unsent"
+
+
+def query(stack: StackHandle, sql: str, *params: object) -> list[tuple]:
+    with psycopg.connect(stack.pg_dsn(), connect_timeout=5) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def poll_until(check: Callable[[], T], done: Callable[[T], bool], timeout: float, interval: float = 0.5) -> T:
+    """Call `check` until `done(result)` or the timeout; returns the last result either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if done(result) or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
+def count_rows(stack: StackHandle, symbols: Sequence[str]) -> int:
+    return query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", list(symbols))[0][0]
+
+
+def wait_for_rows(stack: StackHandle, symbols: Sequence[str], expected: int, timeout: float = 120) -> int:
+    """Rows of these symbols once there are at least `expected` (or whatever there are at the timeout)."""
+    return poll_until(lambda: count_rows(stack, symbols), lambda n: n >= expected, timeout)
+
+
+def consume(stack: StackHandle, topic: str, wanted: Callable[[Message], bool], expected: int,
+            timeout: float = 60, settle: float = 2.0) -> list[Message]:
+    """Records of `topic` (from the beginning) that `wanted` accepts: until `expected` arrived, then `settle`
+    seconds more so that anything beyond `expected` (a duplicate) shows up too."""
+    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"tests-{uuid.uuid4().hex}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    found: list[Message] = []
+    deadline, settle_until = time.monotonic() + timeout, None
+    try:
+        while time.monotonic() < deadline and (settle_until is None or time.monotonic() < settle_until):
+            message = consumer.poll(0.5)
+            if message is None or message.error() or not wanted(message):
+                continue
+            found.append(message)
+            if len(found) >= expected and settle_until is None:
+                settle_until = time.monotonic() + settle
+    finally:
+        consumer.close()
+    return found
+
+
+def dead_letters(stack: StackHandle, key: bytes, expected: int, timeout: float = 90) -> list[Message]:
+    """Records on the dead-letter topic whose key is `key`."""
+    return consume(stack, stack.settings["TICKS_DLQ_TOPIC"], lambda m: m.key() == key, expected, timeout)
+
+
+def headers(message: Message) -> dict[str, str]:
+    return {k: (v or b"").decode(errors="replace") for k, v in message.headers() or []}
+
+
+def dlq_reason(message: Message) -> str:
+    """The contract's reason from a dead letter's error message ('tick contract violated: REASON: ...')."""
+    text = headers(message).get("__connect.errors.exception.message", "")
+    prefix = "tick contract violated: "
+    return text[len(prefix):].split(":", 1)[0] if text.startswith(prefix) else text
+
+
+def as_json(message: Message) -> str:
+    return json.dumps(headers(message), indent=1)
