@@ -191,12 +191,14 @@ def notes(median: dict[str, float]) -> str:
     return f"""\
 Notes (every number below is from this run's table):
 
-- The ceiling is confluent-kafka's `AvroSerializer.__call__` ({us("serialize")} per tick here, nearly all
-  inside the library: subject name, schema-id cache, fastavro `schemaless_writer`, framing); the producer
-  adds the record dict. No per-message registry call happens: the schema id is cached after the first tick.
-  The subject strategy is the explicit `topic_subject_name_strategy`; confluent-kafka 2.16's default
-  ("associated") asks the registry once per topic and then takes a lock and a cache lookup per message:
-  {median["serialize_default"]:,.0f}/s with the default vs {median["serialize"]:,.0f}/s with the topic strategy.
+- The ceiling, {us("serialize")} per tick here, is the record dict the producer builds plus confluent-kafka's
+  `AvroSerializer.__call__` (subject name, schema-id cache, fastavro `schemaless_writer`, framing). No
+  per-message registry call happens: the schema id is cached after the first tick.
+  The subject strategy is the explicit `topic_subject_name_strategy` because confluent-kafka 2.16's default
+  ("associated") first asks the registry for "associations", an endpoint Apicurio's ccompat API lacks (a
+  wasted request per topic, a hang if it is never answered). Serialize-only in this run:
+  {median["serialize_default"]:,.0f}/s with the default vs {median["serialize"]:,.0f}/s with the topic strategy
+  (medians; see the range column before reading a difference into them).
 - serialize + produce: `produce()` with a per-message delivery callback (every failure is counted), poll(0)
   once per 1000 ticks, linger.ms 20 and batch.size 1 MB so librdkafka sends large idempotent batches.
 - The full pipeline is slower because the replay thread's file reading ({us("parse")} per tick alone),

@@ -34,7 +34,7 @@ sources (--source, env PRODUCER_SOURCE; several --symbols at once):
 rejections: a bad tick is counted by reason (stats line, final summary, health file) and never stops the
 producer; received = produced + the sum of the rejections. In the order checked:
   malformed         a frame / line / quote that is not a tick (not UTF-8, not JSON, fields missing)
-  the tick contract (.env; Kafka Connect enforces the same for every writer of the topic):
+the tick contract (.env; Kafka Connect enforces the same for every writer of the topic):
   bad_symbol        empty, longer than TICK_SYMBOL_MAX_LENGTH ({symbol_max}) characters, control characters
                     (incl. NUL), or not encodable as UTF-8
   bad_price         price not a finite number > 0
@@ -42,7 +42,7 @@ producer; received = produced + the sum of the rejections. In the order checked:
   implausible_time  event_time before TICK_MIN_EVENT_TIME ({min_time})
   future_time       event_time more than --max-clock-skew s ahead of this machine's clock (at most
                     TICK_MAX_FUTURE_SECONDS, {max_future} s)
-  the producer's own checks:
+the producer's own checks:
   unknown_symbol    symbol not in --symbols
   stale_time        event_time more than --max-age s old (off for replay unless given)
   duplicate         same symbol + event_time + price among the last --dedup-window ticks

@@ -109,11 +109,16 @@ def _finite(value: object) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def contract_violation(tick: Tick, contract: TickContract, future_ms: int, now: int) -> Reason | None:
-    """The first rule of the tick contract the tick breaks, or None."""
-    symbol = tick.symbol
-    if (not isinstance(symbol, str) or not 0 < len(symbol) <= contract.symbol_max_length
-            or _BAD_SYMBOL_CHARS.search(symbol)):
+def symbol_ok(symbol: object, contract: TickContract) -> bool:
+    return (isinstance(symbol, str) and 0 < len(symbol) <= contract.symbol_max_length
+            and not _BAD_SYMBOL_CHARS.search(symbol))
+
+
+def contract_violation(tick: Tick, contract: TickContract, future_ms: int, now: int,
+                       good_symbols: frozenset[str] = frozenset()) -> Reason | None:
+    """The first rule of the tick contract the tick breaks, or None. `good_symbols`: symbols already known to
+    pass the symbol rule (skips its check)."""
+    if tick.symbol not in good_symbols and not symbol_ok(tick.symbol, contract):
         return Reason.BAD_SYMBOL
     price = _finite(tick.price)
     if price is None or price <= 0:
@@ -136,13 +141,14 @@ class Validator:
     def __init__(self, rules: ValidationRules, clock_ms: Callable[[], int] = now_ms) -> None:
         self.rules = rules
         self._future_ms = rules.future_ms
+        self._good_symbols = frozenset(s for s in rules.symbols if symbol_ok(s, rules.contract))
         self._clock_ms = clock_ms
         self._recent: OrderedDict[tuple[str, int, float], None] = OrderedDict()
 
     def check(self, tick: Tick) -> Reason | None:
         rules = self.rules
         now = self._clock_ms()
-        broken = contract_violation(tick, rules.contract, self._future_ms, now)
+        broken = contract_violation(tick, rules.contract, self._future_ms, now, self._good_symbols)
         if broken is not None:
             return broken
         if tick.symbol not in rules.symbols:

@@ -127,6 +127,13 @@ def test_a_stricter_clock_skew_applies_but_never_a_looser_one() -> None:
     assert loose.check(tick(event_time=NOW + SKEW_MS + 1)) == "future_time"
 
 
+def test_a_configured_symbol_that_breaks_the_contract_is_still_rejected() -> None:
+    """--symbols cannot whitelist a bad symbol (e.g. a non-UTF-8 byte in argv becomes a lone surrogate)."""
+    bad = ("BTC-USD\x00", "BTC-USD\udcff", LONG + "X")
+    v = Validator(ValidationRules(symbols=frozenset(bad), contract=CONTRACT), clock_ms=lambda: NOW)
+    assert [v.check(tick(symbol=s)) for s in bad] == ["bad_symbol"] * 3
+
+
 def test_duplicate_window_is_bounded() -> None:
     v = Validator(ValidationRules(symbols=frozenset({"A"}), contract=CONTRACT, dedup_window=2), clock_ms=lambda: NOW)
     for t in (1, 2, 3):
