@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -33,15 +34,16 @@ sys.path.insert(0, str(ROOT))
 from confluent_kafka import KafkaException  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
+from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: E402
 
 from producer.cli import env_defaults  # noqa: E402
 from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
 from producer.pipeline import Pipeline  # noqa: E402
 from producer.registry import load_schema, register_schema, registry_client  # noqa: E402
-from producer.sources.replay import ReplaySource  # noqa: E402
+from producer.sources.replay import ReplaySource, read_ticks  # noqa: E402
 from producer.stats import Stats  # noqa: E402
 from producer.tick import Feed, Tick  # noqa: E402
-from producer.validate import ValidationRules, Validator  # noqa: E402
+from producer.validate import TickContract, ValidationRules, Validator  # noqa: E402
 
 SYMBOLS = ("BTC-USD", "ETH-USD", "SOL-USD")
 START_MS = 1_764_000_000_000
@@ -53,18 +55,35 @@ def make_ticks(n: int) -> list[Tick]:
 
 
 def new_sink(args: argparse.Namespace, topic: str, stats: Stats, registry: SchemaRegistryClient,
-             schema: str) -> KafkaSink:
+             schema: str, **kwargs: object) -> KafkaSink:
     config = producer_config(args.bootstrap, linger_ms=args.linger_ms, buffer_max_messages=args.buffer)
-    return KafkaSink(config, registry, schema, topic, stats)
+    return KafkaSink(config, registry, schema, topic, stats, **kwargs)  # type: ignore[arg-type]
 
 
 def bench_serialize(sink: KafkaSink, ticks: list[Tick]) -> float:
-    value, key, vctx, kctx = sink._value, sink._key, sink._value_ctx, sink._key_ctx  # noqa: SLF001
+    serialize = sink.serialize
     started = time.perf_counter()
     for tick in ticks:
-        value(sink.record(tick), vctx)
-        key(tick.symbol, kctx)
-    return len(ticks) / (time.perf_counter() - started)
+        serialize(tick)
+    elapsed = time.perf_counter() - started
+    assert not sink.stats.rejected, sink.stats.snapshot()
+    return len(ticks) / elapsed
+
+
+def write_replay_file(ticks: list[Tick], path: Path) -> None:
+    path.write_text("".join(json.dumps(t.to_json_dict()) + "\n" for t in ticks))
+
+
+def bench_parse(ticks: list[Tick]) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ticks.jsonl"
+        write_replay_file(ticks, path)
+        stats = Stats()
+        started = time.perf_counter()
+        n = sum(1 for _ in read_ticks(path, stats))
+        elapsed = time.perf_counter() - started
+    assert n == len(ticks) and not stats.rejected, stats.snapshot()
+    return n / elapsed
 
 
 def bench_acked(sink: KafkaSink, ticks: list[Tick], stats: Stats) -> float:
@@ -83,9 +102,9 @@ def bench_pipeline(args: argparse.Namespace, topic: str, ticks: list[Tick], regi
                    schema: str) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ticks.jsonl"
-        path.write_text("".join(json.dumps(t.to_json_dict()) + "\n" for t in ticks))
+        write_replay_file(ticks, path)
         stats, stop = Stats(), threading.Event()
-        validator = Validator(ValidationRules(frozenset(SYMBOLS), max_past_ms=None))
+        validator = Validator(ValidationRules(frozenset(SYMBOLS), TickContract.from_settings(env_defaults())))
         pipeline = Pipeline(ReplaySource(path, 0, stats, stop_event=stop), validator, stats, stop,
                             stats_interval=0, flush_timeout=120)
         sink = new_sink(args, topic, stats, registry, schema)
@@ -124,20 +143,24 @@ def main() -> int:
     warm = Stats()
     warm_sink = new_sink(args, topic, warm, registry, schema)
     bench_acked(warm_sink, ticks[:2000], warm)  # topic creation, idempotent PID, schema id cached
+    default_sink = new_sink(args, topic, Stats(), registry, schema, value_serializer_=AvroSerializer(
+        registry, schema, conf={"auto.register.schemas": True}))  # confluent-kafka's default subject strategy
+    bench_serialize(default_sink, ticks[:2000])
 
-    runs: dict[str, list[float]] = {"serialize": [], "acked": [], "pipeline": []}
-    for run in range(args.runs):  # interleaved, so background load hits all three alike
+    runs: dict[str, list[float]] = {name: [] for name in NAMES}
+    for run in range(args.runs):  # interleaved, so background load hits all of them alike
         runs["serialize"].append(bench_serialize(warm_sink, ticks))
+        runs["serialize_default"].append(bench_serialize(default_sink, ticks))
+        runs["parse"].append(bench_parse(ticks))
         stats = Stats()
         runs["acked"].append(bench_acked(new_sink(args, topic, stats, registry, schema), ticks, stats))
         runs["pipeline"].append(bench_pipeline(args, topic, ticks, registry, schema))
         print(f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in runs.items()), file=sys.stderr)
 
-    ceiling = statistics.median(runs["serialize"])
-    names = {"serialize": "serialize only (ceiling)", "acked": "serialize + produce, acked",
-             "pipeline": "full pipeline (replay -> validate -> produce), acked"}
-    lines = [f"| {names[k]} | {statistics.median(v):,.0f} | {min(v):,.0f} - {max(v):,.0f} | "
-             f"{statistics.median(v) / ceiling:.0%} |" for k, v in runs.items()]
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    ceiling = median["serialize"]
+    lines = [f"| {NAMES[k]} | {median[k]:,.0f} | {min(v):,.0f} - {max(v):,.0f} | {median[k] / ceiling:.0%} |"
+             for k, v in runs.items()]
     table = (f"| measurement | ticks/s (median of {args.runs}) | range | of ceiling |\n|---|---:|---:|---:|\n"
              + "\n".join(lines))
     print(table)
@@ -147,37 +170,51 @@ def main() -> int:
             table=table, ticks=args.ticks, runs=args.runs,
             linger=args.linger_ms, buffer=args.buffer, python=platform.python_version(),
             machine=platform.machine(), date=time.strftime("%Y-%m-%d"),
-            cpus=__import__("os").cpu_count(), notes=NOTES))
+            cpus=os.cpu_count(), kafka=env.get("KAFKA_VERSION"), registry=env.get("APICURIO_REGISTRY_VERSION"),
+            notes=notes(median)))
         print(f"wrote {out}")
     return 0
 
 
-NOTES = """\
-Notes (profiled with cProfile on this machine):
+NAMES = {"serialize": "serialize only (ceiling; topic subject strategy, as the producer)",
+         "serialize_default": "serialize only, confluent-kafka's default subject strategy",
+         "parse": "replay file reading only (UTF-8 + JSON + Tick), no Kafka",
+         "acked": "serialize + produce, acked",
+         "pipeline": "full pipeline (replay -> validate -> produce), acked"}
 
-- The ceiling is confluent-kafka's `AvroSerializer.__call__`: about 7-10 us per tick, nearly all inside the
-  library (`__serialize_impl`: subject name, schema-id cache, fastavro `schemaless_writer`, framing).
-  The producer adds only the record dict. No per-message registry call happens: the schema id is cached
-  after the first tick. The subject strategy is the explicit `topic_subject_name_strategy`; confluent-kafka
-  2.16's default ("associated") asks the registry once per topic and then takes a lock and a cache lookup
-  per message: serialize-only 143k/s with the default vs 162k/s with the topic strategy, measured in one
-  run (medians of 5 x 100,000 records). Earlier 3-run sets with the default measured 122.5k/s serialize,
-  90.9k/s acked and 39.9k/s pipeline (with more load on the machine).
+
+def notes(median: dict[str, float]) -> str:
+    """Explanations; every number in them is one of this run's medians."""
+    def us(name: str) -> str:
+        return f"{1e6 / median[name]:.1f} us"
+
+    return f"""\
+Notes (every number below is from this run's table):
+
+- The ceiling, {us("serialize")} per tick here, is the record dict the producer builds plus confluent-kafka's
+  `AvroSerializer.__call__` (subject name, schema-id cache, fastavro `schemaless_writer`, framing). No
+  per-message registry call happens: the schema id is cached after the first tick.
+  The subject strategy is the explicit `topic_subject_name_strategy` because confluent-kafka 2.16's default
+  ("associated") first asks the registry for "associations", an endpoint Apicurio's ccompat API lacks (a
+  wasted request per topic, a hang if it is never answered). Serialize-only in this run:
+  {median["serialize_default"]:,.0f}/s with the default vs {median["serialize"]:,.0f}/s with the topic strategy
+  (medians; see the range column before reading a difference into them).
 - serialize + produce: `produce()` with a per-message delivery callback (every failure is counted), poll(0)
   once per 1000 ticks, linger.ms 20 and batch.size 1 MB so librdkafka sends large idempotent batches.
-- The full pipeline is slower because the replay thread's JSON parsing (~6 us/tick), validation and the
-  thread hand-over share the GIL with serialization; replay at --speed 0 hands ticks over in batches of 500
-  (one queue operation per batch). The acked serialize + produce row is what the 50k target was set for;
-  live sources (stream, poll) hand over each tick at once, at rates far below these limits.
-- Rates vary between runs on this shared 2-CPU machine (other engineers' stacks and tests were running);
-  the range column shows by how much.
+- The full pipeline is slower because the replay thread's file reading ({us("parse")} per tick alone),
+  validation and the thread hand-over share the GIL with serialization; replay at --speed 0 hands ticks over
+  in batches of 500 (one queue operation per batch). Live sources (stream, poll) hand over each tick at
+  once, at rates far below these limits.
+- Rates vary between runs on this shared machine (other engineers' stacks and tests were running); the
+  range column shows by how much.
 """
+
 
 RESULT_TEMPLATE = """\
 # Producer throughput
 
 `python bench/producer_bench.py --ticks {ticks} --runs {runs} --write` against the native stack (`scripts/stack.sh up`,
-Kafka 4.1.1 single KRaft broker, Apicurio Registry 3.3.3 ccompat API) on the same machine, {date}.
+Kafka {kafka} single KRaft broker, Apicurio Registry {registry} ccompat API) on the same machine, {date}.
 Python {python}, {machine}, {cpus} CPUs. One producer process; acks=all, enable.idempotence=true,
 linger.ms={linger}, batch.size=1000000, compression lz4, queue.buffering.max.messages={buffer}.
 
@@ -185,7 +222,8 @@ linger.ms={linger}, batch.size=1000000, compression lz4, queue.buffering.max.mes
 
 "ticks/s acked" counts delivery callbacks that reported success, divided by the wall time from the first
 serialize to the last acknowledgement (flush). The ceiling is the same serialization code path
-(`KafkaSink.record` + confluent-kafka's `AvroSerializer` + `StringSerializer` for the key) without producing.
+(`KafkaSink.serialize`: record + confluent-kafka's `AvroSerializer` + `StringSerializer` for the key) without
+producing.
 
 {notes}
 """

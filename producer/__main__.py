@@ -45,7 +45,8 @@ def build_source(args: argparse.Namespace, symbols: list[str], stats: Stats, sto
 def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
     return Validator(ValidationRules(
         symbols=frozenset(symbols),
-        max_future_ms=int(args.max_clock_skew * 1000) if args.max_clock_skew > 0 else None,
+        contract=args.contract,
+        max_future_ms=round(args.max_clock_skew * 1000),
         max_past_ms=int(args.max_age * 1000) if args.max_age > 0 else None,
         dedup_window=args.dedup_window,
     ))

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from control.settings import Settings, SettingsError
+from producer.validate import TickContract
 
 SOURCES = ("stream", "poll", "replay", "record")
 YAHOO_STREAM_URL = "wss://streamer.finance.yahoo.com/?version=2"  # yfinance.WebSocket's default (tested)
@@ -17,21 +18,35 @@ cryptopipe producer: crypto ticks -> validate -> Avro (schema registry) -> Kafka
 
 sources (--source, env PRODUCER_SOURCE; several --symbols at once):
   stream  (default) live ticks from Yahoo's WebSocket via yfinance.WebSocket (--stream-url); feed=STREAM.
-          Reconnects with exponential backoff + jitter; reconnects are counted.
+          Reconnects with exponential backoff + jitter; reconnects are counted. Without internet it says
+          so, keeps retrying, and shows how to replay a recording instead.
   poll    real quotes polled from Yahoo through yfinance every --poll-interval seconds, feed=POLL. Between
           polls, micro-jitter ticks are emitted every --jitter-interval s: SYNTHETIC, labelled feed=JITTER,
           drawn uniformly within +/- --jitter-bps basis points of the last real price (never compounding),
           reproducible with --seed; --no-jitter switches them off. HTTP 429/5xx back off honouring Retry-After.
   replay  ticks from a JSONL or CSV file (--file; columns symbol, price, event_time [epoch ms], volume
           [optional]) at recorded speed (--speed 1), N times faster (--speed N) or as fast as possible
-          (--speed 0); feed=REPLAY. The --max-age (too old) check is OFF for replay unless given explicitly.
+          (--speed 0); feed=REPLAY. The --max-age (too old) check is OFF for replay unless given explicitly;
+          the tick contract below applies to replay too.
   record  what `stream` receives (after validation) appended to a JSONL file (--out) that replay reads
           back; needs no Kafka or registry.
 
-validation (rejections counted by reason, a bad tick never stops the producer): malformed frame/line,
-bad_price (non-finite, zero, negative), unknown_symbol (not in --symbols), future_time (more than
---max-clock-skew s ahead), stale_time (more than --max-age s old), duplicate (same symbol + event_time +
-price among the last --dedup-window ticks).
+rejections: a bad tick is counted by reason (stats line, final summary, health file) and never stops the
+producer; received = produced + the sum of the rejections. In the order checked:
+  malformed         a frame / line / quote that is not a tick (not UTF-8, not JSON, fields missing)
+the tick contract (.env; Kafka Connect enforces the same for every writer of the topic):
+  bad_symbol        empty, longer than TICK_SYMBOL_MAX_LENGTH ({symbol_max}) characters, control characters
+                    (incl. NUL), or not encodable as UTF-8
+  bad_price         price not a finite number > 0
+  bad_volume        volume present and not a finite number >= 0
+  implausible_time  event_time before TICK_MIN_EVENT_TIME ({min_time})
+  future_time       event_time more than --max-clock-skew s ahead of this machine's clock (at most
+                    TICK_MAX_FUTURE_SECONDS, {max_future} s)
+the producer's own checks:
+  unknown_symbol    symbol not in --symbols
+  stale_time        event_time more than --max-age s old (off for replay unless given)
+  duplicate         same symbol + event_time + price among the last --dedup-window ticks
+  serialize_error   the Avro serializer refused the tick (logged with the reason)
 """
 
 EPILOG = """\
@@ -64,7 +79,10 @@ def kv_pair(text: str) -> tuple[str, str]:
 
 def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     env = env_defaults() if env is None else env
-    p = argparse.ArgumentParser(prog="python -m producer", description=DESCRIPTION, epilog=EPILOG,
+    description = DESCRIPTION.format(symbol_max=env.get("TICK_SYMBOL_MAX_LENGTH", "?"),
+                                     min_time=env.get("TICK_MIN_EVENT_TIME", "?"),
+                                     max_future=env.get("TICK_MAX_FUTURE_SECONDS", "?"))
+    p = argparse.ArgumentParser(prog="python -m producer", description=description, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source", choices=SOURCES, default=env.get("PRODUCER_SOURCE", "stream"),
                    help="stream | poll | replay | record (env PRODUCER_SOURCE, default %(default)s)")
@@ -116,8 +134,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                    help="replay: 1 = recorded pace, N = N times faster, 0 = as fast as possible (default %(default)s)")
 
     v = p.add_argument_group("validation")
-    v.add_argument("--max-clock-skew", type=float, default=300.0,
-                   help="reject ticks more than this many seconds in the future; 0 = no check (default %(default)s)")
+    v.add_argument("--max-clock-skew", type=float, default=_float_or_none(env.get("TICK_MAX_FUTURE_SECONDS")),
+                   help="reject ticks more than this many seconds in the future (future_time); > 0 and at most "
+                        "TICK_MAX_FUTURE_SECONDS (default %(default)s, from TICK_MAX_FUTURE_SECONDS in .env)")
     v.add_argument("--max-age", type=float, default=None,
                    help="reject ticks older than this many seconds; 0 = no check (default 86400, replay: no check)")
     v.add_argument("--dedup-window", type=int, default=10_000,
@@ -139,12 +158,23 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _float_or_none(value: str | None) -> float | None:
     try:
-        parser = build_parser()
+        return float(value) if value else None
+    except ValueError:
+        return None  # TickContract.from_settings reports the bad setting
+
+
+def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None) -> argparse.Namespace:
+    """Options, checked; `args.contract` is the tick contract from the settings. Settings errors exit 2."""
+    try:
+        env = env_defaults() if env is None else env
+        contract = TickContract.from_settings(env)
     except SettingsError as exc:
         raise SystemExit(f"ERROR: {exc}") from None
+    parser = build_parser(env)
     args = parser.parse_args(argv)
+    args.contract = contract
     if args.source == "replay":
         if args.file is None:
             parser.error("--source replay needs --file")
@@ -157,6 +187,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.source != "record" and not (args.bootstrap_servers and args.schema_registry_url):
         parser.error("no Kafka or registry address: pass --bootstrap-servers and --schema-registry-url, or set "
                      "KAFKA_BOOTSTRAP_SERVERS / SCHEMA_REGISTRY_URL (or KAFKA_PORT / REGISTRY_PORT in .env)")
+    contract_skew = contract.max_future_ms / 1000
+    if not 0 < args.max_clock_skew <= contract_skew:
+        parser.error(f"--max-clock-skew must be > 0 and at most TICK_MAX_FUTURE_SECONDS ({contract_skew:g}): "
+                     f"Kafka Connect diverts ticks further ahead to the dead-letter topic")
     if args.max_age is None:
         args.max_age = 0.0 if args.source == "replay" else 86_400.0
     return args

@@ -131,7 +131,7 @@ class Pipeline:
     def _handle(self, tick: Tick) -> None:
         if self.max_ticks and self.stats.produced >= self.max_ticks:
             return  # --max-ticks reached: what the source emitted meanwhile is not produced
-        self.stats.received += 1
+        self.stats.receive()
         reason = self.validator.check(tick)
         if reason is not None:
             self.stats.reject(reason)
@@ -163,11 +163,7 @@ class Pipeline:
         sink.flush(self.flush_timeout)
         sink.close()
         self.upkeep(force=True)
-        snap = self.stats.snapshot()
-        rejected = ",".join(f"{k}={v}" for k, v in sorted(snap["rejected"].items())) or "0"  # type: ignore[union-attr]
-        summary = (f"producer finished: received={snap['received']} produced={snap['produced']} "
-                   f"delivered={snap['delivered']} failed={snap['failed']} rejected[{rejected}] "
-                   f"reconnects={snap['reconnects']}")
+        summary = f"producer finished: {self.stats.counts_text()}"
         print(summary, flush=True)
         log.info(summary)
         if sink.fatal is not None:

@@ -7,22 +7,40 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from producer.validate import Reason
+
 
 @dataclass
 class Stats:
-    received: int = 0  # ticks handed over by the source (before validation)
-    produced: int = 0  # ticks handed to the sink
+    # received = produced + sum(rejected): every frame / line / quote a source handed over is either produced
+    # or rejected with a reason (ticks skipped after --max-ticks was reached are not received).
+    received: int = 0
+    produced: int = 0  # ticks handed to Kafka (or written, for record)
     delivered: int = 0  # acknowledged by the broker (or written, for record)
-    failed: int = 0  # delivery failures reported by the client, plus whatever flush could not deliver
+    # Produced but not delivered (delivery errors, flush timeout), plus ticks still queued when the source
+    # did not stop within --stop-timeout (those are neither received nor produced).
+    failed: int = 0
     reconnects: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _last: tuple[float, int] = (0.0, 0)
 
-    def reject(self, reason: str, n: int = 1) -> None:
+    def receive(self) -> None:
+        """A tick reached the pipeline (validation and the sink then produce or reject it)."""
+        with self._lock:
+            self.received += 1
+
+    def reject(self, reason: Reason, n: int = 1) -> None:
+        """A received tick was not produced, for `reason`."""
         with self._lock:
             self.rejected[reason] += n
+
+    def malformed(self, n: int = 1) -> None:
+        """A source received something that is not a tick: received, and rejected as malformed."""
+        with self._lock:
+            self.received += n
+            self.rejected[Reason.MALFORMED] += n
 
     def reconnected(self) -> None:
         with self._lock:
@@ -32,7 +50,8 @@ class Stats:
         with self._lock:
             return {
                 "received": self.received, "produced": self.produced, "delivered": self.delivered,
-                "failed": self.failed, "rejected": dict(self.rejected), "reconnects": self.reconnects,
+                "failed": self.failed, "rejected": {str(k): v for k, v in sorted(self.rejected.items())},
+                "reconnects": self.reconnects,
                 "uptime_s": round(time.monotonic() - self.started, 1),
             }
 
@@ -42,8 +61,14 @@ class Stats:
         last_t, last_received = self._last if self._last[0] else (self.started, 0)
         rate = (self.received - last_received) / max(now - last_t, 1e-9)
         self._last = (now, self.received)
-        rejected = ",".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "0"
         queued = "" if in_flight is None else f" in_flight={in_flight}"
-        return (f"stats: received={self.received} ({rate:.1f} ticks/s) produced={self.produced} "
-                f"delivered={self.delivered} failed={self.failed} rejected[{rejected}] "
-                f"reconnects={self.reconnects}{queued}")
+        return f"stats: {self.counts_text(rate)}{queued}"
+
+    def counts_text(self, rate: float | None = None) -> str:
+        """`received=N [(R ticks/s)] produced=N delivered=N failed=N rejected[reason=N,...] reconnects=N`;
+        `rejected[0]` when nothing was rejected."""
+        snap = self.snapshot()
+        rejected = ",".join(f"{k}={v}" for k, v in snap["rejected"].items()) or "0"  # type: ignore[attr-defined]
+        speed = "" if rate is None else f" ({rate:.1f} ticks/s)"
+        return (f"received={snap['received']}{speed} produced={snap['produced']} delivered={snap['delivered']} "
+                f"failed={snap['failed']} rejected[{rejected}] reconnects={snap['reconnects']}")

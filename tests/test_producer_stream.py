@@ -6,6 +6,10 @@ file that `replay` reads back."""
 from __future__ import annotations
 
 import base64
+import itertools
+import logging
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +24,7 @@ from producer.sources.replay import read_ticks
 from producer.sources.stream import StreamSource
 from producer.stats import Stats
 from producer.tick import Feed, Tick
+from tests.fixtures.producer.summary import final_counts
 from tests.fixtures.producer.yahoo_ws import REAL_FRAMES, YahooServer, envelope, pricing_frame
 
 NOW = int(time.time() * 1000)
@@ -118,33 +123,79 @@ def test_dropped_connection_is_reconnected_and_ticks_after_it_arrive() -> None:
     assert server.subscriptions == [["SOL-USD"], ["SOL-USD"]]
 
 
+def closed_port() -> int:
+    """A port nothing listens on (bound once by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_unreachable_server_backs_off_then_connects() -> None:
-    """Connection refused -> retries with backoff (not counted as reconnects: never connected before)."""
+    """Connection refused -> waits that grow (exponential backoff), then the server comes up and a tick arrives.
+    Not counted as a reconnect: the source never had a connection before."""
+    port = closed_port()
+
     def behaviour(ws: ServerConnection, index: int) -> None:
         ws.send(pricing_frame("BTC-USD", 1.5, NOW))
         idle(ws)
 
-    with YahooServer(behaviour) as server:
-        url = server.url
+    server = YahooServer(behaviour, port=port)
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # no real waiting; the server starts during the fourth wait
+        waits.append(seconds)
+        if len(waits) == 4:
+            server.__enter__()
+
     stats = Stats()
-    source = StreamSource(["BTC-USD"], stats, url=url, initial_wait=0.2, max_wait=0.4)
+    source = StreamSource(["BTC-USD"], stats, url=f"ws://127.0.0.1:{port}", initial_wait=1, max_wait=60,
+                          sleep=sleep)
     collector = Collector(1)
-    thread = threading.Thread(target=source.run, args=(collector,), daemon=True)
-    thread.start()
-    time.sleep(1.0)  # several refused attempts
-    assert source.connections == 0 and thread.is_alive()
-    source.stop()
-    thread.join(5)
-    assert not thread.is_alive(), "stop() must interrupt the backoff"
+    try:
+        run_source(source, collector)
+    finally:
+        server.__exit__()
+    assert len(waits) == 4
+    assert all(later > earlier for earlier, later in itertools.pairwise(waits)), waits
+    assert 1 <= waits[0] <= 2 and 8 <= waits[3] <= 9, waits  # 1, 2, 4, 8 s plus up to 1 s of jitter
+    assert [(t.symbol, t.price) for t in collector.ticks] == [("BTC-USD", 1.5)]
+    assert (source.connections, server.connections, stats.reconnects) == (1, 1, 0)
+
+
+def test_unreachable_yahoo_is_explained_once_then_each_attempt_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"ws://127.0.0.1:{closed_port()}"
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 3:
+            stop.set()
+
+    source = StreamSource(["BTC-USD"], Stats(), url=url, stop_event=stop, initial_wait=1, max_wait=60, sleep=sleep)
+    with caplog.at_level(logging.INFO, logger="producer.sources.stream"):
+        source.run(lambda _tick: None)
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "producer.sources.stream"]
+    advice = [m for level, m in messages if "To produce without Yahoo" in m]
+    assert len(advice) == 1 and messages[0][1] == advice[0] and messages[0][0] == logging.WARNING
+    assert f"cannot reach Yahoo's price stream at {url}" in advice[0] and "keeps retrying" in advice[0]
+    replay = re.search(r"python -m producer --source replay --file FILE .*--file (\S+) ", advice[0])
+    assert replay and (PROJECT_ROOT / replay.group(1)).is_file()
+    assert "python -m producer --source record --out FILE" in advice[0]
+    attempts = [m for _, m in messages[1:]]
+    assert [re.match(r"Yahoo's price stream unreachable: attempt (\d+) failed \(cannot connect to ", m).group(1)
+            for m in attempts] == ["1", "2", "3"]
+    assert {level for level, _ in messages} == {logging.WARNING}
 
 
 def test_record_writes_a_file_that_replay_reads_back(tmp_path: Path) -> None:
-    sent = [("BTC-USD", 100.5 + i, NOW + i) for i in range(4)] + [("XRP-USD", 2.5, NOW + 9)]
+    sent = [("BTC-USD", 100.5 + i, NOW + i) for i in range(5)]
 
     def behaviour(ws: ServerConnection, index: int) -> None:
-        for symbol, price, t in sent:
-            ws.send(pricing_frame(symbol, price, t))
+        ws.send(pricing_frame("XRP-USD", 2.5, NOW))  # not in --symbols
         ws.send(envelope("garbage"))
+        for symbol, price, t in sent:  # the fifth is beyond --max-ticks
+            ws.send(pricing_frame(symbol, price, t))
         idle(ws)
 
     out = tmp_path / "recording.jsonl"
@@ -157,7 +208,9 @@ def test_record_writes_a_file_that_replay_reads_back(tmp_path: Path) -> None:
     replayed = list(read_ticks(out))
     assert [(t.symbol, t.price, t.event_time) for t in replayed] == sent[:4]
     assert {t.feed for t in replayed} == {Feed.REPLAY}
-    assert "delivered=4 failed=0" in result.stdout
+    counts = final_counts(result.stdout)
+    assert (counts["received"], counts["produced"], counts["delivered"], counts["failed"]) == (6, 4, 4, 0)
+    assert counts["rejected"] == {"unknown_symbol": 1, "malformed": 1}
 
 
 @pytest.mark.parametrize("fmt", ["text", "json"])
@@ -177,7 +230,8 @@ def test_stream_cli_logs_reconnects_and_stats(tmp_path: Path, fmt: str) -> None:
              "--reconnect-initial-wait", "0.1"],
             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert "reconnects=1" in result.stdout
+    counts = final_counts(result.stdout)
+    assert (counts["reconnects"], counts["delivered"]) == (1, 2)
     assert "stream reconnected" in result.stderr
     if fmt == "json":
         import json

@@ -3,79 +3,50 @@
 
 from __future__ import annotations
 
+import argparse
 import json
-import math
+import logging
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from email.utils import formatdate
 from pathlib import Path
 
 import pytest
+from yfinance import _http as yf_http  # the HTTP backend yfinance uses (curl_cffi, or requests without it)
 
-from control.settings import PROJECT_ROOT
-from producer.cli import SOURCES, build_parser
+from control.settings import PROJECT_ROOT, Settings
+from producer.__main__ import build_validator
+from producer.cli import SOURCES, build_parser, parse_args
 from producer.health import check, write_health
+from producer.kafka_sink import KafkaSink, producer_config
 from producer.pipeline import EXIT_OK, EXIT_UNDELIVERED, Pipeline
 from producer.sources.jitter import Jitter
-from producer.sources.poll import HttpStatusError, PollSource, parse_quote_response, parse_retry_after, yahoo_fetch
-from producer.sources.replay import ReplaySource, read_ticks, tick_from_row
+from producer.sources.poll import (
+    QUOTE_URL,
+    Fetch,
+    HttpStatusError,
+    PollSource,
+    YahooQuotes,
+    parse_quote_response,
+    parse_retry_after,
+)
+from producer.sources.replay import ReplaySource
 from producer.stats import Stats
-from producer.tick import Feed, Tick
-from producer.validate import ValidationRules, Validator
+from producer.tick import Feed, Tick, now_ms
+from producer.validate import Reason, TickContract, ValidationRules, Validator, parse_symbols
+from tests.fixtures.producer.summary import final_counts
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "producer"
 NOW = 1_764_050_400_000
+CONTRACT = TickContract.from_settings(Settings.load().env)
 
 
 def tick(symbol: str = "BTC-USD", price: float = 100.0, event_time: int = NOW, feed: Feed = Feed.STREAM) -> Tick:
     return Tick(symbol, price, event_time, None, feed)
-
-
-# -- validation --------------------------------------------------------------------------------------------
-@pytest.fixture
-def validator() -> Validator:
-    return Validator(ValidationRules(symbols=frozenset({"BTC-USD", "ETH-USD"})), clock_ms=lambda: NOW)
-
-
-@pytest.mark.parametrize(("bad", "reason"), [
-    (tick(price=math.nan), "bad_price"),
-    (tick(price=math.inf), "bad_price"),
-    (tick(price=-math.inf), "bad_price"),
-    (tick(price=0.0), "bad_price"),
-    (tick(price=-1.0), "bad_price"),
-    (tick(symbol="DOGE-USD"), "unknown_symbol"),
-    (tick(event_time=NOW + 5 * 60_000 + 1), "future_time"),
-    (tick(event_time=NOW - 24 * 3_600_000 - 1), "stale_time"),
-])
-def test_validation_reasons(validator: Validator, bad: Tick, reason: str) -> None:
-    assert validator.check(bad) == reason
-
-
-def test_validation_accepts_edges_and_rejects_repeats(validator: Validator) -> None:
-    assert validator.check(tick(event_time=NOW + 5 * 60_000)) is None
-    assert validator.check(tick(event_time=NOW - 24 * 3_600_000)) is None
-    assert validator.check(tick()) is None
-    assert validator.check(tick()) == "duplicate"
-    assert validator.check(tick(price=100.01)) is None  # same instant, other price: a real tick
-    assert validator.check(tick(symbol="ETH-USD")) is None
-
-
-def test_duplicate_window_is_bounded() -> None:
-    v = Validator(ValidationRules(symbols=frozenset({"A"}), dedup_window=2), clock_ms=lambda: NOW)
-    for t in (1, 2, 3):
-        assert v.check(tick("A", event_time=NOW + t)) is None
-    assert v.check(tick("A", event_time=NOW + 3)) == "duplicate"
-    assert v.check(tick("A", event_time=NOW + 1)) is None  # forgotten: outside the window
-
-
-def test_replay_rules_allow_old_timestamps() -> None:
-    v = Validator(ValidationRules(symbols=frozenset({"A"}), max_past_ms=None), clock_ms=lambda: NOW)
-    assert v.check(tick("A", event_time=1_500_000_000_000)) is None
-    args = build_parser({}).parse_args(["--source", "replay", "--file", "x"])
-    assert args.max_age is None  # resolved to "no check" for replay by cli.parse_args
 
 
 # -- jitter ------------------------------------------------------------------------------------------------
@@ -93,50 +64,6 @@ def test_jitter_is_bounded_reproducible_and_labelled() -> None:
     assert max(t.price for t in s1) > 50_020 and min(t.price for t in s1) < 49_980  # uses the band
     assert {t.feed for t in s1} == {Feed.JITTER}
     assert all(t.volume is None and t.symbol == "BTC-USD" for t in s1)
-
-
-# -- replay parsing ----------------------------------------------------------------------------------------
-def test_replay_jsonl_and_csv_with_bad_lines_counted(tmp_path: Path) -> None:
-    jsonl = tmp_path / "t.jsonl"
-    jsonl.write_text("\n".join([
-        json.dumps({"symbol": "BTC-USD", "price": 1.5, "event_time": NOW, "volume": 2}),
-        json.dumps({"symbol": "ETH-USD", "price": 2.5, "event_time": NOW + 1, "volume": None}),
-        json.dumps({"symbol": "SOL-USD", "price": 3.5, "event_time": NOW + 2}),
-        "not json",
-        json.dumps([1, 2]),
-        json.dumps({"symbol": "BTC-USD", "event_time": NOW}),  # no price
-        json.dumps({"symbol": "BTC-USD", "price": "abc", "event_time": NOW}),
-        json.dumps({"symbol": "BTC-USD", "price": 1, "event_time": 1.5}),  # not whole ms
-        "",
-    ]) + "\n")
-    csv_file = tmp_path / "t.csv"
-    csv_file.write_text(f"symbol,price,event_time,volume\nBTC-USD,1.5,{NOW},2\nETH-USD,2.5,{NOW + 1},\n"
-                        f"SOL-USD,3.5,{NOW + 2},\nBTC-USD,,{NOW}\nshort-row\n")
-    for path in (jsonl, csv_file):
-        stats = Stats()
-        got = [(t.symbol, t.price, t.event_time, t.volume, t.feed) for t in read_ticks(path, stats)]
-        assert got == [("BTC-USD", 1.5, NOW, 2.0, Feed.REPLAY), ("ETH-USD", 2.5, NOW + 1, None, Feed.REPLAY),
-                       ("SOL-USD", 3.5, NOW + 2, None, Feed.REPLAY)], path
-        assert stats.rejected["malformed"] == (5 if path is jsonl else 2), path
-
-
-def test_tick_from_row_rejects_non_ticks() -> None:
-    for row in ({"price": 1, "event_time": 1}, {"symbol": "", "price": 1, "event_time": 1},
-                {"symbol": "A", "price": True, "event_time": 1}, {"symbol": 3, "price": 1, "event_time": 1}):
-        with pytest.raises((KeyError, ValueError, TypeError)):
-            tick_from_row(row)
-
-
-def test_replay_speed(tmp_path: Path) -> None:
-    path = tmp_path / "t.jsonl"
-    path.write_text("".join(json.dumps({"symbol": "A", "price": 1 + i, "event_time": NOW + i * 1000}) + "\n"
-                            for i in range(3)))
-    for speed, low, high in ((0, 0, 0.15), (10, 0.19, 0.6)):
-        emitted: list[Tick] = []
-        started = time.monotonic()
-        ReplaySource(path, speed, Stats()).run(emitted.append)
-        assert low <= time.monotonic() - started <= high, speed
-        assert len(emitted) == 3
 
 
 # -- poll --------------------------------------------------------------------------------------------------
@@ -166,25 +93,28 @@ class FakeClock:
         self.now_ms += int(seconds * 1000)
 
 
-def run_poll(fetch, polls: int, **kwargs) -> tuple[list[Tick], FakeClock, PollSource]:  # noqa: ANN001
+def run_poll(fetch: Fetch | None, fetches: int, **kwargs: object) -> tuple[list[Tick], FakeClock, PollSource]:
+    """Run a poll source (fake sleep and clock) until it has called its fetch `fetches` times, failures
+    included; fetch None = the real YahooQuotes."""
     clock, emitted, stop = FakeClock(), [], threading.Event()
-    calls = {"n": 0}
+    source = PollSource(["BTC-USD", "ETH-USD", "SOL-USD"], Stats(), fetch=fetch, stop_event=stop,
+                        sleep=clock.sleep, clock_ms=lambda: clock.now_ms, **kwargs)  # type: ignore[arg-type]
+    inner, calls = source.fetch, [0]
 
-    def counting_fetch(symbols):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] > polls:
+    def counting_fetch(symbols: Sequence[str]) -> list[Tick]:
+        calls[0] += 1
+        if calls[0] > fetches:
             stop.set()
             raise RuntimeError("stop")
-        return fetch(symbols)
+        return inner(symbols)
 
-    source = PollSource(["BTC-USD", "ETH-USD", "SOL-USD"], Stats(), fetch=counting_fetch, stop_event=stop,
-                        sleep=clock.sleep, clock_ms=lambda: clock.now_ms, **kwargs)
+    source.fetch = counting_fetch
     source.run(emitted.append)
     return emitted, clock, source
 
 
 def test_poll_emits_real_ticks_then_bounded_jitter_between_polls() -> None:
-    emitted, clock, source = run_poll(lambda s: recorded_quotes(), polls=2, interval=5, jitter=Jitter(10, seed=1),
+    emitted, clock, source = run_poll(lambda s: recorded_quotes(), fetches=2, interval=5, jitter=Jitter(10, seed=1),
                                       jitter_interval=1)
     assert source.polls == 2
     feeds = [t.feed for t in emitted]
@@ -195,13 +125,13 @@ def test_poll_emits_real_ticks_then_bounded_jitter_between_polls() -> None:
         if t.feed is Feed.JITTER:
             assert abs(t.price / real[t.symbol] - 1) <= 10 / 10_000
     assert clock.sleeps[:5] == [1, 1, 1, 1, 1]
-    again, _, _ = run_poll(lambda s: recorded_quotes(), polls=2, interval=5, jitter=Jitter(10, seed=1),
+    again, _, _ = run_poll(lambda s: recorded_quotes(), fetches=2, interval=5, jitter=Jitter(10, seed=1),
                            jitter_interval=1)
     assert [t.price for t in again] == [t.price for t in emitted]  # reproducible with --seed
 
 
 def test_poll_without_jitter_only_sleeps_the_interval() -> None:
-    emitted, clock, _ = run_poll(lambda s: recorded_quotes(), polls=2, interval=60, jitter=None)
+    emitted, clock, _ = run_poll(lambda s: recorded_quotes(), fetches=2, interval=60, jitter=None)
     assert {t.feed for t in emitted} == {Feed.POLL} and len(emitted) == 6
     assert clock.sleeps[:2] == [60, 60]
 
@@ -216,7 +146,7 @@ def test_poll_honours_retry_after_on_429_and_backs_off_on_5xx() -> None:
             raise outcome
         return recorded_quotes()
 
-    emitted, clock, _ = run_poll(fetch, polls=5, interval=60, jitter=None, initial_backoff=1, max_backoff=300)
+    emitted, clock, _ = run_poll(fetch, fetches=5, interval=60, jitter=None, initial_backoff=1, max_backoff=300)
     assert clock.sleeps[0] == 7  # Retry-After honoured exactly
     assert clock.sleeps[1] == 2
     assert 4 <= clock.sleeps[2] <= 5 and 8 <= clock.sleeps[3] <= 9  # exponential (+ jitter) without Retry-After
@@ -229,36 +159,82 @@ def test_parse_retry_after() -> None:
     assert 29 <= parse_retry_after(formatdate(time.time() + 30, usegmt=True)) <= 31  # type: ignore[operator]
 
 
-def test_yahoo_fetch_maps_429_with_retry_after(monkeypatch: pytest.MonkeyPatch) -> None:
-    from yfinance.data import YfData
+class YahooHttp:
+    """Yahoo's servers, below yfinance: patched into the HTTP session class yfinance uses (curl_cffi, or requests
+    without it), so yfinance's own code (cookie, crumb, its retry with the other cookie strategy, its 429
+    handling) runs. Quote requests get `quote_replies` in turn; the cookie and crumb endpoints answer 200."""
 
-    class Response:
-        def __init__(self, status: int, headers: dict, payload: dict | None = None) -> None:
-            self.status_code, self.headers, self._payload = status, headers, payload
+    def __init__(self, quote_replies: list[tuple[int, dict[str, str], dict | None]]) -> None:
+        self.quote_replies = list(quote_replies)
+        self.quote_requests: list[dict[str, str]] = []
 
-        def json(self) -> dict:
-            return self._payload or {}
+    def request(self, method: str, url: str, params: dict | None = None, **_kw: object) -> object:
+        if url.startswith(QUOTE_URL):
+            self.quote_requests.append(dict(params or {}))
+            status, headers, payload = self.quote_replies.pop(0)
+            return http_response(url, status, headers, json.dumps(payload or {}).encode())
+        if "getcrumb" in url:
+            return http_response(url, 200, {}, b"crumb-1")
+        return http_response(url, 200, {}, b"<html><body>cookie / consent page</body></html>")
 
-        def raise_for_status(self) -> None:
-            assert self.status_code < 400
 
-    replies = [Response(429, {"Retry-After": "30"}), Response(502, {}),
-               Response(200, {}, json.loads((FIXTURES / "quote_ok.json").read_text()))]
-    seen: list[dict] = []
+def http_response(url: str, status: int, headers: dict[str, str], body: bytes) -> object:
+    """A real response object of the backend yfinance uses."""
+    if yf_http.HAS_CURL_CFFI:
+        from curl_cffi.requests.headers import Headers
 
-    def fake_get(self, url, params=None, timeout=30):  # noqa: ANN001, ANN202
-        seen.append({"url": url, **(params or {})})
-        return replies.pop(0)
+        response = yf_http.requests.Response()
+        response.headers, response.content, response.ok = Headers(headers), body, 200 <= status < 400
+    else:
+        from requests.structures import CaseInsensitiveDict
 
-    monkeypatch.setattr(YfData, "get", fake_get)
-    with pytest.raises(HttpStatusError) as first:
-        yahoo_fetch(["BTC-USD", "ETH-USD"])
-    assert (first.value.status, first.value.retry_after) == (429, 30)
-    with pytest.raises(HttpStatusError) as second:
-        yahoo_fetch(["BTC-USD"])
-    assert (second.value.status, second.value.retry_after) == (502, None)
-    assert len(yahoo_fetch(["BTC-USD"])) == 3
-    assert seen[0]["symbols"] == "BTC-USD,ETH-USD" and seen[0]["url"].endswith("/v7/finance/quote")
+        response = yf_http.requests.Response()
+        response.headers, response._content = CaseInsensitiveDict(headers), body  # noqa: SLF001
+    response.status_code, response.url, response.reason = status, url, "test"
+    return response
+
+
+@pytest.fixture
+def yahoo(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """Install a YahooHttp; a fresh yfinance YfData singleton (no crumb cached) and no cookie cache on disk."""
+    from yfinance import cache
+    from yfinance.data import SingletonMeta
+
+    monkeypatch.setattr(SingletonMeta, "_instances", {})
+    monkeypatch.setattr(cache._CookieCacheManager, "_Cookie_cache", cache._CookieCacheDummy())  # noqa: SLF001
+
+    def install(quote_replies: list[tuple[int, dict[str, str], dict | None]]) -> YahooHttp:
+        server = YahooHttp(quote_replies)
+        monkeypatch.setattr(yf_http.requests.Session, "request", server.request)  # bound: no session argument
+        return server
+
+    return install
+
+
+QUOTES = json.loads((FIXTURES / "quote_ok.json").read_text())
+
+
+def test_poll_honours_retry_after_from_yfinances_real_429(yahoo) -> None:  # noqa: ANN001
+    """yfinance retries a 429 once (other cookie strategy), then raises YFRateLimitError without the response;
+    the poll source still waits the Retry-After Yahoo sent, then polls again."""
+    server = yahoo([(429, {"Retry-After": "30"}, None), (429, {"Retry-After": "30"}, None), (200, {}, QUOTES)])
+    emitted, clock, source = run_poll(None, fetches=2, interval=60, jitter=None)
+    assert clock.sleeps[0] == 30
+    assert [(t.symbol, t.price) for t in emitted] == [(t.symbol, t.price) for t in recorded_quotes()]
+    assert len(server.quote_requests) == 3 and server.quote_requests[-1]["symbols"] == "BTC-USD,ETH-USD,SOL-USD"
+    assert source.stats.rejected["malformed"] == 1  # the BAD-USD quote of the live response is counted
+
+
+def test_yahoo_429_without_retry_after_and_5xx_become_status_errors_without_a_delay(yahoo) -> None:  # noqa: ANN001
+    yahoo([(429, {}, None), (429, {}, None), (502, {}, None), (503, {"Retry-After": "bogus"}, None), (200, {}, QUOTES)])
+    quotes = YahooQuotes()
+    with pytest.raises(HttpStatusError) as rate_limited:
+        quotes(["BTC-USD"])
+    assert (rate_limited.value.status, rate_limited.value.retry_after) == (429, None)
+    with pytest.raises(HttpStatusError) as server_error:
+        quotes(["BTC-USD"])  # yfinance retries the 502 once and hands back the 503 response
+    assert (server_error.value.status, server_error.value.retry_after) == (503, None)
+    assert len(quotes(["BTC-USD"])) == 3
 
 
 # -- pipeline with a fake sink -----------------------------------------------------------------------------
@@ -286,32 +262,50 @@ class FakeSink:
     def close(self) -> None: ...
 
 
-def replay_pipeline(tmp_path: Path, lines: list[dict], **kwargs) -> tuple[Pipeline, Stats]:  # noqa: ANN003
+def replay_pipeline(tmp_path: Path, lines: list[dict], **kwargs: object) -> tuple[Pipeline, Stats]:
+    """A replay (as fast as possible) of `lines` plus one line that is not JSON, through the real validator."""
     path = tmp_path / "p.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines) + "oops\n")
     stats, stop = Stats(), threading.Event()
-    validator = Validator(ValidationRules(symbols=frozenset({"A", "B"}), max_past_ms=None))
+    validator = Validator(ValidationRules(symbols=frozenset({"A", "B"}), contract=CONTRACT))
     pipeline = Pipeline(ReplaySource(path, 0, stats, stop_event=stop), validator, stats, stop, stats_interval=0,
-                        **kwargs)
+                        **kwargs)  # type: ignore[arg-type]
     return pipeline, stats
 
 
 def test_pipeline_counts_rejections_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     lines = [{"symbol": "A", "price": 1.0 + i, "event_time": NOW + i} for i in range(10)]
     lines += [{"symbol": "C", "price": 1, "event_time": NOW}, {"symbol": "A", "price": 0, "event_time": NOW},
-              {"symbol": "A", "price": 1.0, "event_time": NOW}]
+              {"symbol": "A", "price": 1.0, "event_time": NOW}, {"symbol": "A", "price": 1, "event_time": NOW,
+                                                                  "volume": -3}]
     pipeline, stats = replay_pipeline(tmp_path, lines, health_file=tmp_path / "health.json")
     sink = FakeSink(stats)
     assert pipeline.run(sink) == EXIT_OK
     assert len(sink.sent) == 10
-    assert dict(stats.rejected) == {"malformed": 1, "unknown_symbol": 1, "bad_price": 1, "duplicate": 1}
-    assert "delivered=10 failed=0" in capsys.readouterr().out
+    counts = final_counts(capsys.readouterr().out)
+    assert counts == {"received": 15, "produced": 10, "delivered": 10, "failed": 0, "reconnects": 0, "rejected": {
+        "malformed": 1, "unknown_symbol": 1, "bad_price": 1, "duplicate": 1, "bad_volume": 1}}
     health = json.loads((tmp_path / "health.json").read_text())
-    assert health["delivered"] == 10 and health["rejected"]["duplicate"] == 1
+    assert {k: health[k] for k in counts} == counts
 
     pipeline, stats = replay_pipeline(tmp_path, lines)
     assert pipeline.run(FakeSink(stats, fail_every=3)) == EXIT_UNDELIVERED
     assert stats.failed == 3
+
+
+def test_event_times_beyond_avro_and_datetime_are_counted_not_raised(tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    """A replay file with times past Avro's long, past year 9999, before 1970 and before the contract's start."""
+    times = [2**63, 2**64 + 5, 10**30, 253_402_300_800_000, -(2**63) - 1, -1, CONTRACT.min_event_time_ms - 1]
+    lines = [{"symbol": "A", "price": 2.0, "event_time": NOW}]
+    lines += [{"symbol": "A", "price": 1.0, "event_time": t} for t in times]
+    lines += [{"symbol": "B", "price": 3.0, "event_time": NOW}]
+    pipeline, stats = replay_pipeline(tmp_path, lines)
+    sink = FakeSink(stats)
+    assert pipeline.run(sink) == EXIT_OK
+    assert [(t.symbol, t.price) for t in sink.sent] == [("A", 2.0), ("B", 3.0)]
+    assert final_counts(capsys.readouterr().out)["rejected"] == {"future_time": 4, "implausible_time": 3,
+                                                                 "malformed": 1}
 
 
 def test_pipeline_max_ticks(tmp_path: Path) -> None:
@@ -320,6 +314,31 @@ def test_pipeline_max_ticks(tmp_path: Path) -> None:
     sink = FakeSink(stats)
     assert pipeline.run(sink) == EXIT_OK
     assert len(sink.sent) == 7
+
+
+# -- Kafka sink: a tick the serializer refuses ------------------------------------------------------------
+def test_a_tick_the_serializer_refuses_is_a_counted_rejection(caplog: pytest.LogCaptureFixture) -> None:
+    """The ticks around it are queued for Kafka (with consecutive sequence numbers), nothing is raised."""
+    seen: list[dict] = []
+
+    def serializer(record: dict, _ctx: object) -> bytes:
+        if record["symbol"] == "ETH-USD":
+            raise ValueError("value out of range for the schema")
+        seen.append(record)
+        return json.dumps(record).encode()
+
+    stats = Stats()
+    sink = KafkaSink(producer_config("127.0.0.1:9", message_timeout_ms=1000), None, "", "t", stats,  # type: ignore
+                     value_serializer_=serializer)
+    with caplog.at_level(logging.WARNING, logger="producer.kafka_sink"):
+        for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):
+            sink.send(Tick(symbol, 1.0, NOW, None, Feed.STREAM))
+    assert (stats.produced, dict(stats.rejected), sink.in_flight()) == (2, {"serialize_error": 1}, 2)
+    assert [(r["symbol"], r["sequence"]) for r in seen] == [("BTC-USD", 1), ("SOL-USD", 2)]
+    refusals = [r.getMessage() for r in caplog.records if "serialize_error" in r.getMessage()]
+    assert refusals == ["rejected (serialize_error): 'ETH-USD' at 1764050400000: ValueError: value out of range for "
+                        "the schema"]
+    assert sink.flush(0.1) == 2 and stats.failed == 2  # no broker here: undelivered ticks are counted, not lost
 
 
 # -- health check ------------------------------------------------------------------------------------------
@@ -339,16 +358,95 @@ def test_health_file_fresh_and_stale(tmp_path: Path) -> None:
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------
-def test_help_lists_every_source_and_option() -> None:
+def help_section(text: str, title: str) -> list[str]:
+    """The indented lines under `title` in --help's description, up to the next blank line."""
+    lines = text.splitlines()
+    start = lines.index(title) + 1 if title in lines else next(i for i, x in enumerate(lines) if x.startswith(title))
+    section = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        section.append(line)
+    return section
+
+
+def entries(section: list[str]) -> set[str]:
+    """The first word of each line indented by exactly two spaces (a definition list's terms)."""
+    return {line.split()[0] for line in section if line.startswith("  ") and not line.startswith("   ")}
+
+
+def test_help_names_every_source_and_every_rejection_reason_with_the_contracts_limits() -> None:
     result = subprocess.run([sys.executable, "-m", "producer", "--help"], cwd=PROJECT_ROOT, capture_output=True,
                             text=True, check=True)
-    for source in SOURCES:
-        assert f"\n  {source} " in result.stdout, source
-    for action in build_parser({})._actions:
-        for option in action.option_strings:
-            assert option in result.stdout, option
+    assert entries(help_section(result.stdout, "sources (--source")) == set(SOURCES)
+    reasons = help_section(result.stdout, "rejections:")
+    listed = entries(reasons)
+    assert listed == {r.value for r in Reason}
+    env = Settings.load().env
+    limits = " ".join(" ".join(reasons).split())
+    assert f"TICK_SYMBOL_MAX_LENGTH ({env['TICK_SYMBOL_MAX_LENGTH']})" in limits
+    assert f"TICK_MIN_EVENT_TIME ({env['TICK_MIN_EVENT_TIME']})" in limits
+    assert f"TICK_MAX_FUTURE_SECONDS, {env['TICK_MAX_FUTURE_SECONDS']} s" in limits
     for word in ("JITTER", "SYNTHETIC", "Retry-After", "exit codes"):
         assert word in result.stdout
+
+
+def test_the_readme_lists_every_rejection_reason() -> None:
+    readme = (PROJECT_ROOT / "producer" / "README.md").read_text()
+    assert {r.value for r in Reason if f"| `{r.value}` |" in readme} == {r.value for r in Reason}
+
+
+def cli_args(*argv: str, env: dict[str, str] | None = None) -> argparse.Namespace:
+    return parse_args([*argv, "--bootstrap-servers", "k:1", "--schema-registry-url", "http://r"],
+                      env=Settings.load().env if env is None else env)
+
+
+def test_replay_has_no_age_limit_but_keeps_the_tick_contract(tmp_path: Path) -> None:
+    """The replay branch of the CLI: --max-age off unless given; TICK_MIN_EVENT_TIME and the future bound stay."""
+    path = tmp_path / "t.jsonl"
+    path.write_text("")
+    now = now_ms()
+    years_old = Tick("BTC-USD", 1.0, now - 3 * 365 * 86_400_000, None, Feed.REPLAY)
+    replay = build_validator(args := cli_args("--source", "replay", "--file", str(path)), parse_symbols(args.symbols))
+    assert args.max_age == 0
+    assert replay.check(years_old) is None
+    assert replay.check(Tick("BTC-USD", 1.0, CONTRACT.min_event_time_ms - 1, None, Feed.REPLAY)) == "implausible_time"
+    assert replay.check(Tick("BTC-USD", 1.0, now + CONTRACT.max_future_ms + 60_000, None, Feed.REPLAY)) == (
+        "future_time")
+    stream = build_validator(args := cli_args("--source", "stream"), parse_symbols(args.symbols))
+    assert args.max_age == 86_400
+    assert stream.check(years_old) == "stale_time"
+    limited = build_validator(args := cli_args("--source", "replay", "--file", str(path), "--max-age", "3600"),
+                              parse_symbols(args.symbols))
+    assert limited.check(years_old) == "stale_time"
+
+
+def test_max_clock_skew_defaults_to_the_contracts_future_limit_and_may_not_exceed_it(
+        capsys: pytest.CaptureFixture) -> None:
+    env = {**Settings.load().env, "TICK_MAX_FUTURE_SECONDS": "120"}
+    args = cli_args(env=env)
+    assert args.max_clock_skew == 120
+    now = now_ms()
+    validator = build_validator(args, parse_symbols(args.symbols))
+    assert validator.check(Tick("BTC-USD", 1.0, now + 110_000, None, Feed.STREAM)) is None
+    assert validator.check(Tick("BTC-USD", 1.0, now + 130_000, None, Feed.STREAM)) == "future_time"
+    assert cli_args("--max-clock-skew", "30", env=env).max_clock_skew == 30
+    for too_loose in ("121", "0", "-1"):
+        with pytest.raises(SystemExit) as exited:
+            cli_args("--max-clock-skew", too_loose, env=env)
+        assert exited.value.code == 2
+        assert "--max-clock-skew must be > 0 and at most TICK_MAX_FUTURE_SECONDS (120)" in capsys.readouterr().err
+
+
+def test_a_missing_contract_setting_stops_the_producer_with_its_name(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(line + "\n" for line in (PROJECT_ROOT / ".env").read_text().splitlines()
+                                if not line.startswith("TICK_MIN_EVENT_TIME=")))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TICK_")}
+    result = subprocess.run([sys.executable, "-m", "producer", "--help"], cwd=PROJECT_ROOT, capture_output=True,
+                            env={**env, "CRYPTOPIPE_ENV_FILE": str(env_file)}, text=True, check=False)
+    assert result.returncode != 0
+    assert "ERROR: setting TICK_MIN_EVENT_TIME" in result.stderr and "missing" in result.stderr
 
 
 def test_env_defaults_and_cli_overrides() -> None:

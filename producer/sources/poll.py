@@ -1,8 +1,9 @@
 """Poll source: real quotes polled from Yahoo (through yfinance's HTTP session) every `interval` seconds,
 labelled feed=POLL, with optional micro-jitter ticks (feed=JITTER) in between.
 
-The fetch function is injectable (tests pass recorded responses). HTTP 429 and 5xx raise `HttpStatusError`;
-retries honour its Retry-After, other failures back off exponentially with jitter (tenacity).
+The fetch function is injectable (the default, `YahooQuotes`, goes through yfinance's own HTTP code). HTTP 429
+(yfinance's YFRateLimitError) and 5xx raise `HttpStatusError`; retries honour its Retry-After when Yahoo sent
+one, other failures back off exponentially with jitter (tenacity).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from producer.sources import Emit, Source
 from producer.sources.jitter import Jitter
 from producer.stats import Stats
 from producer.tick import Feed, Tick, now_ms
-from producer.validate import MALFORMED
 
 log = logging.getLogger(__name__)
 
@@ -60,36 +60,67 @@ def parse_quote_response(payload: Mapping[str, Any], stats: Stats | None = None)
                               volume=None if volume is None else float(volume), feed=Feed.POLL))
         except (KeyError, TypeError, ValueError) as exc:
             if stats is not None:
-                stats.reject(MALFORMED)
+                stats.malformed()
             log.warning("skipping malformed quote %r (%s)", quote.get("symbol") if isinstance(quote, dict) else quote,
                         exc)
     return ticks
 
 
-def yahoo_fetch(symbols: Sequence[str], timeout: float = 15.0) -> list[Tick]:
-    """One request for all symbols through yfinance's session (cookie + crumb handled by yfinance)."""
-    from yfinance.data import YfData
-    from yfinance.exceptions import YFRateLimitError
+class YahooQuotes:
+    """Fetch: one quote request for all symbols through yfinance's own HTTP code (cookie + crumb, its retry with
+    the other cookie strategy), on a session of yfinance's own kind that remembers the last response.
 
-    try:
-        response = YfData().get(QUOTE_URL, params={"symbols": ",".join(symbols)}, timeout=timeout)
-    except YFRateLimitError as exc:  # yfinance drops the response (and its Retry-After) on 429
-        raise HttpStatusError(429) from exc
-    if response.status_code == 429 or response.status_code >= 500:
-        raise HttpStatusError(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
-    response.raise_for_status()
-    return parse_quote_response(response.json())
+    yfinance raises `YFRateLimitError` on a 429 and drops the response with its Retry-After header; the
+    remembered response gives it back, so the poll source can honour it. A 5xx comes back as a response.
+    """
+
+    def __init__(self, stats: Stats | None = None, timeout: float = 15.0) -> None:
+        from yfinance._http import new_session  # curl_cffi (browser TLS) or requests, as yfinance chooses
+        from yfinance.data import YfData
+
+        self.stats, self.timeout = stats, timeout
+        self.last_response: Any = None
+        session = new_session()
+        send = session.request
+
+        def remembering_request(*args: Any, **kwargs: Any) -> Any:
+            response = send(*args, **kwargs)
+            self.last_response = response
+            return response
+
+        session.request = remembering_request  # Session.get/post call self.request
+        self._yahoo = YfData(session=session)  # yfinance's singleton, now on this session
+
+    def __call__(self, symbols: Sequence[str]) -> list[Tick]:
+        from yfinance.exceptions import YFRateLimitError
+
+        self.last_response = None
+        try:
+            response = self._yahoo.get(QUOTE_URL, params={"symbols": ",".join(symbols)}, timeout=self.timeout)
+        except YFRateLimitError as exc:
+            raise HttpStatusError(429, self._retry_after()) from exc
+        if response.status_code == 429 or response.status_code >= 500:
+            raise HttpStatusError(response.status_code, parse_retry_after(response.headers.get("Retry-After")))
+        response.raise_for_status()
+        return parse_quote_response(response.json(), self.stats)
+
+    def _retry_after(self) -> float | None:
+        last = self.last_response
+        if last is None or last.status_code != 429:
+            return None
+        return parse_retry_after(last.headers.get("Retry-After"))
 
 
 class PollSource(Source):
     name = "poll"
 
-    def __init__(self, symbols: Sequence[str], stats: Stats, fetch: Fetch = yahoo_fetch, interval: float = 60.0,
+    def __init__(self, symbols: Sequence[str], stats: Stats, fetch: Fetch | None = None, interval: float = 60.0,
                  jitter: Jitter | None = None, jitter_interval: float = 1.0, stop_event=None,
                  sleep: Callable[[float], object] | None = None, clock_ms: Callable[[], int] = now_ms,
                  initial_backoff: float = 1.0, max_backoff: float = 300.0) -> None:
         super().__init__(stop_event)
-        self.symbols, self.stats, self.fetch, self.interval = list(symbols), stats, fetch, interval
+        self.symbols, self.stats, self.interval = list(symbols), stats, interval
+        self.fetch: Fetch = fetch if fetch is not None else YahooQuotes(stats)
         self.jitter, self.jitter_interval = jitter, jitter_interval
         self._sleep = sleep or self.stop_event.wait
         self._clock_ms = clock_ms

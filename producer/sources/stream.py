@@ -6,6 +6,10 @@ or connections that end before any frame, back off exponentially with jitter (te
 do not decode (bad base64, garbage protobuf, no id/price/time) are counted as `malformed` and skipped.
 Yahoo expects the subscription to be repeated (yfinance's async client does it every 15 s); a heartbeat
 thread does that here.
+
+Without internet (or while Yahoo is down) the source says so once, with how to replay a recording instead,
+then logs every failed attempt (warning, with its number) and keeps retrying: a producer started before
+the network is up connects as soon as it is.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
 
 from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 from yfinance import WebSocket
@@ -20,15 +25,31 @@ from yfinance import WebSocket
 from producer.sources import Emit, Source
 from producer.stats import Stats
 from producer.tick import Feed, Tick
-from producer.validate import MALFORMED
 
 log = logging.getLogger(__name__)
 
 YAHOO_STREAM_URL = WebSocket.__init__.__defaults__[0]  # yfinance's own default URL
 
 
+REPLAY_SAMPLE = "tests/fixtures/producer/sample_ticks.jsonl"  # relative to the project root
+
+
 class StreamDown(Exception):
-    """The connection could not be opened, or closed before delivering anything."""
+    """The connection could not be opened (`unreachable`), or closed before delivering anything."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+def unreachable_advice(url: str, max_wait: float) -> str:
+    """What the operator reads once when the stream cannot be reached: the cause, that we retry, the way out."""
+    return (f"cannot reach Yahoo's price stream at {url}: no internet connection, DNS, a firewall, or Yahoo is "
+            f"down. The producer keeps retrying with exponential backoff (at most {max_wait:g}s between attempts) "
+            f"and starts producing as soon as the stream answers. To produce without Yahoo, replay a recording "
+            f"instead: python -m producer --source replay --file FILE [--speed N], e.g. --file {REPLAY_SAMPLE} "
+            f"(a synthetic sample) or a file recorded where Yahoo is reachable with "
+            f"python -m producer --source record --out FILE.")
 
 
 def tick_from_pricing(msg: dict, feed: Feed = Feed.STREAM) -> Tick:
@@ -54,7 +75,9 @@ class StreamSource(Source):
     name = "stream"
 
     def __init__(self, symbols: list[str], stats: Stats, url: str = YAHOO_STREAM_URL, stop_event=None,
-                 initial_wait: float = 1.0, max_wait: float = 60.0, heartbeat_interval: float = 15.0) -> None:
+                 initial_wait: float = 1.0, max_wait: float = 60.0, heartbeat_interval: float = 15.0,
+                 sleep: Callable[[float], object] | None = None) -> None:
+        """`sleep` waits between attempts (default: the stop event's wait, so stop() interrupts it)."""
         super().__init__(stop_event)
         self.symbols, self.stats, self.url = list(symbols), stats, url
         self.initial_wait, self.max_wait, self.heartbeat_interval = initial_wait, max_wait, heartbeat_interval
@@ -63,6 +86,8 @@ class StreamSource(Source):
         self._ws: WebSocket | None = None
         self._lock = threading.Lock()
         self._emit: Emit | None = None
+        self._sleep = sleep or self.stop_event.wait
+        self._advised = False
 
     def run(self, emit: Emit) -> None:
         self._emit = emit
@@ -71,7 +96,7 @@ class StreamSource(Source):
                 retry=retry_if_exception_type(Exception),
                 wait=wait_exponential_jitter(multiplier=self.initial_wait, max=self.max_wait, jitter=self.initial_wait),
                 stop=lambda _state: self.stopping,
-                sleep=self.stop_event.wait,
+                sleep=self._sleep,
                 before_sleep=self._log_retry,
                 reraise=True,
             )
@@ -98,7 +123,7 @@ class StreamSource(Source):
         try:
             ws.subscribe(self.symbols)  # connects; raises when the server is unreachable
         except Exception as exc:
-            raise StreamDown(f"cannot connect to {self.url}: {exc}") from exc
+            raise StreamDown(f"cannot connect to {self.url}: {type(exc).__name__}: {exc}", unreachable=True) from exc
         if self.connections:
             self.stats.reconnected()
             log.info("stream reconnected to %s (reconnect #%d)", self.url, self.stats.reconnects)
@@ -142,13 +167,20 @@ class StreamSource(Source):
         self._emit(tick)
 
     def _malformed(self, why: object) -> None:
-        self.stats.reject(MALFORMED)
+        self.stats.malformed()
         log.warning("skipping malformed stream frame (%s)", why)
 
     def _log_retry(self, state) -> None:  # noqa: ANN001 - tenacity RetryCallState
         exc = state.outcome.exception() if state.outcome else None
         wait = state.next_action.sleep if state.next_action else 0
-        log.warning("stream unavailable (%s); retry %d in %.1fs", exc, state.attempt_number, wait)
+        if isinstance(exc, StreamDown) and exc.unreachable:
+            if not self._advised:
+                self._advised = True
+                log.warning("%s", unreachable_advice(self.url, self.max_wait))
+            log.warning("Yahoo's price stream unreachable: attempt %d failed (%s); retrying in %.1fs",
+                        state.attempt_number, exc, wait)
+            return
+        log.warning("stream unavailable (%s); attempt %d failed, retrying in %.1fs", exc, state.attempt_number, wait)
 
 
 def _close_quietly(ws: WebSocket) -> None:
