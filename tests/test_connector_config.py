@@ -22,10 +22,25 @@ def write_variant(tmp_path: Path, change) -> Path:  # noqa: ANN001
 
 
 def test_shipped_connector_config_is_valid() -> None:
-    definition = load_connector()
-    assert definition["config"]["primary.key.mode"] == "kafka"  # redelivery upserts the same row
-    assert definition["config"]["insert.mode"] == "upsert"
-    assert definition["config"]["errors.deadletterqueue.topic.name"]
+    config = load_connector()["config"]
+    # the row key is the tick itself, so any re-landing (redelivery, replay, recreated topic) hits its row
+    assert (config["primary.key.mode"], config["primary.key.fields"]) == ("record_value", "symbol,event_time,price")
+    assert config["insert.mode"] == "upsert"
+    assert config["use.reduction.buffer"] == "true"  # one tick twice in a batch would fail ON CONFLICT
+    assert config["errors.deadletterqueue.topic.name"]
+
+
+def test_every_record_passes_the_tick_contract_before_the_sink() -> None:
+    config = load_connector()["config"]
+    transforms = config["transforms"].split(",")
+    assert transforms[0] == "contract" and config["transforms.contract.type"] == "io.cryptopipe.connect.TickContract"
+    assert config["errors.tolerance"] == "all"  # a violation goes to the dead-letter topic, the task goes on
+
+
+def test_a_registry_outage_is_retried_not_dead_lettered() -> None:
+    config = load_connector()["config"]
+    assert config["value.converter"] == "io.cryptopipe.connect.RegistryOutageRetryingConverter"
+    assert config["errors.retry.timeout"] == "-1"  # retry until the registry is back
 
 
 def test_a_misspelled_key_is_rejected_with_its_name(tmp_path: Path) -> None:
