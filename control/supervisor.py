@@ -70,7 +70,7 @@ class Supervisor:
         if not traces:
             self._note("RUNNING" if _all_running(status) else "starting", "")
             return False
-        first_line = traces[0].strip().splitlines()[0][:300] if traces[0].strip() else "(no trace)"
+        first_line = root_cause(traces[0])
         self.state.restarts += 1
         self.state.last_restart = time.time()
         self._note("FAILED", first_line)
@@ -112,6 +112,13 @@ class Supervisor:
         with tempfile.NamedTemporaryFile("w", dir=self.health_file.parent, delete=False, suffix=".tmp") as tmp:
             json.dump(self.state.snapshot(), tmp)
         os.replace(tmp.name, self.health_file)
+
+
+def root_cause(trace: str) -> str:
+    """The innermost 'Caused by:' line of a Java trace (the first line when there is none)."""
+    lines = [line.strip() for line in trace.strip().splitlines()]
+    causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
+    return (causes[-1] if causes else lines[0] if lines else "(no trace)")[:300]
 
 
 def _all_running(status: dict) -> bool:
