@@ -228,6 +228,8 @@ DECLARE
     new_resolution text[];
     new_symbol     text[];
     new_bucket     timestamptz[];
+    cal_resolution text[];
+    cal_bucket     timestamptz[];
     changed        jsonb;
 BEGIN
     WITH minute AS (
@@ -266,25 +268,38 @@ BEGIN
     IF new_bucket IS NOT NULL THEN
         -- The new candles are visible now: for each, its own bucket, the gap after the candle before it
         -- (up to it) and the gap after it (up to the next candle), each at most max_fill buckets.
-        INSERT INTO candle_calendar (resolution, bucket)
-        SELECT DISTINCT n.resolution, span.bucket
-          FROM unnest(new_resolution, new_symbol, new_bucket) AS n(resolution, symbol, bucket)
-          JOIN candle_intervals i USING (resolution)
-         CROSS JOIN LATERAL (
-                SELECT (SELECT max(r.bucket) FROM candle_rollup r
-                         WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket < n.bucket) AS prev,
-                       (SELECT min(r.bucket) FROM candle_rollup r
-                         WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket > n.bucket) AS next) nb
-         CROSS JOIN LATERAL (
-                SELECT n.bucket
-                UNION ALL
-                SELECT generate_series(nb.prev + i.width, least(n.bucket - i.width, nb.prev + i.width * i.max_fill), i.width)
-                 WHERE nb.prev IS NOT NULL
-                UNION ALL
-                SELECT generate_series(n.bucket + i.width, least(nb.next - i.width, n.bucket + i.width * i.max_fill), i.width)
-                 WHERE nb.next IS NOT NULL) AS span(bucket)
-         ORDER BY 1, 2  -- one lock order for concurrent sink tasks
-        ON CONFLICT DO NOTHING;
+        SELECT array_agg(w.resolution ORDER BY w.resolution, w.bucket), array_agg(w.bucket ORDER BY w.resolution, w.bucket)
+          INTO cal_resolution, cal_bucket
+          FROM (SELECT DISTINCT n.resolution, span.bucket
+                  FROM unnest(new_resolution, new_symbol, new_bucket) AS n(resolution, symbol, bucket)
+                  JOIN candle_intervals i USING (resolution)
+                 CROSS JOIN LATERAL (
+                        SELECT (SELECT max(r.bucket) FROM candle_rollup r
+                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket < n.bucket) AS prev,
+                               (SELECT min(r.bucket) FROM candle_rollup r
+                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket > n.bucket) AS next) nb
+                 CROSS JOIN LATERAL (
+                        SELECT n.bucket
+                        UNION ALL
+                        SELECT generate_series(nb.prev + i.width, least(n.bucket - i.width, nb.prev + i.width * i.max_fill), i.width)
+                         WHERE nb.prev IS NOT NULL
+                        UNION ALL
+                        SELECT generate_series(n.bucket + i.width, least(nb.next - i.width, n.bucket + i.width * i.max_fill), i.width)
+                         WHERE nb.next IS NOT NULL) AS span(bucket)) w
+         WHERE NOT EXISTS (SELECT FROM candle_calendar c WHERE c.resolution = w.resolution AND c.bucket = w.bucket);
+        IF cal_bucket IS NOT NULL THEN
+            -- The calendar is shared by every symbol, so concurrent sink tasks (each with its own symbols)
+            -- insert the same buckets; an insert waits for another transaction's uncommitted insert of the
+            -- same bucket, and two tasks whose transactions add buckets in opposite orders (a late tick,
+            -- symbols with different clocks) would deadlock. One lock per transaction for adding buckets
+            -- rules that out: a task that adds buckets first waits until no other transaction holds
+            -- uncommitted ones. Most statements add none (a bucket is added once for all symbols), and
+            -- they take no lock.
+            PERFORM pg_advisory_xact_lock(hashtext('cryptopipe.candle_calendar'));
+            INSERT INTO candle_calendar (resolution, bucket)
+            SELECT * FROM unnest(cal_resolution, cal_bucket)
+            ON CONFLICT DO NOTHING;
+        END IF;
     END IF;
 
     IF changed IS NOT NULL THEN

@@ -1,7 +1,7 @@
 """Native stack CLI: the same components as docker-compose.yml, as processes on 127.0.0.1.
 
-  up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect, wait until
-            each is healthy, set registry compatibility (BACKWARD globally, per subject from
+  up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect (CONNECT_WORKERS
+            workers in one group, or --connect-workers N), wait until each is healthy, set registry compatibility (BACKWARD globally, per subject from
             schemas/compatibility.json), register the JDBC sink connector, start the supervisor
             (python -m control.supervisor: restarts failed sink tasks with backoff)
   down      stop everything `up` started (no process left behind); --purge also deletes its data
@@ -16,6 +16,7 @@ is .stack/logs/producer.log and `down` stops it first (SIGTERM: it flushes and r
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import shutil
 import subprocess
@@ -128,7 +129,8 @@ def status(settings: Settings) -> int:
         print(f"connector {name}: not registered (or Connect down)")
         healthy = False
     else:
-        tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", [])) or "no tasks"
+        tasks = ", ".join(f"task {t['id']} {t['state']} on {t.get('worker_id', '?')}"
+                          for t in st.get("tasks", [])) or "no tasks"
         print(f"connector {name}: {st['connector']['state']}; {tasks}")
         healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
     return 0 if healthy else 1
@@ -139,12 +141,17 @@ def logs(settings: Settings, name: str, lines: int) -> None:
         if service.name == name:
             print(service.process.log_tail(lines))
             return
-    raise StackError(f"unknown service {name!r}; expected one of postgres, kafka, registry, connect")
+    raise StackError(f"unknown service {name!r}; expected one of "
+                     + ", ".join(s.name for s in all_services(settings)))
 
 
 def main(args: argparse.Namespace) -> int:
     settings = Settings.load()
     if args.command == "up":
+        if args.connect_workers is not None:
+            if args.connect_workers < 1:
+                raise StackError(f"--connect-workers must be >= 1, not {args.connect_workers}")
+            settings = dataclasses.replace(settings, env={**settings.env, "CONNECT_WORKERS": str(args.connect_workers)})
         if not args.no_fetch:
             fetch_artifacts()
         timings = up(settings, with_connector=not args.no_connector)
@@ -177,13 +184,16 @@ def cli() -> None:
     p_up = sub.add_parser("up", help="start the stack and wait until healthy")
     p_up.add_argument("--no-fetch", action="store_true", help="do not run scripts/fetch_artifacts.sh first")
     p_up.add_argument("--no-connector", action="store_true", help="do not register the JDBC sink connector")
+    p_up.add_argument("--connect-workers", type=int, metavar="N",
+                      help="Kafka Connect workers in the one group (default CONNECT_WORKERS in .env); worker i "
+                           "listens on CONNECT_PORT + i. Run on a running stack to add workers")
     p_up.add_argument("--producer", metavar="ARGS", help='also start the producer, e.g. --producer "--source stream"')
     p_down = sub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true",
                         help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
     sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
-    p_logs.add_argument("service", choices=["postgres", "kafka", "registry", "connect"])
+    p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0) or connect-N (worker N)")
     p_logs.add_argument("-n", "--lines", type=int, default=60)
     p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
     p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))

@@ -283,11 +283,27 @@ class Registry(Service):
 
 
 class Connect(Service):
-    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter."""
+    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter.
 
-    name = "connect"
+    Worker `index` of the stack's one Connect group (same group.id and internal topics, so Connect spreads
+    the connector's tasks over the workers and moves a dead worker's tasks to the others): worker 0 is
+    `connect` on CONNECT_PORT, worker i is `connect-i` on CONNECT_PORT + i, with its own state dir and log."""
+
     readiness = "GET /connectors answers 200 and the JDBC sink plugin is loaded"
     ready_timeout = 180.0
+
+    def __init__(self, settings: Settings, index: int = 0) -> None:
+        super().__init__(settings)
+        self.index = index
+        self.name = "connect" if index == 0 else f"connect-{index}"
+
+    @property
+    def rest_port(self) -> int:
+        return self.settings.port("CONNECT") + self.index
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
 
     def command(self) -> list[str]:
         libs = self.settings.kafka_home / "libs"
@@ -310,23 +326,23 @@ class Connect(Service):
         self.worker_file.write_text(native)
 
     def environment(self) -> dict[str, str]:
-        return connect_worker_env(self.settings)
+        return connect_worker_env(self.settings, self.rest_port)
 
     def is_ready(self) -> bool:
-        url = self.settings.connect_url
+        url = self.url
         if not _http_ok(f"{url}/connectors"):
             return False
         plugins = requests.get(f"{url}/connector-plugins", timeout=2).json()
         return any(p.get("class") == JDBC_SINK_CLASS for p in plugins)
 
 
-def connect_worker_env(s: Settings) -> dict[str, str]:
+def connect_worker_env(s: Settings, rest_port: int | None = None) -> dict[str, str]:
     """Environment the worker resolves ${env:...} from, in worker.properties and connector configs."""
     return {
         "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
         "CONNECT_LISTEN_HOST": "127.0.0.1",
         "CONNECT_ADVERTISED_HOST": "127.0.0.1",
-        "CONNECT_PORT": str(s.port("CONNECT")),
+        "CONNECT_PORT": str(rest_port or s.port("CONNECT")),
         "CONNECT_JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['POSTGRES_DB']}",
         "CONNECT_DB_USER": s["CONNECT_DB_USER"],
         "CONNECT_DB_PASSWORD": s["CONNECT_DB_PASSWORD"],
@@ -338,7 +354,26 @@ def connect_worker_env(s: Settings) -> dict[str, str]:
     }
 
 
+def connect_worker_count(settings: Settings) -> int:
+    """CONNECT_WORKERS (.env, default 1), or more while workers beyond it still run (so `down` and
+    `status` see every worker an earlier `up --connect-workers N` started)."""
+    value = settings.get("CONNECT_WORKERS") or "1"
+    try:
+        configured = int(value)
+    except ValueError:
+        raise StackError(f"CONNECT_WORKERS must be a whole number >= 1, not {value!r}") from None
+    if configured < 1:
+        raise StackError(f"CONNECT_WORKERS must be >= 1, not {configured}")
+    running = [int(m.group(1)) for f in settings.state_dir.glob("connect-*.pid")
+               if (m := re.fullmatch(r"connect-(\d+)\.pid", f.name))]
+    return max([configured, *(i + 1 for i in running)])
+
+
+def connect_workers(settings: Settings) -> list[Connect]:
+    return [Connect(settings, i) for i in range(connect_worker_count(settings))]
+
+
 def all_services(settings: Settings) -> list[Service]:
     """In start order; stop in reverse."""
-    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings)]
+    return [Postgres(settings), Kafka(settings), Registry(settings), *connect_workers(settings)]
 
