@@ -1,9 +1,10 @@
 """Native stack CLI: the same components as docker-compose.yml, as processes on 127.0.0.1.
 
   up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect (CONNECT_WORKERS
-            workers in one group, or --connect-workers N), wait until each is healthy, set registry compatibility (BACKWARD globally, per subject from
-            schemas/compatibility.json), register the JDBC sink connector, start the supervisor
-            (python -m control.supervisor: restarts failed sink tasks with backoff)
+            workers in one group, or --connect-workers N), wait until each is healthy, set registry
+            compatibility (BACKWARD globally, per subject from schemas/compatibility.json), register the
+            JDBC sink connector, start the supervisor (python -m control.supervisor: restarts failed sink
+            tasks with backoff)
   down      stop everything `up` started (no process left behind); --purge also deletes its data
   status    each service's process and health, the connector's and tasks' state
   logs      the last lines of a service's log

@@ -1,0 +1,406 @@
+"""End-to-end pipeline benchmark: one command, one run, on the real native stack.
+
+Starts its own stack (`python -m stack up`, temp state dir, free ports), measures, and always stops it
+with `down --purge`. Ticks come from replay files through the real producer (`python -m producer --source
+replay`), travel Kafka and the JDBC sink connector, and land in crypto_prices with the candle rollup
+maintained, unless a step says otherwise. Each step uses symbols of its own (spread so that one lands on
+each of the topic's 3 partitions). In order:
+
+  steady (fresh)        1,000 ticks/s for --steady-seconds; freshness sampled every 100 ms
+                        (now - newest produced_at visible in crypto_prices)
+  backlog               connector paused, --backlog ticks produced (the producer's rate: broker end offsets
+                        over time), connector resumed: the sink's rate with candles
+  COPY ceilings         --backlog ticks COPYed into crypto_prices with and without candle maintenance
+                        (the insert trigger disabled inside the transaction), both rolled back
+  steady (after backlog) the steady step again, right after the two above
+  backlog, no candles   the backlog step with the rollup trigger disabled
+  while producing       --backlog ticks produced as fast as possible while the sink runs
+  seed-style consumer   a hand-written consumer (AvroDeserializer, one INSERT + commit per record) into
+                        crypto_prices with candles, for --seed-seconds
+  sink settings         backlogs of --tuning-backlog ticks with other batch.size / max.poll.records, and
+                        without reWriteBatchedInserts (one row per statement)
+  scale-out             3 tasks on 1 worker; a second worker joins the group; 3 tasks on 2 workers
+  failover              2 workers, 3 tasks, 1,000 ticks/s; the worker with most tasks is SIGKILLed after
+                        20 s: time until its tasks run on the other, freshness meanwhile, every tick once,
+                        candles equal to an independent pandas computation
+  memory                proportional set size (PSS) of every stack process, sampled every 5 s
+
+Writes bench/results/pipeline.md (tables, targets), pipeline.json (every sample) and two plots,
+pipeline_throughput.png and pipeline_freshness.png. Takes ~15 minutes on 2 cores.
+
+    python bench/pipeline_bench.py              # the full run, results into bench/results/
+    python bench/pipeline_bench.py --quick      # small sizes, a smoke run (~8 min), results into /tmp
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+from confluent_kafka import Consumer
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline_kit import (  # noqa: E402
+    ROOT,
+    NativeStack,
+    Series,
+    background_activity,
+    finish,
+    freshness_probe,
+    row_counter,
+    run_producer,
+    sampling,
+    spread_symbols,
+    topic_end_offsets,
+    wait_until,
+    write_replay,
+)
+from pipeline_report import render_markdown, render_plots  # noqa: E402
+
+from producer.registry import registry_client  # noqa: E402
+
+ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
+COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"
+                " __connect_partition, __connect_offset")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Bench:
+    def __init__(self, stack: NativeStack, args: argparse.Namespace, work: Path) -> None:
+        self.stack, self.args, self.work = stack, args, work
+        self.topic = stack.settings["TICKS_TOPIC"]
+        self.results: dict[str, Any] = {"rates": [], "freshness": {}, "memory": {}, "notes": []}
+        self._tag = uuid.uuid4().hex[:4].upper()
+        self._step = 0
+
+    def symbols(self, kind: str) -> list[str]:
+        self._step += 1
+        return spread_symbols(f"{kind}{self._tag}{self._step}X")
+
+    def rate(self, path: str, ticks: int, seconds: float, **extra: Any) -> float:
+        rate = ticks / seconds
+        self.results["rates"].append({"path": path, "ticks": ticks, "seconds": round(seconds, 3),
+                                      "rate": round(rate, 1), **extra})
+        log(f"  => {path}: {ticks:,} ticks in {seconds:.2f} s = {rate:,.0f} ticks/s")
+        return rate
+
+    # -- steps -------------------------------------------------------------------------------------
+    def produce_backlog(self, symbols: list[str], count: int) -> float:
+        """Produce `count` ticks (event times in the last minutes) as fast as the producer can; returns the
+        producer's rate, measured on the broker's end offsets."""
+        replay = self.work / f"{symbols[0]}.jsonl"
+        write_replay(replay, symbols, count, now_ms() - count // 10 - 60_000, 0.1)
+        offsets = topic_end_offsets(self.stack, self.topic)
+        base = offsets()
+        series = Series("offsets")
+        with sampling(series, lambda: offsets() - base, 0.1):
+            finish(run_producer(self.stack, replay, symbols, speed=0))
+            wait_until(lambda: series.points[-1][1] if series.points else 0, count, 60, lambda v: None)
+        first = next(t for t, v in series.points if v > 0)
+        done = next(t for t, v in series.points if v >= count)
+        return count / max(done - first, 1e-3)
+
+    def backlog(self, label: str, count: int, candles: bool = True, record_producer: bool = False,
+                **extra: Any) -> float:
+        log(f"{label}: pausing the connector, producing {count:,} ticks ...")
+        symbols = self.symbols("B")
+        self.stack.pause()
+        producer_rate = self.produce_backlog(symbols, count)
+        if record_producer:
+            self.rate("producer (python -m producer, replay --speed 0, acks=all)", count, count / producer_rate)
+        with self.stack.pg() as conn:
+            conn.execute(f"ALTER TABLE crypto_prices {'ENABLE' if candles else 'DISABLE'} TRIGGER {ROLLUP_TRIGGER}")
+        try:
+            counter = row_counter(self.stack, symbols)
+            started = time.monotonic()
+            self.stack.resume()
+            log("  resumed; waiting for every tick to land ...")
+            done = wait_until(counter, count, 900, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+        finally:
+            with self.stack.pg() as conn:
+                conn.execute(f"ALTER TABLE crypto_prices ENABLE TRIGGER {ROLLUP_TRIGGER}")
+        return self.rate(label, count, done - started, **extra)
+
+    def while_producing(self, count: int) -> None:
+        log(f"sink while producing: {count:,} ticks as fast as the producer goes, connector running ...")
+        symbols = self.symbols("P")
+        replay = self.work / "while.jsonl"
+        write_replay(replay, symbols, count, now_ms() - count // 10 - 60_000, 0.1)
+        offsets = topic_end_offsets(self.stack, self.topic)
+        base = offsets()
+        series = Series("offsets")
+        with sampling(series, lambda: offsets() - base, 0.1):
+            proc = run_producer(self.stack, replay, symbols, speed=0)
+            done = wait_until(row_counter(self.stack, symbols), count, 900,
+                              lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+            finish(proc)
+        first = series.started + next(t for t, v in series.points if v > 0)
+        self.rate("sink while producing (1 task, candles)", count, done - first)
+
+    def copy_ceiling(self, count: int, candles: bool) -> None:
+        symbols = self.symbols("C")
+        start = datetime.now(UTC) - timedelta(hours=1)
+        buffer = io.StringIO()
+        for i in range(count):
+            at = (start + timedelta(milliseconds=i / 10)).isoformat()
+            buffer.write(f"{symbols[i % 3]}\t{at}\t{100 + (i % 997) * 0.01 + i * 1e-7:.7f}\t0.5\tSTREAM\t{at}\t"
+                         f"bench\t{i}\t{self.topic}\t{i % 3}\t{i}\n")
+        data = buffer.getvalue().encode()
+        with self.stack.pg(autocommit=False) as conn:
+            if not candles:
+                conn.execute(f"ALTER TABLE crypto_prices DISABLE TRIGGER {ROLLUP_TRIGGER}")
+            started = time.perf_counter()
+            with conn.cursor().copy(f"COPY crypto_prices ({COPY_COLUMNS}) FROM STDIN") as copy:
+                for lo in range(0, len(data), 1 << 20):
+                    copy.write(data[lo:lo + (1 << 20)])
+            elapsed = time.perf_counter() - started
+            conn.rollback()
+        self.rate(f"COPY into crypto_prices, {'with' if candles else 'without'} candles (rolled back)", count, elapsed)
+
+    def steady(self, label: str, seconds: float, rate: float = 1000.0,
+               during: Callable[[float], None] | None = None) -> tuple[list[str], list[dict]]:
+        """Produce `rate` ticks/s for `seconds` at recorded pace; sample freshness and background work."""
+        log(f"{label}: {rate:,.0f} ticks/s for {seconds:.0f} s, freshness sampled every 100 ms ...")
+        symbols = self.symbols("S")
+        count = int(seconds * rate)
+        replay = self.work / f"{symbols[0]}.jsonl"
+        ticks = write_replay(replay, symbols, count, now_ms() + 2000, 1000 / rate)
+        fresh, activity = Series("freshness"), Series("activity")
+        probe, bg = freshness_probe(self.stack, symbols), background_activity(self.stack)
+        samples: list[dict] = []
+
+        def sample_activity() -> float:
+            samples.append({"t": time.monotonic() - activity.started, **bg()})
+            return 0.0
+
+        with sampling(fresh, probe, 0.1), sampling(activity, sample_activity, 0.5):
+            proc = run_producer(self.stack, replay, symbols, speed=1)
+            if during is not None:
+                during(fresh.started)
+            finish(proc, timeout=seconds * 3 + 120)
+            wait_until(row_counter(self.stack, symbols), count, 300, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+        self.record_freshness(label, fresh, samples, symbols)
+        return symbols, ticks
+
+    def record_freshness(self, label: str, fresh: Series, activity: list[dict], symbols: Sequence[str]) -> None:
+        """Keep the samples taken while ticks were being produced (after the first had landed)."""
+        with self.stack.pg() as conn:
+            first, last = conn.execute("SELECT min(produced_at), max(produced_at) FROM crypto_prices"
+                                       " WHERE symbol = ANY(%s)", (list(symbols),)).fetchone()
+        wall0 = time.time() - (time.monotonic() - fresh.started)
+        lo, hi = first.timestamp() - wall0 + 1.0, last.timestamp() - wall0
+        points = [(t - lo, v) for t, v in fresh.points if lo <= t <= hi]
+        values = sorted(v for _, v in points)
+        if not values:
+            raise RuntimeError(f"{label}: no freshness samples")
+        checkpoints = [a["checkpoints"] for a in activity]
+        summary = {
+            "samples": len(values), "p50": statistics.median(values),
+            "p99": values[min(len(values) - 1, int(len(values) * 0.99))], "max": values[-1],
+            "over_1s": sum(v > 1 for v in values),
+            "autovacuum_samples": sum(a["autovacuum"] > 0 for a in activity),
+            "checkpoints": (checkpoints[-1] - checkpoints[0]) if checkpoints else 0,
+            "points": [(round(t, 2), round(v, 4)) for t, v in points],
+            "autovacuum_at": [round(a["t"] - lo, 1) for a in activity if a["autovacuum"] > 0],
+            "wall_origin": wall0 + lo,
+        }
+        self.results["freshness"][label] = summary
+        log(f"  => freshness {label}: p50 {summary['p50'] * 1000:.0f} ms, p99 {summary['p99'] * 1000:.0f} ms, "
+            f"max {summary['max'] * 1000:.0f} ms ({summary['samples']} samples; autovacuum seen in "
+            f"{summary['autovacuum_samples']} of {len(activity)} activity samples, "
+            f"{summary['checkpoints']} checkpoints)")
+
+    def seed_consumer(self, seconds: float) -> None:
+        """The seed's design: deserialize each record, INSERT it, commit, next. Its own topic, so the sink
+        connector does not race it for the same ticks; same table, candles maintained."""
+        topic = f"bench.seed.{self._tag.lower()}"
+        count = int(seconds * 3000)  # more than it can take in `seconds`
+        symbols = self.symbols("D")
+        replay = self.work / "seed.jsonl"
+        write_replay(replay, symbols, count, now_ms() - count - 60_000, 1)
+        log(f"seed-style consumer: {count:,} ticks on {topic}, one INSERT + commit each, for {seconds:.0f} s ...")
+        finish(run_producer(self.stack, replay, symbols, speed=0, topic=topic))
+        deserialize = AvroDeserializer(registry_client(self.stack.settings.ccompat_url))
+        consumer = Consumer({"bootstrap.servers": self.stack.settings.bootstrap_servers,
+                             "group.id": f"bench-seed-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        inserted, started = 0, None
+        insert = (f"INSERT INTO crypto_prices ({COPY_COLUMNS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                  " ON CONFLICT DO NOTHING")
+        try:
+            with psycopg.connect(self.stack.writer_dsn()) as conn:
+                while started is None or time.monotonic() - started < seconds:
+                    msg = consumer.poll(1.0)
+                    if msg is None or msg.error():
+                        continue
+                    started = started or time.monotonic()
+                    v = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
+                    conn.execute(insert, (v["symbol"], v["event_time"], v["price"], v["volume"], v["feed"],
+                                          v["produced_at"], v["producer_id"], v["sequence"], topic,
+                                          msg.partition(), msg.offset()))
+                    conn.commit()
+                    inserted += 1
+        finally:
+            consumer.close()
+        self.rate("seed-style consumer (one INSERT + commit per record, candles)", inserted,
+                  time.monotonic() - started)
+
+    def failover(self, seconds: float) -> None:
+        before = self.stack.tasks_by_worker()
+        victim = max(before, key=lambda w: before[w])
+        kill_at = 20.0
+        log(f"failover: tasks per worker {before}; SIGKILL {victim} after {kill_at:.0f} s of 1,000 ticks/s ...")
+        info: dict[str, Any] = {"tasks_before": before, "victim": victim}
+
+        def kill_and_watch(started: float) -> None:
+            time.sleep(max(0.0, kill_at - (time.monotonic() - started)))
+            info["pid"] = self.stack.kill_worker(victim)
+            killed = time.monotonic()
+            info["killed_at_wall"] = time.time()
+            while time.monotonic() - killed < 120:
+                with contextlib.suppress(Exception):
+                    status = self.stack.status()
+                    tasks = status["tasks"]
+                    if tasks and all(t["state"] == "RUNNING" and t["worker_id"] != victim for t in tasks):
+                        info["tasks_moved_after_s"] = round(time.monotonic() - killed, 1)
+                        info["tasks_after"] = self.stack.tasks_by_worker()
+                        return
+                time.sleep(0.5)
+
+        label = "failover (a worker SIGKILLed at 20 s)"
+        symbols, ticks = self.steady(label, seconds, during=kill_and_watch)
+        fresh = self.results["freshness"][label]
+        if "killed_at_wall" in info:
+            fresh["marker"] = round(info.pop("killed_at_wall") - fresh["wall_origin"], 1)
+        info.update(self.check_exact(symbols, ticks))
+        self.results["failover"] = info
+        log(f"  => failover: {info}")
+
+    def check_exact(self, symbols: list[str], ticks: list[dict]) -> dict[str, Any]:
+        """Every tick once, and 1-minute candles equal to pandas' OHLC of the ticks that were produced."""
+        with self.stack.pg() as conn:
+            rows, distinct = conn.execute("SELECT count(*), count(DISTINCT (symbol, event_time, price))"
+                                          " FROM crypto_prices WHERE symbol = ANY(%s)", (symbols,)).fetchone()
+            candles = conn.execute("SELECT symbol, bucket, open, high, low, close, volume, tick_count"
+                                   " FROM view_crypto_candles WHERE symbol = ANY(%s) ORDER BY 1, 2",
+                                   (symbols,)).fetchall()
+        df = pd.DataFrame(ticks)
+        df["bucket"] = pd.to_datetime(df["event_time"], unit="ms", utc=True).dt.floor("1min")
+        df = df.sort_values(["symbol", "event_time"], kind="stable")
+        expected = df.groupby(["symbol", "bucket"]).agg(
+            open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
+            volume=("volume", "sum"), tick_count=("price", "size")).reset_index()
+        actual = pd.DataFrame(candles, columns=list(expected.columns))
+        actual["bucket"] = pd.to_datetime(actual["bucket"], utc=True)
+        equal = len(actual) == len(expected)
+        if equal:
+            try:
+                pd.testing.assert_frame_equal(actual, expected, check_dtype=False, rtol=1e-9)
+            except AssertionError:
+                equal = False
+        return {"ticks": len(ticks), "rows": rows, "distinct_rows": distinct, "candles": len(actual),
+                "candles_equal_pandas": equal}
+
+    def memory(self, label: str) -> None:
+        self.results["memory"][label] = {k: round(v, 1) for k, v in self.stack.memory_mb().items()}
+        log(f"  memory ({label}): " + ", ".join(f"{k} {v:.0f} MB" for k, v in self.results["memory"][label].items()))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
+    stack = NativeStack(work / "stack", log)
+    log(f"starting the native stack in {stack.state_dir} (Connect on port {stack.settings.port('CONNECT')}) ...")
+    started = time.monotonic()
+    bench = Bench(stack, args, work)
+    try:
+        stack.up(workers=1)
+        bench.results["notes"].append(f"stack up in {time.monotonic() - started:.0f} s")
+        bench.memory("idle, 1 worker")
+        default = stack.connector["config"]
+        bench.results["connector"] = {k: default[k] for k in ("tasks.max", "batch.size",
+                                                              "consumer.override.max.poll.records")}
+        bench.steady("steady 1k/s, fresh stack", args.steady_seconds)
+        bench.backlog("sink backlog (1 task, candles)", args.backlog, record_producer=True, tasks=1,
+                      batch=int(default["batch.size"]))
+        bench.copy_ceiling(args.backlog, candles=True)
+        bench.copy_ceiling(args.backlog, candles=False)
+        bench.steady("steady 1k/s, right after backlog + COPYs", args.steady_seconds)
+        bench.backlog("sink backlog (1 task, no candles: trigger disabled)", args.backlog)
+        bench.while_producing(args.backlog)
+        bench.seed_consumer(args.seed_seconds)
+        bench.memory("after the 1-task steps")
+        for batch in (500, 5000):
+            stack.set_config({"batch.size": str(batch), "consumer.override.max.poll.records": str(batch)})
+            bench.backlog(f"sink backlog, batch.size = max.poll.records = {batch}", args.tuning_backlog,
+                          tasks=1, batch=batch)
+        stack.set_config({"connection.url": default["connection.url"].replace("?reWriteBatchedInserts=true", "")})
+        bench.backlog("sink backlog, one row per statement (no reWriteBatchedInserts)", args.tuning_backlog // 5)
+        stack.set_config({"tasks.max": "3"})
+        bench.backlog("sink backlog, 3 tasks on 1 worker", args.backlog, tasks=3)
+        log("a second Connect worker joins the group ...")
+        stack.up(workers=2)
+        stack.set_config({"tasks.max": "3"})
+        bench.results["notes"].append(f"3 tasks over 2 workers: {stack.tasks_by_worker()}")
+        bench.backlog("sink backlog, 3 tasks on 2 workers", args.backlog, tasks=3)
+        bench.memory("2 workers, 3 tasks")
+        bench.failover(args.failover_seconds)
+    finally:
+        log("stopping the stack (down --purge) ...")
+        with contextlib.suppress(Exception):
+            stack.down()
+    bench.results["notes"].append(f"whole run {time.monotonic() - started:.0f} s")
+    return bench.results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backlog", type=int, default=300_000, help="ticks per backlog step (default %(default)s)")
+    parser.add_argument("--tuning-backlog", type=int, default=150_000,
+                        help="ticks per sink-settings step (default %(default)s)")
+    parser.add_argument("--steady-seconds", type=float, default=60, help="per steady step (default %(default)s)")
+    parser.add_argument("--seed-seconds", type=float, default=20, help="seed-style consumer (default %(default)s)")
+    parser.add_argument("--failover-seconds", type=float, default=75, help="failover step (default %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="small sizes; results into --out (default /tmp)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results directory (default bench/results, or a temp dir with --quick)")
+    args = parser.parse_args()
+    if args.quick:
+        args.backlog, args.tuning_backlog, args.steady_seconds = 30_000, 20_000, 20
+        args.seed_seconds, args.failover_seconds = 5, 45
+    out = args.out or (Path(tempfile.mkdtemp(prefix="pipeline-bench-results-")) if args.quick
+                       else ROOT / "bench" / "results")
+    out.mkdir(parents=True, exist_ok=True)
+    command = "python bench/pipeline_bench.py" + (" --quick" if args.quick else "")
+    results = run(args)
+    results["command"] = command
+    (out / "pipeline.json").write_text(json.dumps(results, indent=1, default=str))
+    render_plots(results, out)
+    (out / "pipeline.md").write_text(render_markdown(results))
+    print((out / "pipeline.md").read_text())
+    log(f"written: {out}/pipeline.md, pipeline.json, pipeline_throughput.png, pipeline_freshness.png")
+
+
+if __name__ == "__main__":
+    main()
