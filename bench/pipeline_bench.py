@@ -159,12 +159,13 @@ class Bench:
         first = series.started + next(t for t, v in series.points if v > 0)
         self.rate("sink while producing (1 task, candles)", count, done - first)
 
-    def copy_ceiling(self, count: int, candles: bool) -> None:
-        symbols = self.symbols("C")
-        start = datetime.now(UTC) - timedelta(hours=1)
+    def copy_ceiling(self, count: int, candles: bool, symbols: list[str]) -> None:
+        """COPY `count` ticks of `symbols`, event times over the next minute (where the next steady step's
+        ticks go: its inserts then meet the dead rows the rollback leaves), rolled back."""
+        start = datetime.now(UTC)
         buffer = io.StringIO()
         for i in range(count):
-            at = (start + timedelta(milliseconds=i / 10)).isoformat()
+            at = (start + timedelta(milliseconds=i * 60_000 / count)).isoformat()
             buffer.write(f"{symbols[i % 3]}\t{at}\t{100 + (i % 997) * 0.01 + i * 1e-7:.7f}\t0.5\tSTREAM\t{at}\t"
                          f"bench\t{i}\t{self.topic}\t{i % 3}\t{i}\n")
         data = buffer.getvalue().encode()
@@ -179,11 +180,11 @@ class Bench:
             conn.rollback()
         self.rate(f"COPY into crypto_prices, {'with' if candles else 'without'} candles (rolled back)", count, elapsed)
 
-    def steady(self, label: str, seconds: float, rate: float = 1000.0,
-               during: Callable[[float], None] | None = None) -> tuple[list[str], list[dict]]:
+    def steady(self, label: str, seconds: float, rate: float = 1000.0, during: Callable[[float], None] | None = None,
+               symbols: list[str] | None = None) -> tuple[list[str], list[dict]]:
         """Produce `rate` ticks/s for `seconds` at recorded pace; sample freshness and background work."""
         log(f"{label}: {rate:,.0f} ticks/s for {seconds:.0f} s, freshness sampled every 100 ms ...")
-        symbols = self.symbols("S")
+        symbols = symbols or self.symbols("S")
         count = int(seconds * rate)
         replay = self.work / f"{symbols[0]}.jsonl"
         ticks = write_replay(replay, symbols, count, now_ms() + 2000, 1000 / rate)
@@ -341,29 +342,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         default = stack.connector["config"]
         bench.results["connector"] = {k: default[k] for k in ("tasks.max", "batch.size",
                                                               "consumer.override.max.poll.records")}
-        bench.steady("steady 1k/s, fresh stack", args.steady_seconds)
-        bench.backlog("sink backlog (1 task, candles)", args.backlog, record_producer=True, tasks=1,
-                      batch=int(default["batch.size"]))
-        bench.copy_ceiling(args.backlog, candles=True)
-        bench.copy_ceiling(args.backlog, candles=False)
-        bench.steady("steady 1k/s, right after backlog + COPYs", args.steady_seconds)
+        tasks = default["tasks.max"]
+        bench.steady(f"steady 1k/s, fresh stack ({tasks} tasks)", args.steady_seconds)
+        bench.backlog(f"sink backlog, {tasks} tasks on 1 worker (as committed)", args.backlog)
+        stack.set_config({"tasks.max": "1"})
+        bench.backlog("sink backlog (1 task, candles)", args.backlog, record_producer=True)
+        next_steady = bench.symbols("S")
+        bench.copy_ceiling(args.backlog, candles=True, symbols=next_steady)
+        bench.copy_ceiling(args.backlog, candles=False, symbols=next_steady)
+        bench.steady("steady 1k/s, right after backlog + COPYs (1 task)", args.steady_seconds, symbols=next_steady)
         bench.backlog("sink backlog (1 task, no candles: trigger disabled)", args.backlog)
         bench.while_producing(args.backlog)
         bench.seed_consumer(args.seed_seconds)
         bench.memory("after the 1-task steps")
         for batch in (500, 5000):
-            stack.set_config({"batch.size": str(batch), "consumer.override.max.poll.records": str(batch)})
-            bench.backlog(f"sink backlog, batch.size = max.poll.records = {batch}", args.tuning_backlog,
-                          tasks=1, batch=batch)
-        stack.set_config({"connection.url": default["connection.url"].replace("?reWriteBatchedInserts=true", "")})
-        bench.backlog("sink backlog, one row per statement (no reWriteBatchedInserts)", args.tuning_backlog // 5)
-        stack.set_config({"tasks.max": "3"})
-        bench.backlog("sink backlog, 3 tasks on 1 worker", args.backlog, tasks=3)
+            stack.set_config({"tasks.max": "1", "batch.size": str(batch),
+                              "consumer.override.max.poll.records": str(batch)})
+            bench.backlog(f"sink backlog (1 task), batch.size = max.poll.records = {batch}", args.tuning_backlog)
+        stack.set_config({"tasks.max": "1", "connection.url": default["connection.url"].replace(
+            "?reWriteBatchedInserts=true", "")})
+        bench.backlog("sink backlog, one row per statement (1 task, no reWriteBatchedInserts)",
+                      args.tuning_backlog // 5)
         log("a second Connect worker joins the group ...")
         stack.up(workers=2)
         stack.set_config({"tasks.max": "3"})
         bench.results["notes"].append(f"3 tasks over 2 workers: {stack.tasks_by_worker()}")
-        bench.backlog("sink backlog, 3 tasks on 2 workers", args.backlog, tasks=3)
+        bench.backlog("sink backlog, 3 tasks on 2 workers", args.backlog)
         bench.memory("2 workers, 3 tasks")
         bench.failover(args.failover_seconds)
     finally:

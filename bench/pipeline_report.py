@@ -16,7 +16,7 @@ CANDLES = "sink backlog (1 task, candles)"
 NO_CANDLES = "sink backlog (1 task, no candles: trigger disabled)"
 COPY_WITH = "COPY into crypto_prices, with candles (rolled back)"
 COPY_WITHOUT = "COPY into crypto_prices, without candles (rolled back)"
-AFTER_BACKLOG = "steady 1k/s, right after backlog + COPYs"
+AFTER_BACKLOG = "steady 1k/s, right after backlog + COPYs (1 task)"
 
 
 def _rate(results: dict[str, Any], path: str) -> float:

@@ -1,0 +1,248 @@
+"""Scale-out on Kafka Connect's own distribution, on a real native stack of its own: two Connect workers
+in one group, the sink's three tasks spread over them (one per partition of the ticks topic). A worker
+SIGKILLed mid-stream hands its tasks to the other; every tick lands once and the candles equal an
+independent pandas computation. The rollup's shared calendar does not deadlock concurrent tasks.
+
+Own stack (not the session's `stack`): this module kills a worker and changes the connector's tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from unittest import mock
+
+import pandas as pd
+import psycopg
+import pytest
+import requests
+
+from control.connector import connector_status, load_connector, upsert
+from control.settings import Settings
+from stack.services import Connect, Postgres, connect_workers
+from tests.conftest import STACK_PORT_SETTINGS, StackHandle, free_port, run_stack_cli, stack_processes
+from tests.support import TickProducer, poll_until
+
+pytestmark = pytest.mark.stack
+
+PARTITIONS = 3  # num.partitions in stack/config/kafka-broker.properties: one task per partition
+TICKS_PER_SECOND = 200
+SECONDS = 40
+KILL_AFTER = 10  # seconds into the stream
+
+
+class TwoWorkers(StackHandle):
+    """A stack whose Connect runs as two workers in one group, the sink with one task per partition."""
+
+    def workers(self) -> list[Connect]:
+        return connect_workers(self.settings)
+
+    def live_url(self) -> str:
+        return next(w.url for w in self.workers() if w.process.is_running())
+
+    def tasks(self) -> list[dict]:
+        """The sink's tasks as the first worker that answers reports them ([] while none does)."""
+        for worker in self.workers():
+            with contextlib.suppress(requests.RequestException):
+                status = connector_status(worker.url, load_connector()["name"])
+                return status["tasks"] if status else []
+        return []
+
+    def kill(self, worker_id: str) -> None:
+        worker = next(w for w in self.workers() if worker_id.endswith(f":{w.rest_port}"))
+        pid = worker.process.pid()
+        assert pid is not None, f"worker {worker_id} is not running"
+        os.kill(pid, signal.SIGKILL)
+
+
+def ports() -> dict[str, str]:
+    """Free ports; CONNECT_PORT + 1 (the second worker) free as well."""
+    chosen = {key: str(free_port()) for key in STACK_PORT_SETTINGS}
+    while True:
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        chosen["CONNECT_PORT"] = str(port)
+        return chosen
+
+
+@pytest.fixture(scope="module")
+def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkers]:
+    state_dir: Path = tmp_path_factory.mktemp("scale-stack")
+    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **ports()}
+    env = {**os.environ, **overrides}
+    with mock.patch.dict(os.environ, overrides):  # the session's stack keeps its own settings
+        settings = Settings.load()
+    try:
+        started = run_stack_cli("up", "--no-fetch", "--connect-workers", "2", env=env)
+        assert started.returncode == 0, f"stack up failed:\n{started.stdout[-3000:]}\n{started.stderr[-4000:]}"
+        handle = TwoWorkers(settings, owned=True)
+        definition = load_connector()
+        upsert(handle.live_url(), definition["name"], {**definition["config"], "tasks.max": str(PARTITIONS)})
+        tasks = poll_until(handle.tasks, lambda t: len(t) == PARTITIONS and all(x["state"] == "RUNNING" for x in t)
+                           and len({x["worker_id"] for x in t}) == 2, timeout=120)
+        assert len({t["worker_id"] for t in tasks}) == 2, f"tasks not spread over both workers: {tasks}"
+        yield handle
+    finally:
+        stopped = run_stack_cli("down", "--purge", env=env)
+        leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
+        assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
+        assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
+
+
+def one_symbol_per_partition(tag: str) -> list[str]:
+    """Symbols that the producer's default partitioner (librdkafka: CRC32 of the key) puts on each partition."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < PARTITIONS:
+        symbol = f"SC{tag}{n}-USD"
+        found.setdefault(zlib.crc32(symbol.encode()) % PARTITIONS, symbol)
+        n += 1
+    return [found[p] for p in range(PARTITIONS)]
+
+
+def expected_candles(ticks: list[dict], rule: str) -> pd.DataFrame:
+    df = pd.DataFrame(ticks)
+    df["bucket"] = pd.to_datetime(df["event_time"], unit="ms", utc=True).dt.floor(rule)
+    df = df.sort_values(["symbol", "event_time"], kind="stable")
+    return df.groupby(["symbol", "bucket"]).agg(
+        open=("price", "first"), high=("price", "max"), low=("price", "min"), close=("price", "last"),
+        volume=("volume", "sum"), tick_count=("price", "size")).reset_index()
+
+
+def stored_candles(stack: StackHandle, view: str, symbols: list[str]) -> pd.DataFrame:
+    with psycopg.connect(stack.pg_dsn()) as conn:
+        rows = conn.execute(f"SELECT symbol, bucket, open, high, low, close, volume, tick_count FROM {view}"
+                            " WHERE symbol = ANY(%s) ORDER BY symbol, bucket", (symbols,)).fetchall()
+    frame = pd.DataFrame(rows, columns=["symbol", "bucket", "open", "high", "low", "close", "volume", "tick_count"])
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def killed_mid_stream(two_workers: TwoWorkers) -> dict:
+    """Ticks at TICKS_PER_SECOND for SECONDS; after KILL_AFTER s the worker running most tasks is SIGKILLed."""
+    symbols = one_symbol_per_partition(uuid.uuid4().hex[:5].upper())
+    start_ms = int((datetime.now(UTC) - timedelta(minutes=10)).timestamp() * 1000)
+    ticks = [{"symbol": symbols[i % PARTITIONS], "price": 100.0 + i * 0.01, "event_time": start_ms + i * 50,
+              "volume": float(i % 7), "feed": "REPLAY", "produced_at": start_ms, "producer_id": "scale-test",
+              "sequence": i} for i in range(TICKS_PER_SECOND * SECONDS)]
+    before = two_workers.tasks()
+    per_worker: dict[str, int] = {}
+    for task in before:
+        per_worker[task["worker_id"]] = per_worker.get(task["worker_id"], 0) + 1
+    victim = max(per_worker, key=lambda w: per_worker[w])
+    producer = TickProducer(two_workers)
+    sent_before_kill = threading.Event()
+
+    def produce() -> None:  # in chunks of a tenth of a second, each flushed
+        began, chunk = time.monotonic(), TICKS_PER_SECOND // 10
+        for lo in range(0, len(ticks), chunk):
+            producer.send(ticks[lo:lo + chunk])
+            if lo >= TICKS_PER_SECOND * KILL_AFTER:
+                sent_before_kill.set()
+            time.sleep(max(0.0, began + (lo + chunk) / TICKS_PER_SECOND - time.monotonic()))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    assert sent_before_kill.wait(KILL_AFTER * 3), "producer too slow to reach the kill point"
+    two_workers.kill(victim)
+    killed_at = time.monotonic()
+    after = poll_until(two_workers.tasks, lambda t: len(t) == PARTITIONS and all(
+        x["state"] == "RUNNING" and x["worker_id"] != victim for x in t), timeout=120)
+    moved_after = time.monotonic() - killed_at
+    thread.join()
+    return {"symbols": symbols, "ticks": ticks, "victim": victim, "before": before, "after": after,
+            "moved_after": moved_after}
+
+
+def row_counts(stack: StackHandle, symbols: list[str]) -> tuple[int, int]:
+    with psycopg.connect(stack.pg_dsn()) as conn:
+        return conn.execute("SELECT count(*), count(DISTINCT (symbol, event_time, price)) FROM crypto_prices"
+                            " WHERE symbol = ANY(%s)", (symbols,)).fetchone()
+
+
+def test_a_killed_workers_tasks_move_to_the_other_worker(two_workers: TwoWorkers, killed_mid_stream: dict) -> None:
+    victim, after = killed_mid_stream["victim"], killed_mid_stream["after"]
+    assert any(t["worker_id"] == victim for t in killed_mid_stream["before"])
+    assert len(after) == PARTITIONS
+    assert all(t["state"] == "RUNNING" and t["worker_id"] != victim for t in after), after
+
+
+def test_every_tick_lands_exactly_once_across_the_failover(two_workers: TwoWorkers, killed_mid_stream: dict) -> None:
+    expected = len(killed_mid_stream["ticks"])
+    rows, distinct = poll_until(lambda: row_counts(two_workers, killed_mid_stream["symbols"]),
+                                lambda c: c[0] >= expected, timeout=180)
+    assert (rows, distinct) == (expected, expected)
+
+
+@pytest.mark.parametrize(("view", "rule"), [("view_crypto_candles", "1min"), ("view_crypto_candles_5m", "5min"),
+                                            ("view_crypto_candles_1h", "1h")])
+def test_candles_equal_an_independent_computation_after_the_failover(
+        two_workers: TwoWorkers, killed_mid_stream: dict, view: str, rule: str) -> None:
+    ticks, symbols = killed_mid_stream["ticks"], killed_mid_stream["symbols"]
+    poll_until(lambda: row_counts(two_workers, symbols), lambda c: c[0] >= len(ticks), timeout=180)
+    actual, expected = stored_candles(two_workers, view, symbols), expected_candles(ticks, rule)
+    assert len(actual) == len(expected)
+    pd.testing.assert_frame_equal(actual, expected, check_dtype=False, check_exact=False, rtol=1e-9)
+
+
+def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_not_deadlock(
+        two_workers: TwoWorkers) -> None:
+    """Two sink tasks (own symbols each) whose transactions add the shared calendar's buckets in opposite
+    orders: the second statement of each needs a bucket the other added first, the shape of a deadlock."""
+    tag = uuid.uuid4().hex[:5].upper()
+    day = datetime(2014, 1, 1, tzinfo=UTC) + timedelta(days=zlib.crc32(tag.encode()) % 3000)
+    with psycopg.connect(two_workers.pg_dsn(), autocommit=True) as conn:  # the day's coarse buckets exist
+        insert_tick(conn, f"P{tag}", day)
+    minute_1, minute_2 = day + timedelta(minutes=1), day + timedelta(minutes=2)
+    a_first_done, b_started = threading.Event(), threading.Event()
+    outcome: dict[str, str] = {}
+
+    def transaction(name: str, first: tuple, second: tuple) -> None:
+        with psycopg.connect(two_workers.pg_dsn(), options="-c lock_timeout=30s") as conn:
+            try:
+                insert_tick(conn, *first)
+                if name == "a":
+                    a_first_done.set()
+                    b_started.wait(10)
+                    time.sleep(0.5)  # b's first statement has run (or is waiting)
+                insert_tick(conn, *second)
+                conn.commit()
+                outcome[name] = "committed"
+            except psycopg.Error as exc:
+                outcome[name] = type(exc).__name__
+
+    def b() -> None:
+        a_first_done.wait(10)
+        b_started.set()
+        transaction("b", (f"Y{tag}", minute_1), (f"W{tag}", minute_2))
+
+    threads = [threading.Thread(target=transaction, args=("a", (f"X{tag}", minute_2), (f"Z{tag}", minute_1))),
+               threading.Thread(target=b)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert outcome == {"a": "committed", "b": "committed"}
+    with psycopg.connect(two_workers.pg_dsn()) as conn:
+        buckets = conn.execute("SELECT bucket FROM candle_calendar WHERE resolution = '1m' AND bucket >= %s"
+                               " AND bucket < %s ORDER BY 1", (day, day + timedelta(minutes=3))).fetchall()
+    assert [b[0] for b in buckets] == [day, minute_1, minute_2]
+
+
+def insert_tick(conn: psycopg.Connection, symbol: str, at: datetime) -> None:
+    conn.execute("INSERT INTO crypto_prices (symbol, event_time, price, feed, __connect_partition, __connect_offset)"
+                 " VALUES (%s, %s, 1, 'STREAM', 0, 0)", (symbol, at))
