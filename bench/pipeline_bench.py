@@ -11,8 +11,11 @@ each of the topic's 3 partitions). In order:
   backlog               connector paused, --backlog ticks produced (the producer's rate: broker end offsets
                         over time), connector resumed: the sink's rate with candles
   COPY ceilings         --backlog ticks COPYed into crypto_prices with and without candle maintenance
-                        (the insert trigger disabled inside the transaction), both rolled back
+                        (the insert trigger disabled inside the transaction), both rolled back, into the
+                        symbols and the minute the next step writes
   steady (after backlog) the steady step again, right after the two above
+  steady + COPY         the steady step while the COPY with candles (rolled back) writes the same symbols:
+                        the sink waits for the candle rows the COPY's rollup holds until it ends
   backlog, no candles   the backlog step with the rollup trigger disabled
   while producing       --backlog ticks produced as fast as possible while the sink runs
   seed-style consumer   a hand-written consumer (AvroDeserializer, one INSERT + commit per record) into
@@ -159,7 +162,7 @@ class Bench:
         first = series.started + next(t for t, v in series.points if v > 0)
         self.rate("sink while producing (1 task, candles)", count, done - first)
 
-    def copy_ceiling(self, count: int, candles: bool, symbols: list[str]) -> None:
+    def copy_ceiling(self, count: int, candles: bool, symbols: list[str], label: str | None = None) -> None:
         """COPY `count` ticks of `symbols`, event times over the next minute (where the next steady step's
         ticks go: its inserts then meet the dead rows the rollback leaves), rolled back."""
         start = datetime.now(UTC)
@@ -178,7 +181,8 @@ class Bench:
                     copy.write(data[lo:lo + (1 << 20)])
             elapsed = time.perf_counter() - started
             conn.rollback()
-        self.rate(f"COPY into crypto_prices, {'with' if candles else 'without'} candles (rolled back)", count, elapsed)
+        self.rate(label or f"COPY into crypto_prices, {'with' if candles else 'without'} candles (rolled back)",
+                  count, elapsed)
 
     def steady(self, label: str, seconds: float, rate: float = 1000.0, during: Callable[[float], None] | None = None,
                symbols: list[str] | None = None) -> tuple[list[str], list[dict]]:
@@ -351,6 +355,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.copy_ceiling(args.backlog, candles=True, symbols=next_steady)
         bench.copy_ceiling(args.backlog, candles=False, symbols=next_steady)
         bench.steady("steady 1k/s, right after backlog + COPYs (1 task)", args.steady_seconds, symbols=next_steady)
+        concurrent = bench.symbols("S")
+        bench.steady("steady 1k/s, a COPY of 300k ticks into the same symbols at 20 s (1 task)", args.steady_seconds,
+                     symbols=concurrent, during=lambda started: (
+                         time.sleep(max(0.0, 20 - (time.monotonic() - started))),
+                         bench.copy_ceiling(args.backlog, candles=True, symbols=concurrent,
+                                            label="COPY with candles, concurrent with the sink (rolled back)")))
         bench.backlog("sink backlog (1 task, no candles: trigger disabled)", args.backlog)
         bench.while_producing(args.backlog)
         bench.seed_consumer(args.seed_seconds)
