@@ -41,6 +41,7 @@ import argparse
 import contextlib
 import io
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -384,6 +385,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("stopping the stack (down --purge) ...")
         with contextlib.suppress(Exception):
             stack.down()
+        shutil.rmtree(work, ignore_errors=True)  # the replay files
     bench.results["notes"].append(f"whole run {time.monotonic() - started:.0f} s")
     return bench.results
 
