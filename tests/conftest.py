@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from control.settings import PROJECT_ROOT, Settings
+from stack.connector import ConnectApi
 from stack.services import Kafka, Postgres
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
@@ -52,6 +53,11 @@ class StackHandle:
     @property
     def connect_url(self) -> str:
         return self.settings.connect_url
+
+    @property
+    def connect_api(self) -> ConnectApi:
+        """Connect's REST API with its credentials (it refuses requests without them)."""
+        return ConnectApi.of(self.settings)
 
     def pg_dsn(self, **kwargs: str) -> str:
         return self.settings.pg_dsn(**kwargs)

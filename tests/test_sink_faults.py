@@ -84,7 +84,7 @@ def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: Stack
 
 
 def test_the_connector_keeps_running_after_poison(stack: StackHandle, poisoned: dict) -> None:
-    status = wait_running(stack.connect_url, load_connector()["name"], timeout=30)
+    status = wait_running(stack.connect_api, load_connector()["name"], timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
@@ -124,7 +124,7 @@ def test_ticks_produced_while_postgres_is_down_land_when_it_is_back(stack: Stack
     finally:
         stack.start_postgres()
     assert wait_for_rows(stack, symbol, 8, timeout=180) == 8
-    status = wait_running(stack.connect_url, connector, timeout=30)
+    status = wait_running(stack.connect_api, connector, timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
     assert stack_recovers(stack, timeout=180), "the stack did not report every service healthy again"
 
