@@ -386,9 +386,16 @@ def rest_jaas_config(credentials_file: Path) -> str:
             "};\n")
 
 
+# The variables the worker's env config provider may resolve: its allowlist in connect/worker.properties
+# and the connect service's environment in docker-compose.yml name exactly these (tests compare).
+CONNECT_WORKER_VARIABLES = (
+    "CONNECT_BOOTSTRAP_SERVERS", "CONNECT_LISTEN_HOST", "CONNECT_ADVERTISED_HOST", "CONNECT_PORT", "CONNECT_JDBC_URL",
+    "CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "CONNECT_REGISTRY_URL", "TICKS_TOPIC", "TICKS_DLQ_TOPIC",
+)
+
+
 def connect_worker_env(s: Settings) -> dict[str, str]:
-    """The worker's whole environment: exactly the variables its env config provider may resolve
-    (config.providers.env.param.allowlist.pattern in connect/worker.properties lists the same names)."""
+    """The worker's environment (besides PATH and the locale): the CONNECT_WORKER_VARIABLES."""
     return {
         "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
         "CONNECT_LISTEN_HOST": "127.0.0.1",
