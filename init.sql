@@ -10,8 +10,8 @@
 -- Roles (names from the environment through psql's \getenv, defaults as in .env):
 --   DB_OWNER_ROLE    crypto_owner, NOLOGIN: owns every table, view, sequence and function of schema public;
 --                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
---   CONNECT_DB_USER  crypto_writer, the sink: INSERT and UPDATE on crypto_prices, nothing else (no DDL,
---                    no DELETE, no TRUNCATE, no trigger control).
+--   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
+--                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
 --   POWERBI_DB_USER  powerbi_reader, Power BI and the chart: SELECT on the candle views, read-only
 --                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT, at most
 --                    POWERBI_CONNECTION_LIMIT sessions.

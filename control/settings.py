@@ -2,7 +2,8 @@
 (exactly as docker compose treats it), plus every value derived from it (URLs, DSNs, cache paths).
 
 A line of `.env` that does not parse is an error that names the file and line, never silently skipped.
-Without a `.env` (e.g. a producer installed elsewhere) only the environment counts.
+Without a `.env` (e.g. a producer installed elsewhere) only the environment counts. Passwords are never in
+`.env`: settings[NAME] takes them from the environment, else from the native stack's secrets file.
 """
 
 from __future__ import annotations
