@@ -13,8 +13,11 @@ dir="${CONNECT_REST_DIR:-/tmp/connect-rest}"
 mkdir -p "$dir"
 # Java properties: escape backslashes, and in the user name also the separators.
 user="${CONNECT_REST_USER//\\/\\\\}"
-for c in '=' ':' ' '; do user="${user//"$c"/\\$c}"; done
-printf '%s=%s\n' "$user" "${CONNECT_REST_PASSWORD//\\/\\\\}" > "$dir/rest-credentials.properties"
+for c in '=' ':' ' ' '#' '!'; do user="${user//"$c"/\\$c}"; done
+password="${CONNECT_REST_PASSWORD//\\/\\\\}"
+if [[ "$password" == [[:blank:]]* ]]; then password="\\$password"; fi  # else taken for the separator's
+printf '%s=%s\n' "$user" "$password" > "$dir/rest-credentials.properties"
+unset password
 printf 'KafkaConnect {\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n  file="%s";\n};\n' \
   "$dir/rest-credentials.properties" > "$dir/rest-jaas.conf"
 # base64 reads the secret from stdin: it never appears on a command line.
