@@ -48,12 +48,28 @@ mvn_run() {
 
 fetched() { [[ -f "$1/.complete" ]]; }
 
+# .complete holds the hash of the pom the jars were resolved from. A cache from an older pom gets the
+# jars it lacks added beside the ones it has, which stay untouched (a running stack keeps its open jars);
+# a changed version of a jar already there needs a fresh fetch (delete the folder).
 fetch_kafka() {
-  if fetched "$KAFKA_HOME_DIR"; then return 0; fi
+  local pom="$MAVEN_DIR/kafka/pom.xml" stamp added jar
+  stamp="$(sha1sum "$pom" | cut -c1-40)"
+  if fetched "$KAFKA_HOME_DIR"; then
+    [[ "$(cat "$KAFKA_HOME_DIR/.complete")" == "$stamp" ]] && return 0
+    echo "updating Kafka $KAFKA_VERSION in $KAFKA_HOME_DIR: adding what stack/maven/kafka/pom.xml now lists ..."
+    added="$(mktemp -d)"
+    mvn_run "$pom" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$added"
+    for jar in "$added"/*.jar; do
+      [[ -e "$KAFKA_HOME_DIR/libs/$(basename "$jar")" ]] || { cp "$jar" "$KAFKA_HOME_DIR/libs/"; echo "  added $(basename "$jar")"; }
+    done
+    rm -rf "$added"
+    echo "$stamp" > "$KAFKA_HOME_DIR/.complete"
+    return 0
+  fi
   echo "fetching Kafka $KAFKA_VERSION (broker + Connect runtime) into $KAFKA_HOME_DIR ..."
   rm -rf "$KAFKA_HOME_DIR"; mkdir -p "$KAFKA_HOME_DIR"
-  mvn_run "$MAVEN_DIR/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
-  touch "$KAFKA_HOME_DIR/.complete"
+  mvn_run "$pom" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
+  echo "$stamp" > "$KAFKA_HOME_DIR/.complete"
   echo "  $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
 }
 

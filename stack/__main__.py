@@ -9,6 +9,9 @@
   logs      the last lines of a service's log
   register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
+Credentials: the first `up` generates every password into .stack/secrets.env (mode 0600) and later runs
+reuse it (control/secrets.py); `up` and `status` print where it is.
+
 `up --producer "ARGS"` also starts the producer (python -m producer ARGS) in the background; its log
 is .stack/logs/producer.log and `down` stops it first (SIGTERM: it flushes and reports its counts).
 """
@@ -23,7 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError, connector_status, load_connector, register
+from control.connector import (
+    DEFAULT_CONNECTOR_FILE,
+    ConnectApi,
+    ConnectorError,
+    connector_status,
+    load_connector,
+    register,
+)
+from control.secrets import ensure_secrets
 from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
@@ -40,6 +51,9 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     timings: dict[str, float] = {}
     started = time.monotonic()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    added = ensure_secrets(settings)
+    print(f"credentials: {settings.secrets_file} (mode 0600, this user only)"
+          + (f"; generated {', '.join(added)}" if added else ""), flush=True)
     for service in all_services(settings):
         t0 = time.monotonic()
         print(f"starting {service.name:<9} ... ", end="", flush=True)
@@ -51,7 +65,7 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     print(f"registry compatibility: global {level}; " + ", ".join(f"{k} {v}" for k, v in subjects.items()))
     if with_connector:
         t0 = time.monotonic()
-        register(settings.connect_url, DEFAULT_CONNECTOR_FILE)
+        register(ConnectApi.of(settings), DEFAULT_CONNECTOR_FILE)
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
         pid = start_supervisor(settings)
@@ -121,7 +135,7 @@ def status(settings: Settings) -> int:
           f"pid={producer.pid() or '-'}  log={producer.log_file}")
     name = load_connector()["name"]
     try:
-        st = connector_status(settings.connect_url, name)
+        st = connector_status(ConnectApi.of(settings), name)
     except Exception:  # noqa: BLE001
         st = None
     if st is None:
@@ -131,6 +145,7 @@ def status(settings: Settings) -> int:
         tasks = ", ".join(f"task {t['id']} {t['state']}" for t in st.get("tasks", [])) or "no tasks"
         print(f"connector {name}: {st['connector']['state']}; {tasks}")
         healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
+    print(f"credentials: {settings.secrets_file}")
     return 0 if healthy else 1
 
 
@@ -163,7 +178,7 @@ def main(args: argparse.Namespace) -> int:
         logs(settings, args.service, args.lines)
         return 0
     if args.command == "register":
-        register(settings.connect_url, Path(args.file), args.timeout)
+        register(ConnectApi.of(settings), Path(args.file), args.timeout)
         print("connector registered and RUNNING")
         return 0
     raise AssertionError(args.command)

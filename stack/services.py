@@ -18,9 +18,12 @@ import psycopg
 import requests
 from confluent_kafka.admin import AdminClient
 from dotenv import dotenv_values
+from psycopg import sql
 
+from control.connector import ConnectApi
+from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
 from control.settings import PROJECT_ROOT, Settings
-from stack.process import ManagedProcess, StackError
+from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
@@ -73,10 +76,11 @@ class Service:
         return self.settings.state_dir / self.name
 
     def up(self) -> float:
-        """Start (if not running) and wait until ready; returns the seconds spent waiting."""
+        """Start (if not running) and wait until ready; returns the seconds spent waiting. The process
+        gets environment() and the locale / PATH, nothing else of the caller's environment."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
-        self.process.start(self.command(), env=self.environment())
+        self.process.start(self.command(), env=self.environment(), inherit_env=False)
         return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
 
     def down(self) -> bool:
@@ -97,7 +101,11 @@ class Service:
 
 
 class Postgres(Service):
-    """A PostgreSQL cluster in a data directory of its own; init.sql applied by scripts/init_db.sh."""
+    """A PostgreSQL cluster in a data directory of its own; init.sql applied by scripts/init_db.sh.
+
+    Admin work (readiness, init.sql, passwords) goes through the Unix socket in the data directory,
+    which only the cluster's OS user (and root) can reach: local trust there, passwords (SCRAM) on TCP.
+    """
 
     name = "postgres"
     readiness = "accepts a connection and answers SELECT 1"
@@ -147,7 +155,7 @@ class Postgres(Service):
         if (data / "PG_VERSION").exists():
             return
         pwfile = data.parent / f"{data.name}.pw"
-        pwfile.write_text(self.settings["POSTGRES_PASSWORD"] + "\n")
+        write_private(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         result = subprocess.run(
@@ -170,20 +178,46 @@ class Postgres(Service):
             *POSTGRES_SERVER_OPTIONS,
         ])
 
+    def admin_connection(self, dbname: str = "postgres") -> psycopg.Connection:
+        """The superuser, through the socket: needs no password, so it works before passwords are set."""
+        return psycopg.connect(host=str(self.data_dir), port=self.settings.port("POSTGRES"),
+                               user=self.settings["POSTGRES_USER"], dbname=dbname, connect_timeout=2,
+                               autocommit=True)
+
     def is_ready(self) -> bool:
-        with psycopg.connect(self.settings.pg_dsn(dbname="postgres"), connect_timeout=2) as conn:
+        with self.admin_connection() as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     def up(self) -> float:
         waited = super().up()
+        self.apply_pending_passwords()
         self.apply_init_sql()
         return waited
 
+    def apply_pending_passwords(self) -> None:
+        """Passwords just added to the secrets file, set on the roles that already exist (an existing
+        database adopting a new secrets file). Any other password is never touched: a rotated one stays."""
+        pending = read_pending(self.settings)
+        if not pending:
+            return
+        with self.admin_connection() as conn:
+            conn.execute("SET pg_stat_statements.track_utility = off")  # keep passwords out of the statistics
+            for key in pending:
+                if key not in DB_ROLE_OF_SECRET:
+                    continue
+                role = self.settings[DB_ROLE_OF_SECRET[key]]
+                if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None:
+                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(self.settings[key])))
+        clear_pending(self.settings, pending)
+
     def apply_init_sql(self) -> None:
+        """Databases, roles (passwords only for roles it creates), init.sql: as the superuser, on the socket."""
         env = {
-            **os.environ, **self.settings.env,
-            "PGHOST": "127.0.0.1", "PGPORT": str(self.settings.port("POSTGRES")),
-            "PGUSER": self.settings["POSTGRES_USER"], "PGPASSWORD": self.settings["POSTGRES_PASSWORD"],
+            **base_environment(), **self.settings.env,
+            "PGHOST": str(self.data_dir), "PGPORT": str(self.settings.port("POSTGRES")),
+            "PGUSER": self.settings["POSTGRES_USER"],
+            **{key: self.settings[key] for key in DB_ROLE_OF_SECRET if key != "POSTGRES_PASSWORD"},
         }
         result = subprocess.run(
             ["bash", str(PROJECT_ROOT / "scripts" / "init_db.sh")], env=env,
@@ -273,7 +307,7 @@ class Registry(Service):
             "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
             "QUARKUS_MANAGEMENT_PORT": str(s.port("REGISTRY_MANAGEMENT")),
             **{k: v for k, v in dotenv_values(CONFIG_DIR / "registry.env").items() if v is not None},
-            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['REGISTRY_DB']}",
+            "APICURIO_DATASOURCE_URL": s.jdbc_url(s["REGISTRY_DB"]),
             "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
             "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
         }
@@ -283,7 +317,9 @@ class Registry(Service):
 
 
 class Connect(Service):
-    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter."""
+    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter. Its REST
+    API answers only requests with the credentials of CONNECT_REST_USER / CONNECT_REST_PASSWORD (Kafka's
+    BasicAuthSecurityRestExtension, through a JAAS file written on every start)."""
 
     name = "connect"
     readiness = "GET /connectors answers 200 and the JDBC sink plugin is loaded"
@@ -296,6 +332,7 @@ class Connect(Service):
         return [
             _java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
+            f"-Djava.security.auth.login.config={self.jaas_file}",
             "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),
         ]
 
@@ -303,38 +340,77 @@ class Connect(Service):
     def worker_file(self) -> Path:
         return self.data_dir / "worker.properties"
 
+    @property
+    def jaas_file(self) -> Path:
+        return self.data_dir / "rest-jaas.conf"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "rest-credentials.properties"
+
     def prepare(self) -> None:
-        """The shared worker.properties with plugin.path pointed at the native plugin cache."""
+        """The shared worker.properties with plugin.path pointed at the native plugin cache; the REST
+        API's JAAS config and credentials (mode 0600) from the secrets."""
         shared = (PROJECT_ROOT / "connect" / "worker.properties").read_text()
         native = re.sub(r"(?m)^plugin\.path=.*$", f"plugin.path={self.settings.plugins_dir}", shared)
         self.worker_file.write_text(native)
+        user, password = self.settings.connect_auth
+        write_private(self.credentials_file, rest_credentials(user, password))
+        write_private(self.jaas_file, rest_jaas_config(self.credentials_file))
 
     def environment(self) -> dict[str, str]:
         return connect_worker_env(self.settings)
 
     def is_ready(self) -> bool:
-        url = self.settings.connect_url
-        if not _http_ok(f"{url}/connectors"):
+        api = ConnectApi.of(self.settings)
+        if api.get("/connectors", timeout=2).status_code != 200:
             return False
-        plugins = requests.get(f"{url}/connector-plugins", timeout=2).json()
+        plugins = api.get("/connector-plugins", timeout=2).json()
         return any(p.get("class") == JDBC_SINK_CLASS for p in plugins)
 
 
+def rest_credentials(user: str, password: str) -> str:
+    """The PropertyFileLoginModule's file: one `user=password` line, escaped as a Java properties file."""
+    if not user or not password or any(c in user + password for c in "\r\n"):
+        raise StackError("CONNECT_REST_USER and CONNECT_REST_PASSWORD must be non-empty single-line values")
+    key = re.sub(r"([\\=: #!])", r"\\\1", user)
+    value = password.replace("\\", "\\\\")
+    if value[0] in " \t\f":  # leading blanks would be taken for the separator's
+        value = "\\" + value
+    return f"{key}={value}\n"
+
+
+def rest_jaas_config(credentials_file: Path) -> str:
+    """Connect's BasicAuthSecurityRestExtension reads the login context KafkaConnect."""
+    return ("KafkaConnect {\n"
+            "  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
+            f'  file="{credentials_file}";\n'
+            "};\n")
+
+
+# The variables the worker's env config provider may resolve: its allowlist in connect/worker.properties
+# and the connect service's environment in docker-compose.yml name exactly these (tests compare).
+CONNECT_WORKER_VARIABLES = (
+    "CONNECT_BOOTSTRAP_SERVERS", "CONNECT_LISTEN_HOST", "CONNECT_ADVERTISED_HOST", "CONNECT_PORT", "CONNECT_JDBC_URL",
+    "CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "CONNECT_REGISTRY_URL", "TICKS_TOPIC", "TICKS_DLQ_TOPIC",
+    *TICK_CONTRACT_SETTINGS,
+)
+
+
 def connect_worker_env(s: Settings) -> dict[str, str]:
-    """Environment the worker resolves ${env:...} from, in worker.properties and connector configs."""
+    """The worker's environment (besides PATH and the locale): the CONNECT_WORKER_VARIABLES."""
     return {
         "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
         "CONNECT_LISTEN_HOST": "127.0.0.1",
         "CONNECT_ADVERTISED_HOST": "127.0.0.1",
         "CONNECT_PORT": str(s.port("CONNECT")),
-        "CONNECT_JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['POSTGRES_DB']}",
+        "CONNECT_JDBC_URL": s.jdbc_url(),
         "CONNECT_DB_USER": s["CONNECT_DB_USER"],
         "CONNECT_DB_PASSWORD": s["CONNECT_DB_PASSWORD"],
         "CONNECT_REGISTRY_URL": f"{s.registry_base}/apis/registry/v2",
         "TICKS_TOPIC": s["TICKS_TOPIC"],
         "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
         **{key: s[key] for key in TICK_CONTRACT_SETTINGS},
-        "KAFKA_HEAP_OPTS": "-Xmx768m",
     }
 
 

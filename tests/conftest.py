@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from control.connector import ConnectApi
 from control.settings import PROJECT_ROOT, Settings
 from stack.services import Connect, Kafka, Postgres, Registry
 
@@ -54,6 +55,11 @@ class StackHandle:
     @property
     def connect_url(self) -> str:
         return self.settings.connect_url
+
+    @property
+    def connect_api(self) -> ConnectApi:
+        """Connect's REST API with its credentials (it refuses requests without them)."""
+        return ConnectApi.of(self.settings)
 
     def pg_dsn(self, **kwargs: str) -> str:
         return self.settings.pg_dsn(**kwargs)

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import psycopg
 import pytest
-import requests
 from confluent_kafka import Consumer
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -85,8 +84,8 @@ def replayed(stack: StackHandle, tmp_path_factory: pytest.TempPathFactory) -> di
     with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE {db} SET timezone TO 'Asia/Kolkata'")
     connector = load_connector()["name"]
-    requests.post(f"{stack.connect_url}/connectors/{connector}/restart?includeTasks=true", timeout=30)
-    wait_running(stack.connect_url, connector)
+    stack.connect_api.post(f"/connectors/{connector}/restart?includeTasks=true", timeout=30)
+    wait_running(stack.connect_api, connector)
 
     tag = uuid.uuid4().hex[:6].upper()
     symbols = [f"E2E{tag}{i}-USD" for i in range(3)]

@@ -63,7 +63,7 @@ def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: Stack
 
 def test_the_connector_keeps_running_after_poison(stack: StackHandle, poisoned: dict) -> None:
     assert len(poisoned["letters"]) == len(POISON), "the poison was not consumed yet"
-    status = wait_running(stack.connect_url, CONNECTOR, timeout=30)
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
@@ -97,7 +97,7 @@ class Streamer:
 @pytest.fixture(scope="module")
 def registry_outage(stack: StackHandle) -> Iterator[dict]:
     symbol = new_symbol("REGOUT")
-    wait_running(stack.connect_url, CONNECTOR)
+    wait_running(stack.connect_api, CONNECTOR)
     with Streamer(stack, symbol) as streamer:
         time.sleep(2)
         stack.stop_registry()
@@ -133,7 +133,7 @@ def long_postgres_outage(stack: StackHandle) -> Iterator[dict]:
     """PostgreSQL away until the sink has exhausted its retries and its task FAILED (seen by the
     supervisor, which then restarts it with backoff), then back."""
     symbol = new_symbol("PGOUT")
-    wait_running(stack.connect_url, CONNECTOR)
+    wait_running(stack.connect_api, CONNECTOR)
     restarts_before = supervisor_restarts(stack)
     with Streamer(stack, symbol, period=0.2) as streamer:
         assert wait_for_rows(stack, [symbol], 1, timeout=60) >= 1
@@ -154,7 +154,7 @@ def test_a_failed_task_is_restarted_by_the_supervisor(long_postgres_outage: dict
 def test_ticks_produced_through_a_long_postgres_outage_all_land(stack: StackHandle, long_postgres_outage: dict) -> None:
     expected = long_postgres_outage["sent"]
     assert wait_for_rows(stack, [long_postgres_outage["symbol"]], expected, timeout=300) == expected
-    status = wait_running(stack.connect_url, CONNECTOR, timeout=120)
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=120)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
