@@ -388,9 +388,10 @@ BEGIN
     RETURN merged;
 END $$;
 
--- The sink landing a tick it already has (a redelivered or re-produced record: same symbol, event
--- time and price) changes nothing: the first landing wins, so lineage and candles stay as they were.
--- (Created below with the sink role's name; other roles' UPDATEs are corrections and rebuild candles.)
+-- The sink never changes a landed tick: its upsert of a tick it already has (a redelivered or
+-- re-produced record: same symbol, event time and price) is skipped row by row, so the first landing
+-- wins and lineage and candles stay as they were; and no UPDATE of its own can move or re-price a tick
+-- (created below with the sink role's name; other roles' UPDATEs are corrections and rebuild candles).
 CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
     LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 
@@ -442,8 +443,7 @@ CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
 CREATE TRIGGER candle_replay_merge AFTER INSERT ON candle_replay
     REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
 SELECT format($t$CREATE TRIGGER crypto_prices_first_landing_wins BEFORE UPDATE ON crypto_prices FOR EACH ROW
-    WHEN (current_user = %L AND OLD.symbol = NEW.symbol AND OLD.event_time = NEW.event_time AND OLD.price = NEW.price)
-    EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
+    WHEN (current_user = %L) EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
 -- Transition tables allow one event per trigger: UPDATE and DELETE get a trigger each.
 CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
     REFERENCING OLD TABLE AS old_ticks NEW TABLE AS new_ticks
@@ -582,20 +582,15 @@ REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC;
 
 -- The sink: add ticks to crypto_prices, nothing else. Its upsert (INSERT ... ON CONFLICT (symbol,
--- event_time, price) DO UPDATE SET col = EXCLUDED.col, ...) needs INSERT, SELECT (reading EXCLUDED
--- columns counts as reading the table; the table's metadata it reads from the catalogs, which need no
--- grant) and UPDATE on the other columns, never on the key: it cannot move or re-price a landed tick
--- (and its re-landings change nothing, see crypto_prices_first_landing_wins). Columns added later are
--- covered when init.sql runs again.
+-- event_time, price) DO UPDATE SET col = EXCLUDED.col, ...) needs INSERT, UPDATE and SELECT (reading
+-- EXCLUDED columns counts as reading the table; its metadata the sink reads from the catalogs, which
+-- need no grant). Its UPDATEs change nothing (crypto_prices_first_landing_wins), so it cannot move,
+-- re-price or rewrite a landed tick; UPDATE is table-wide so that a column added later (a schema
+-- migration) needs no new grant.
 SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'writer_role') \gexec
 SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'writer_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'writer_role') \gexec
-SELECT format('GRANT INSERT, SELECT ON crypto_prices TO %I', :'writer_role') \gexec
-SELECT format('GRANT UPDATE (%s) ON crypto_prices TO %I', string_agg(quote_ident(attname), ', ' ORDER BY attnum),
-              :'writer_role')
-  FROM pg_attribute
- WHERE attrelid = 'crypto_prices'::regclass AND attnum > 0 AND NOT attisdropped
-   AND attname NOT IN ('symbol', 'event_time', 'price') \gexec
+SELECT format('GRANT SELECT, INSERT, UPDATE ON crypto_prices TO %I', :'writer_role') \gexec
 
 -- Power BI: the candle views and nothing else.
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec

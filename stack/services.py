@@ -11,6 +11,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -60,6 +61,7 @@ class Service:
     """Base: a named process plus the settings it runs with. Subclasses fill in the hooks below."""
 
     name = ""
+    port_settings: tuple[str, ...] = ()  # X for each X_PORT setting the service listens on
     readiness = ""
     ready_timeout = 120.0
     stop_signal = signal.SIGTERM
@@ -79,12 +81,27 @@ class Service:
         """Start (if not running) and wait until ready; returns the seconds spent waiting. The process
         gets environment() and the locale / PATH, nothing else of the caller's environment."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.process.is_running():
+            self.check_ports_free()
         self.prepare()
         self.process.start(self.command(), env=self.environment(), inherit_env=False)
         return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
 
     def down(self) -> bool:
         return self.process.stop()
+
+    def check_ports_free(self) -> None:
+        """A port another process holds would make the readiness probe talk to that process (e.g. another
+        stack's): refuse to start instead, naming the port and its setting."""
+        for setting in self.port_settings:
+            port = self.settings.port(setting)
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    raise StackError(f"{self.name}: port {port} ({setting}_PORT) is already in use by another "
+                                     f"process; stop it or set another {setting}_PORT") from None
 
     # -- to override ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -108,6 +125,7 @@ class Postgres(Service):
     """
 
     name = "postgres"
+    port_settings = ("POSTGRES",)
     readiness = "accepts a connection and answers SELECT 1"
     stop_signal = signal.SIGINT  # "fast" shutdown: does not wait for clients to disconnect
 
@@ -231,6 +249,7 @@ class Kafka(Service):
     """Apache Kafka in KRaft combined mode (broker + controller in one process), storage formatted once."""
 
     name = "kafka"
+    port_settings = ("KAFKA", "KAFKA_CONTROLLER")
     readiness = "the admin API lists topics"
 
     @property
@@ -288,6 +307,7 @@ class Registry(Service):
     """Apicurio Registry with durable storage in the stack's PostgreSQL."""
 
     name = "registry"
+    port_settings = ("REGISTRY", "REGISTRY_MANAGEMENT")
     readiness = "GET /health/ready on the management port answers 200"
     ready_timeout = 180.0
 
@@ -322,6 +342,7 @@ class Connect(Service):
     BasicAuthSecurityRestExtension, through a JAAS file written on every start)."""
 
     name = "connect"
+    port_settings = ("CONNECT",)
     readiness = "GET /connectors answers 200 and the JDBC sink plugin is loaded"
     ready_timeout = 180.0
 

@@ -195,6 +195,16 @@ def test_the_sink_landing_a_tick_it_already_has_changes_nothing(stack: StackHand
     pd.testing.assert_frame_equal(candles(db, "view_crypto_candles_1h", [symbol]), before)
 
 
+def test_the_sink_cannot_rewrite_a_landed_tick(stack: StackHandle, db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": 1.0, "event_time": START, "volume": 2.0}])
+    dsn = stack.pg_dsn(user=stack.settings["CONNECT_DB_USER"], password=stack.settings["CONNECT_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as sink:
+        updated = sink.execute("UPDATE crypto_prices SET price = 5.0, volume = 0 WHERE symbol = %s", (symbol,))
+        assert updated.rowcount == 0
+    assert db.execute("SELECT price, volume FROM crypto_prices WHERE symbol = %s", (symbol,)).fetchall() == [(1.0, 2.0)]
+
+
 @pytest.mark.parametrize("bad", [
     {"price": float("nan")}, {"price": float("inf")}, {"price": -5.0}, {"price": 0.0},
     {"volume": float("nan")}, {"volume": -3.0}, {"event_time": datetime(2008, 12, 31, tzinfo=UTC)},
