@@ -153,6 +153,9 @@ $$;
 -- batches as multi-row INSERTs (reWriteBatchedInserts), so this runs once per ~100 ticks.
 CREATE OR REPLACE FUNCTION candle_rollup_add_ticks() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
+DECLARE
+    payload text;
+    earliest timestamptz;
 BEGIN
     WITH merged AS (
         INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
@@ -180,6 +183,19 @@ BEGIN
       FROM new_spans n
      CROSS JOIN LATERAL candle_calendar_span(n.resolution, n.symbol, n.lo, n.hi) AS span(bucket)
     ON CONFLICT DO NOTHING;
+    -- Push contract (the chart page LISTENs): on commit, channel candles_changed gets a JSON object
+    -- {symbol: earliest touched 1-minute bucket, ISO-8601 UTC}; {"*": earliest bucket overall} when
+    -- that would not fit in a notification (8000 bytes).
+    SELECT jsonb_object_agg(symbol, to_char(lo AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text, min(lo)
+      INTO payload, earliest
+      FROM (SELECT t.symbol, date_bin('1 minute', min(t.event_time), candle_origin()) AS lo
+              FROM new_ticks t GROUP BY t.symbol) touched;
+    IF octet_length(payload) > 7900 THEN
+        payload := jsonb_build_object('*', to_char(earliest AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))::text;
+    END IF;
+    IF payload IS NOT NULL THEN
+        PERFORM pg_notify('candles_changed', payload);
+    END IF;
     RETURN NULL;
 END $$;
 

@@ -1,4 +1,4 @@
-"""The four services of the native stack, each with one start / wait-until-ready / stop routine.
+"""The services of the native stack, each with one start / wait-until-ready / stop routine.
 
 Used by the `stack` CLI (scripts/stack.sh) and by the test fixtures, so tests run what users run.
 """
@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -335,7 +336,21 @@ def connect_worker_env(s: Settings) -> dict[str, str]:
     }
 
 
+class Chart(Service):
+    """The live candle page (python -m chart): the candle views as the Power BI role, pushed to browsers."""
+
+    name = "chart"
+    readiness = "GET /healthz answers 200"
+    ready_timeout = 60.0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "chart"]
+
+    def is_ready(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.settings.port('CHART')}/healthz")
+
+
 def all_services(settings: Settings) -> list[Service]:
-    """In start order; stop in reverse."""
-    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings)]
+    """In start order; stop in reverse. The chart is last: `up` starts it after registering the connector."""
+    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings), Chart(settings)]
 

@@ -22,7 +22,7 @@ from control.settings import PROJECT_ROOT, Settings
 from stack.services import Kafka, Postgres
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
-                       "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
+                       "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT", "CHART_PORT")
 
 
 def free_port() -> int:
