@@ -49,7 +49,8 @@
   // -- the chart -------------------------------------------------------------------------------------
   const chart = LWC.createChart($('chart'), {
     autoSize: true,
-    layout: { background: { type: 'solid', color: '#0f1318' }, textColor: '#c8ccd2', attributionLogo: true },
+    layout: { background: { type: 'solid', color: '#0f1318' }, textColor: '#c8ccd2', attributionLogo: true,
+              panes: { separatorColor: '#262d36' } },
     grid: { vertLines: { color: '#1b2129' }, horzLines: { color: '#1b2129' } },
     rightPriceScale: { borderColor: '#262d36' },
     timeScale: { borderColor: '#262d36', timeVisible: true, secondsVisible: false, rightOffset: 3,
@@ -61,11 +62,14 @@
     upColor: COLORS.up, downColor: COLORS.down, wickUpColor: COLORS.up, wickDownColor: COLORS.down,
     borderVisible: false,
   });
-  candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.06, bottom: 0.26 } });
+  candleSeries.priceScale().applyOptions({ scaleMargins: { top: 0.08, bottom: 0.04 } });
+  // Volume in a pane of its own below the candles, with its own scale.
   const volumeSeries = chart.addSeries(LWC.HistogramSeries, {
-    priceFormat: { type: 'volume' }, priceScaleId: 'volume', lastValueVisible: false, priceLineVisible: false,
-  });
-  volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.8, bottom: 0 } });
+    priceFormat: { type: 'volume' }, lastValueVisible: false, priceLineVisible: false,
+  }, 1);
+  volumeSeries.priceScale().applyOptions({ scaleMargins: { top: 0.1, bottom: 0 } });
+  chart.panes()[0].setStretchFactor(0.78);
+  chart.panes()[1].setStretchFactor(0.22);
 
   const isUp = (c) => c.c >= c.o;
   function candlePoint(c) {
