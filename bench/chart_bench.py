@@ -6,7 +6,7 @@ crypto_prices as the sink writes them, one statement per update. Queries are cou
 pg_stat_statements (statements of POWERBI_DB_USER on the candle views); latency is from the tick's
 commit to the first page receiving the changed candle. Writes bench/results/chart.md with --write.
 
-    python bench/chart_bench.py --viewers 1,20,100 --updates 40 --write
+    python bench/chart_bench.py --viewers 1,20,100 --updates 40 --pauses 0.3,0.05 --write
 """
 
 from __future__ import annotations
@@ -94,14 +94,14 @@ def one_round(db: psycopg.Connection, url: str, role: str, viewers: int, updates
     committed: dict[float, float] = {}
     for i in range(1, updates + 1):
         price = 50_000.0 + i + 0.25
-        db.execute(insert, (topic, offset + i, symbol, price, datetime.now(UTC)))
         committed[price] = time.monotonic()
+        db.execute(insert, (topic, offset + i, symbol, price, datetime.now(UTC)))
         time.sleep(pause)
     time.sleep(2)
     queries = chart_queries(db, role) - before
     pages.close()
     latencies = sorted(pages.seen[p] - t for p, t in committed.items() if p in pages.seen)
-    return {"viewers": viewers, "updates": updates, "queries": queries, "received": len(latencies),
+    return {"viewers": viewers, "pause": pause, "updates": updates, "queries": queries, "received": len(latencies),
             "p50": statistics.median(latencies) if latencies else float("nan"),
             "p95": latencies[int(0.95 * (len(latencies) - 1))] if latencies else float("nan"),
             "max": latencies[-1] if latencies else float("nan")}
@@ -113,25 +113,30 @@ def main(args: argparse.Namespace) -> None:
     role = settings["POWERBI_DB_USER"]
     rows = []
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as db:
-        for viewers in (int(v) for v in args.viewers.split(",")):
-            result = one_round(db, url, role, viewers, args.updates, args.pause)
-            rows.append(result)
-            print(result)
+        for pause in (float(p) for p in args.pauses.split(",")):
+            for viewers in (int(v) for v in args.viewers.split(",")):
+                result = one_round(db, url, role, viewers, args.updates, pause)
+                rows.append(result)
+                print(result)
     lines = [
         "# Live chart: database queries and latency vs. open pages",
         "",
         f"Machine: {os.cpu_count()} cores, shared. Command: `python bench/chart_bench.py --viewers {args.viewers}"
-        f" --updates {args.updates} --pause {args.pause}`. Pages are SSE clients spread over 4 series"
-        " (1m/5m x all/real) of one symbol; one tick statement per update.",
+        f" --updates {args.updates} --pauses {args.pauses}`. Pages are SSE clients spread over 4 series"
+        " (1m/5m x all/real) of one symbol; one tick statement per update, `pause` seconds apart.",
         "",
-        "| pages | updates | chart queries | queries per update | updates received | latency p50 | p95 | max |",
-        "|---|---|---|---|---|---|---|---|",
+        "| pages | pause s | updates | chart queries | queries per update | updates received | latency p50 | p95 | max"
+        " |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        lines.append(f"| {r['viewers']} | {r['updates']} | {r['queries']} | {r['queries'] / r['updates']:.2f} |"
+        lines.append(f"| {r['viewers']} | {r['pause']} | {r['updates']} | {r['queries']} |"
+                     f" {r['queries'] / r['updates']:.2f} |"
                      f" {r['received']} | {r['p50'] * 1000:.0f} ms | {r['p95'] * 1000:.0f} ms |"
                      f" {r['max'] * 1000:.0f} ms |")
-    lines += ["", "Latency: from the tick's commit to the first page receiving the changed candle (SSE event)."]
+    lines += ["", "Latency: from sending the tick's INSERT to the first page receiving the changed candle (SSE event).",
+              "With ticks closer together than CHART_REFRESH_SECONDS (0.25 s) updates are coalesced: fewer",
+              "queries than updates, and a page may see only the newest of several closes (fewer received)."]
     print("\n".join(lines))
     if args.write:
         out = ROOT / "bench" / "results" / "chart.md"
@@ -144,6 +149,6 @@ if __name__ == "__main__":
     parser.add_argument("--chart-url", help="default: http://127.0.0.1:CHART_PORT")
     parser.add_argument("--viewers", default="1,20,100")
     parser.add_argument("--updates", type=int, default=40)
-    parser.add_argument("--pause", type=float, default=0.3, help="seconds between tick statements")
+    parser.add_argument("--pauses", default="0.3,0.05", help="seconds between tick statements, one round each")
     parser.add_argument("--write", action="store_true", help="write bench/results/chart.md")
     main(parser.parse_args())
