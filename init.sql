@@ -357,7 +357,7 @@ BEGIN
     END IF;
 
     IF changed IS NOT NULL THEN
-        PERFORM pg_notify('candles_changed', CASE WHEN length(changed::text) <= 7900 THEN changed::text
+        PERFORM pg_notify('candles_changed', CASE WHEN octet_length(changed::text) <= 7900 THEN changed::text
             ELSE jsonb_build_object('*', (SELECT min(value #>> '{}') FROM jsonb_each(changed)))::text END);
     END IF;
     RETURN NULL;

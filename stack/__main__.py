@@ -3,7 +3,8 @@
   up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect, wait until
             each is healthy, set registry compatibility (BACKWARD globally, per subject from
             schemas/compatibility.json), register the JDBC sink connector, start the supervisor
-            (python -m control.supervisor: restarts failed sink tasks with backoff)
+            (python -m control.supervisor: restarts failed sink tasks with backoff) and the chart page
+            (http://127.0.0.1:CHART_PORT/)
   down      stop everything `up` started (no process left behind); --purge also deletes its data
   status    each service's process and health, the connector's and tasks' state
   logs      the last lines of a service's log
@@ -39,7 +40,7 @@ from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
 from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
-from stack.services import Postgres, all_services
+from stack.services import Postgres, Service, all_services
 
 
 def fetch_artifacts() -> None:
@@ -54,12 +55,9 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     added = ensure_secrets(settings)
     print(f"credentials: {settings.secrets_file} (mode 0600, this user only)"
           + (f"; generated {', '.join(added)}" if added else ""), flush=True)
-    for service in all_services(settings):
-        t0 = time.monotonic()
-        print(f"starting {service.name:<9} ... ", end="", flush=True)
-        service.up()
-        timings[service.name] = time.monotonic() - t0
-        print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
+    *infrastructure, chart = all_services(settings)
+    for service in infrastructure:
+        start_service(service, timings)
     level = ensure_global_compatibility(settings.ccompat_url)
     subjects = ensure_subject_levels(settings.ccompat_url, settings.env)
     print(f"registry compatibility: global {level}; " + ", ".join(f"{k} {v}" for k, v in subjects.items()))
@@ -70,6 +68,7 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
         print(f"connector RUNNING in {timings['connector']:.1f}s")
         pid = start_supervisor(settings)
         print(f"supervisor started (pid {pid}): restarts failed sink tasks with backoff")
+    start_service(chart, timings)
     timings["total"] = time.monotonic() - started
     return timings
 
@@ -86,6 +85,14 @@ def start_supervisor(settings: Settings) -> int:
     return supervisor_process(settings).start(
         [sys.executable, "-m", "control.supervisor", "--connect-url", settings.connect_url,
          "--health-file", str(supervisor_health_file(settings))], cwd=PROJECT_ROOT)
+
+
+def start_service(service: Service, timings: dict[str, float]) -> None:
+    t0 = time.monotonic()
+    print(f"starting {service.name:<9} ... ", end="", flush=True)
+    service.up()
+    timings[service.name] = time.monotonic() - t0
+    print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
 
 
 def producer_process(settings: Settings) -> ManagedProcess:
@@ -154,7 +161,7 @@ def logs(settings: Settings, name: str, lines: int) -> None:
         if service.name == name:
             print(service.process.log_tail(lines))
             return
-    raise StackError(f"unknown service {name!r}; expected one of postgres, kafka, registry, connect")
+    raise StackError(f"unknown service {name!r}; expected one of postgres, kafka, registry, connect, chart")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -198,7 +205,7 @@ def cli() -> None:
                         help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
     sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
-    p_logs.add_argument("service", choices=["postgres", "kafka", "registry", "connect"])
+    p_logs.add_argument("service", choices=["postgres", "kafka", "registry", "connect", "chart"])
     p_logs.add_argument("-n", "--lines", type=int, default=60)
     p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
     p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))

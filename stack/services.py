@@ -1,4 +1,4 @@
-"""The four services of the native stack, each with one start / wait-until-ready / stop routine.
+"""The services of the native stack, each with one start / wait-until-ready / stop routine.
 
 Used by the `stack` CLI (scripts/stack.sh) and by the test fixtures, so tests run what users run.
 """
@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -435,7 +436,28 @@ def connect_worker_env(s: Settings) -> dict[str, str]:
     }
 
 
+class Chart(Service):
+    """The live candle page (python -m chart): the candle views as the Power BI role, pushed to browsers."""
+
+    name = "chart"
+    port_settings = ("CHART",)
+    readiness = "GET /healthz answers 200"
+    ready_timeout = 60.0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "chart"]
+
+    def environment(self) -> dict[str, str]:
+        """The stack's settings (ports included) and where its secrets file is: the page reads the Power
+        BI role's password from there, like every other client of the stack."""
+        return {**self.settings.env, "CRYPTOPIPE_STATE": str(self.settings.state_dir),
+                "CRYPTOPIPE_CACHE": str(self.settings.cache_dir)}
+
+    def is_ready(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.settings.port('CHART')}/healthz")
+
+
 def all_services(settings: Settings) -> list[Service]:
-    """In start order; stop in reverse."""
-    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings)]
+    """In start order; stop in reverse. The chart is last: `up` starts it after registering the connector."""
+    return [Postgres(settings), Kafka(settings), Registry(settings), Connect(settings), Chart(settings)]
 

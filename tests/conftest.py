@@ -23,7 +23,7 @@ from control.settings import PROJECT_ROOT, Settings
 from stack.services import Connect, Kafka, Postgres, Registry
 
 STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
-                       "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
+                       "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT", "CHART_PORT")
 
 
 def free_port() -> int:

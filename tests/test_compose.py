@@ -13,7 +13,7 @@ from dotenv import dotenv_values
 from control.settings import PROJECT_ROOT, SECRET_KEYS
 from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS
 
-LONG_RUNNING = ("postgres", "broker", "registry", "connect", "connect-supervisor", "producer")
+LONG_RUNNING = ("postgres", "broker", "registry", "connect", "connect-supervisor", "producer", "chart")
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
 
 
@@ -55,6 +55,7 @@ def test_images_are_pinned_to_the_versions_in_env(compose: dict) -> None:
     assert images["broker"] == images["connect"] == f"apache/kafka:{ENV['KAFKA_VERSION']}"
     assert images["registry"] == f"quay.io/apicurio/apicurio-registry:{ENV['APICURIO_REGISTRY_VERSION']}"
     assert images["postgres"] == f"postgres:{ENV['POSTGRES_VERSION']}"
+    assert images["chart-assets"] == f"node:{ENV['NODE_IMAGE_VERSION']}"
     assert all(not image.endswith(":latest") and ":" in image for image in images.values())
 
 
@@ -130,3 +131,28 @@ def test_producer_image_builds_from_a_pinned_python(compose: dict) -> None:
 
 def test_postgres_runs_with_the_server_options_of_the_native_stack(compose: dict) -> None:
     assert compose["services"]["postgres"]["command"] == ["postgres", *POSTGRES_SERVER_OPTIONS]
+
+
+def test_chart_runs_the_app_image_on_loopback_after_its_library_and_the_connector(compose: dict) -> None:
+    chart = compose["services"]["chart"]
+    assert chart["build"] == compose["services"]["producer"]["build"]
+    assert chart["command"] == ["python", "-m", "chart"]
+    assert chart["ports"] == ["127.0.0.1:${CHART_PORT}:8050"] and chart["environment"]["CHART_PORT"] == "8050"
+    assert chart["depends_on"]["chart-assets"]["condition"] == "service_completed_successfully"
+    assert chart["depends_on"]["register-connector"]["condition"] == "service_completed_successfully"
+    assert chart["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_chart_library_is_fetched_by_the_native_script_into_the_cache_the_chart_reads(compose: dict) -> None:
+    assets, chart = compose["services"]["chart-assets"], compose["services"]["chart"]
+    assert assets["command"] == ["bash", "scripts/fetch_artifacts.sh", "chart"]
+    cache = assets["environment"]["CRYPTOPIPE_CACHE"]
+    assert chart["environment"]["CRYPTOPIPE_CACHE"] == cache
+    assert f"chart-assets:{cache}" in assets["volumes"] and f"chart-assets:{cache}:ro" in chart["volumes"]
+
+
+def test_chart_reads_as_the_read_only_role_from_the_postgres_container(compose: dict) -> None:
+    env = compose["services"]["chart"]["environment"]
+    assert (env["CHART_DB_HOST"], env["POSTGRES_PORT"]) == ("postgres", "5432")
+    assert env["POWERBI_DB_USER"] == "${POWERBI_DB_USER}"
+    assert env["POWERBI_DB_PASSWORD"].startswith("${POWERBI_DB_PASSWORD:?")  # required, never defaulted

@@ -10,7 +10,7 @@ from tests.conftest import StackHandle, run_stack_cli
 def test_status_shows_every_service_healthy_and_the_connector_running(stack: StackHandle) -> None:
     result = run_stack_cli("status", env=stack.env())
     assert result.returncode == 0, result.stdout + result.stderr
-    for service in ("postgres", "kafka", "registry", "connect"):
+    for service in ("postgres", "kafka", "registry", "connect", "chart"):
         assert f"{service} " in result.stdout and "healthy" in result.stdout
     assert "connector crypto-prices-jdbc-sink: RUNNING; task 0 RUNNING" in result.stdout
 
