@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Message, Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.settings import PROJECT_ROOT
+from control.supervisor import read_health
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
 
@@ -127,3 +128,9 @@ def dlq_reason(message: Message) -> str:
 
 def as_json(message: Message) -> str:
     return json.dumps(headers(message), indent=1)
+
+
+def supervisor_restarts(stack: StackHandle) -> int:
+    """How many times the stack's supervisor has restarted failed sink tasks (its health file)."""
+    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    return int(health.get("restarts", 0))

@@ -29,10 +29,12 @@ def counts(show_output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def dead(stack: StackHandle) -> dict:
-    """Two ticks with a bad price and one 301 s in the future (it becomes valid a second later), one symbol."""
+    """Two ticks with a bad price and one 30 s beyond the future margin (it becomes valid 30 s later: far
+    enough for Connect to see it while it is still too far ahead), one symbol."""
     symbol = new_symbol("DLQ")
     producer = TickProducer(stack)
-    future = tick(symbol, 3, event_time=now_ms() + 301_000)
+    margin_ms = int(stack.settings["TICK_MAX_FUTURE_SECONDS"]) * 1000
+    future = tick(symbol, 3, event_time=now_ms() + margin_ms + 30_000)
     producer.send([tick(symbol, 1, price=-1.0), tick(symbol, 2, price=0.0), future])
     assert len(dead_letters(stack, symbol.encode(), 3)) == 3
     return {"symbol": symbol, "future": future}

@@ -28,6 +28,7 @@ from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
+from tests.support import count_rows, poll_until, supervisor_restarts
 
 pytestmark = pytest.mark.stack
 
@@ -36,6 +37,8 @@ V1 = json.loads((PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text())
 NEW_FIELD = {"name": "exchange", "type": ["null", "string"], "default": None,
              "doc": "Where the price was traded; null when unknown (and for every record written with v1)."}
 V2 = {**V1, "fields": [*V1["fields"], NEW_FIELD]}
+LATER_FIELD = {"name": "venue", "type": ["null", "string"], "default": None, "doc": "A field whose migration is late."}
+V3 = {**V2, "fields": [*V2["fields"], LATER_FIELD]}
 
 
 def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> list[dict]:
@@ -147,3 +150,37 @@ def test_the_candles_equal_what_the_ticks_imply(stack: StackHandle, evolved: dic
         assert got[:2] == want[:2]
         assert [float(x) for x in got[2:7]] == pytest.approx(list(want[2:7]), rel=1e-12)
         assert got[7] == want[7]
+
+
+@pytest.fixture(scope="module")
+def deployed_before_its_migration(stack: StackHandle, evolved: dict) -> dict:
+    """Step 5 done in the wrong order: a producer writes v3 (a new field) before the column exists. The
+    sink's task fails on it; the supervisor keeps restarting it with backoff; the migration comes late."""
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"LATE{tag}{i}-USD" for i in range(2)]
+    v3 = [{**t, "venue": f"V{t['sequence']}"} for t in make_ticks(symbols, START_MS + 600_000, 4, version=2)]
+    restarts_before = supervisor_restarts(stack)
+    produce(stack, V3, v3)
+    restarts = poll_until(lambda: supervisor_restarts(stack), lambda n: n > restarts_before, timeout=240, interval=2)
+    landed_before = count_rows(stack, symbols)
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS venue text")
+    landed = wait_for_rows(stack, symbols, len(v3), timeout=300)
+    return {"symbols": symbols, "v3": v3, "restarts": restarts - restarts_before, "landed_before": landed_before,
+            "landed": landed}
+
+
+def test_a_record_ahead_of_its_migration_stalls_the_sink_and_the_supervisor_keeps_retrying(
+        deployed_before_its_migration: dict) -> None:
+    assert deployed_before_its_migration["landed_before"] == 0
+    assert deployed_before_its_migration["restarts"] >= 1
+
+
+def test_once_the_migration_is_applied_every_waiting_tick_lands(stack: StackHandle,
+                                                               deployed_before_its_migration: dict) -> None:
+    assert deployed_before_its_migration["landed"] == len(deployed_before_its_migration["v3"])
+    stored = query(stack, "SELECT venue FROM crypto_prices WHERE symbol = ANY(%s) ORDER BY venue",
+                   deployed_before_its_migration["symbols"])
+    assert [r[0] for r in stored] == sorted(t["venue"] for t in deployed_before_its_migration["v3"])
+    status = wait_running(stack.connect_api, load_connector()["name"], timeout=120)
+    assert {t["state"] for t in status["tasks"]} == {"RUNNING"}

@@ -17,9 +17,17 @@ from collections.abc import Iterator
 import pytest
 
 from control.connector import load_connector, wait_running
-from control.supervisor import read_health
 from tests.conftest import StackHandle, run_stack_cli
-from tests.support import TickProducer, dead_letters, new_symbol, poll_until, query, tick, wait_for_rows
+from tests.support import (
+    TickProducer,
+    dead_letters,
+    new_symbol,
+    poll_until,
+    query,
+    supervisor_restarts,
+    tick,
+    wait_for_rows,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -121,11 +129,6 @@ def test_every_tick_streamed_through_a_registry_outage_lands_once(stack: StackHa
     assert landed == registry_outage["sent"] > 500
     assert query(stack, "SELECT count(DISTINCT sequence) FROM crypto_prices WHERE symbol = %s",
                  registry_outage["symbol"])[0][0] == registry_outage["sent"]
-
-
-def supervisor_restarts(stack: StackHandle) -> int:
-    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
-    return int(health.get("restarts", 0))
 
 
 @pytest.fixture(scope="module")
