@@ -88,7 +88,7 @@ def test_containers_use_the_config_files_the_native_stack_uses(compose: dict) ->
     assert services["connect"]["command"] == ["/project/connect/worker.properties"]
     assert services["registry"]["env_file"] == "./stack/config/registry.env"
     assert "./scripts/init_db.sh:/docker-entrypoint-initdb.d/10-init_db.sh:ro" in services["postgres"]["volumes"]
-    assert services["register-connector"]["command"] == ["bash", "scripts/register_connector.sh"]
+    assert services["register-connector"]["command"] == ["python", "-m", "control", "setup"]
 
 
 def test_connect_container_gets_every_variable_the_native_worker_gets(compose: dict) -> None:
