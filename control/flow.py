@@ -26,8 +26,8 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from control.settings import Settings
 
 FRESH_S = 60.0  # a producer report older than this says nothing about the last minute
-NO_TICKS_HINT = ("no ticks: `scripts/stack.sh logs producer` says why (without internet Yahoo is unreachable: "
-                 "set PRODUCER_SOURCE=replay in .env to replay a recording)")
+NO_TICKS_HINT = "no ticks: `scripts/stack.sh logs producer` says why"
+YAHOO_HINT = " (without internet Yahoo is unreachable: set PRODUCER_SOURCE=replay in .env to replay a recording)"
 
 
 @dataclass(frozen=True)
@@ -64,7 +64,7 @@ def producer_line(health_file: Path, running: bool) -> str:
             f"(source {flow.source}, {state}; reported {flow.age_s:.0f}s ago; since start received "
             f"{flow.totals[0]}, produced {flow.totals[1]})")
     if running and flow.received == 0:
-        line += f"; {NO_TICKS_HINT}"
+        line += f"; {NO_TICKS_HINT}" + (YAHOO_HINT if flow.source in ("stream", "poll") else "")
     return line
 
 

@@ -107,7 +107,7 @@ class Pipeline:
                 before, handled = handled, handled + len(item)  # type: ignore[arg-type]
             if item is None or handled // 1000 != before // 1000:
                 sink.poll(0)
-                self.upkeep()
+            self.upkeep()  # on time, also while ticks arrive steadily (the queue is then never empty)
             if self.give_up():
                 self._abandon_queue()
                 break
