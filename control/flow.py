@@ -6,7 +6,7 @@ Each stage is measured where it keeps its own numbers:
              last minute, the source, how long ago it last reported
   connector  records behind: the sink's consumer group (`connect-<connector name>`, Kafka Connect's naming)
              committed offsets against the topic's end offsets
-  postgres   rows that landed in crypto_prices in the last minute (its landed_at column)
+  postgres   rows that landed in crypto_prices in the last minute (its landed_at column), the server's version
   candles    the newest 1-minute candle
 
 One line per stage, `flow <stage>: <numbers> ...`; a stage that cannot be measured says why instead.
@@ -112,6 +112,7 @@ def database_lines(settings: Settings) -> list[str]:
         with psycopg.connect(settings.pg_dsn(), connect_timeout=5) as conn:
             landed = conn.execute("SELECT count(*) FROM crypto_prices "
                                   "WHERE landed_at >= now() - interval '1 minute'").fetchone()[0]
+            version = conn.execute("SHOW server_version").fetchone()[0].split()[0]
             newest = conn.execute(
                 "SELECT symbol, bucket AT TIME ZONE 'UTC', close, extract(epoch FROM now() - bucket) "
                 "FROM view_crypto_candles WHERE bucket = (SELECT max(bucket) FROM candle_rollup "
@@ -122,7 +123,7 @@ def database_lines(settings: Settings) -> list[str]:
     candle = ("candles:   none yet" if newest is None else
               f"candles:   newest 1m candle {newest[0]} {newest[1]:%Y-%m-%d %H:%M} UTC (close {newest[2]:g}), "
               f"{_age(float(newest[3]))} old")
-    return [f"postgres:  {landed} rows landed in crypto_prices in the last minute", candle]
+    return [f"postgres:  {landed} rows landed in crypto_prices in the last minute (PostgreSQL {version})", candle]
 
 
 def _age(seconds: float) -> str:

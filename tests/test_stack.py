@@ -122,6 +122,13 @@ def test_the_connector_lag_counts_the_records_the_sink_has_not_committed(stack: 
     assert wait_for_rows(stack, [symbol], sent) == sent
 
 
+def test_the_database_runs_the_major_version_both_forms_pin(stack: StackHandle) -> None:
+    """POSTGRES_VERSION is the major version (compose's image tag); `status` names the exact one running."""
+    version = query(stack, "SHOW server_version")[0][0].split()[0]
+    assert int(version.split(".")[0]) == int(stack.settings["POSTGRES_VERSION"])
+    assert f"(PostgreSQL {version})" in status(stack).flow["postgres"]
+
+
 # -- the registry: durable, FULL on the ticks, the check's verdicts ------------------------------------------
 
 @pytest.fixture(scope="module")
