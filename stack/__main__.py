@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-from control.__main__ import apply_registry_levels
 from control.connector import (
     DEFAULT_CONNECTOR_FILE,
     ConnectApi,
@@ -44,6 +43,7 @@ from control.flow import flow_lines
 from control.registry import RegistryError, RulesError
 from control.secrets import ensure_secrets
 from control.settings import PROJECT_ROOT, Settings, SettingsError
+from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
 from stack.services import Postgres, Service, all_services
@@ -64,14 +64,15 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     *infrastructure, chart = all_services(settings)
     for service in infrastructure:
         start_service(service, timings)
-    apply_registry_levels(settings)  # the levels of schemas/compatibility.json, as compose's one-shot applies them
-    if with_connector:
+    if with_connector:  # python -m control setup, compose's one-shot: the registry's levels, then the connector
         t0 = time.monotonic()
-        register(ConnectApi.of(settings), DEFAULT_CONNECTOR_FILE)
+        setup(settings)
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
         pid = start_supervisor(settings)
         print(f"supervisor started (pid {pid}): restarts failed sink tasks with backoff")
+    else:
+        apply_registry_levels(settings)
     start_service(chart, timings)
     timings["total"] = time.monotonic() - started
     return timings
