@@ -140,6 +140,7 @@ def start_producer(settings: Settings, producer_args: str = "", timeout: float =
 def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
+    producer_health_file(settings).unlink(missing_ok=True)  # its counts describe a run that is over
     if supervisor_process(settings).stop():
         print("supervisor stopped")
     for service in reversed(all_services(settings)):
