@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     args.contract = contract
     if args.source == "replay":
         if args.file is None:
-            parser.error("--source replay needs --file")
+            parser.error("--source replay needs --file (or PRODUCER_REPLAY_FILE)")
         if not args.file.is_file():
             parser.error(f"--file {args.file}: no such file")
         if args.speed < 0:

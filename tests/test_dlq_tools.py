@@ -29,10 +29,11 @@ def counts(show_output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def dead(stack: StackHandle) -> dict:
-    """Two ticks with a bad price and one 301 s in the future (it becomes valid a second later), one symbol."""
+    """Two ticks with a bad price and one 310 s in the future (it becomes valid ten seconds later: room for a
+    slow first delivery, which would otherwise let it through as valid), one symbol."""
     symbol = new_symbol("DLQ")
     producer = TickProducer(stack)
-    future = tick(symbol, 3, event_time=now_ms() + 301_000)
+    future = tick(symbol, 3, event_time=now_ms() + 310_000)
     producer.send([tick(symbol, 1, price=-1.0), tick(symbol, 2, price=0.0), future])
     assert len(dead_letters(stack, symbol.encode(), 3)) == 3
     return {"symbol": symbol, "future": future}

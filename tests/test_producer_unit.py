@@ -507,11 +507,18 @@ def test_unreachable_registry_exits_with_a_clear_message(tmp_path: Path) -> None
 
 
 def test_usage_errors() -> None:
+    """Without PRODUCER_REPLAY_FILE, replay needs --file (and nothing may reach a Kafka: its address is a dead end)."""
+    env = {**os.environ, "PRODUCER_REPLAY_FILE": "", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+           "SCHEMA_REGISTRY_URL": "http://127.0.0.1:9"}
     for argv in (["--source", "replay"], ["--source", "replay", "--file", "/nonexistent"], ["--source", "record"],
                  ["--source", "nope"]):
         result = subprocess.run([sys.executable, "-m", "producer", *argv], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, check=False)
+                                env=env, text=True, check=False, timeout=60)
         assert result.returncode == 2, argv
+        assert "usage:" in result.stderr, argv
+    result = subprocess.run([sys.executable, "-m", "producer", "--source", "replay"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert "--source replay needs --file (or PRODUCER_REPLAY_FILE)" in result.stderr
 
 
 def test_stream_url_default_is_yfinances_own() -> None:
