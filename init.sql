@@ -136,6 +136,13 @@ CREATE TABLE IF NOT EXISTS crypto_prices (
 );
 COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per tick (symbol, event_time, price).';
 COMMENT ON COLUMN crypto_prices.feed IS 'STREAM, POLL or REPLAY = real prices; JITTER = synthetic (simulated between polls).';
+-- When a row landed: the sink never sends the column, so it is the time of the tick's first landing (its
+-- upserts of the same tick change nothing). `scripts/stack.sh status` counts the last minute's rows through
+-- a BRIN index (a few pages; rows are appended in landing order). Rows older than the column have none.
+ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS landed_at timestamptz;
+ALTER TABLE crypto_prices ALTER COLUMN landed_at SET DEFAULT now();
+CREATE INDEX IF NOT EXISTS crypto_prices_landed_at ON crypto_prices USING brin (landed_at) WITH (autosummarize = on);
+COMMENT ON COLUMN crypto_prices.landed_at IS 'When the tick first landed (the database''s clock, start of the writing transaction).';
 
 -- Databases created before the tick key: the Kafka coordinates were the key, so the same tick produced
 -- twice was two rows. Keep the first landing of each tick, set aside rows that break the contract (in

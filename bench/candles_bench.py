@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from control.settings import Settings  # noqa: E402
+from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the newest tick; query windows end here
@@ -80,12 +80,6 @@ SELECT 'crypto.ticks', s %% 3, n, format('SYM%%s-USD', lpad(s::text, 2, '0')),
        %(newest)s::timestamptz, 'bench:1', n
   FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n, LATERAL (SELECT n %% %(symbols)s AS s) sym
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -203,7 +197,8 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     state = tempfile.mkdtemp(prefix="candles-bench-")
-    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(free_port())})
+    claims = PortClaims()  # held until the bench exits
+    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(claims.claim())})
     settings = Settings.load()
     postgres = Postgres(settings)
     print(f"starting PostgreSQL in {postgres.data_dir} ...", flush=True)

@@ -4,6 +4,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
-ensure_venv
+find_python
 cd "$PROJECT_ROOT"
 exec "$PYTHON" -m control.dlq "$@"

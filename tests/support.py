@@ -11,7 +11,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.settings import PROJECT_ROOT
@@ -79,6 +80,12 @@ def poll_until(check: Callable[[], T], done: Callable[[T], bool], timeout: float
         time.sleep(interval)
 
 
+def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `check` until it returns something true; fail naming `what` at the timeout."""
+    if not poll_until(check, bool, timeout, interval):
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def count_rows(stack: StackHandle, symbols: Sequence[str]) -> int:
     return query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", list(symbols))[0][0]
 
@@ -108,6 +115,14 @@ def consume(stack: StackHandle, topic: str, wanted: Callable[[Message], bool], e
     finally:
         consumer.close()
     return found
+
+
+def end_offsets(stack: StackHandle, topic: str) -> dict[int, int]:
+    """The topic's end offset per partition: what has been produced to it so far."""
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions})
+    return {tp.partition: future.result(30).offset for tp, future in futures.items()}
 
 
 def dead_letters(stack: StackHandle, key: bytes, expected: int, timeout: float = 90) -> list[Message]:

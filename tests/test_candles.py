@@ -330,15 +330,61 @@ def test_gap_filled_candles_reach_back_to_a_late_tick_older_than_all_history(
     assert filled["is_gap_fill"].tolist() == [False, True, True, False]
 
 
+def clustered_ticks(symbols: list[str], seed: int) -> list[dict]:
+    """Bursts of ticks (10-40 minutes) separated by silences of 5 minutes to 9 hours, and for the first symbol
+    one silence of 8 days (longer than the 5m interval's max_fill of 7 days): real gaps at 5m and 1h."""
+    rng = random.Random(seed)
+    ticks = []
+    for n, symbol in enumerate(symbols):
+        price, at = rng.uniform(10, 1000), START
+        for burst in range(14):
+            if n == 0 and burst == 7:
+                at += timedelta(days=8)
+            end = at + timedelta(minutes=rng.randint(10, 40))
+            while at < end:
+                at += timedelta(seconds=rng.randint(0, 120))
+                price *= 1 + rng.uniform(-0.003, 0.003)
+                ticks.append({"symbol": symbol, "price": price, "event_time": at,
+                              "volume": rng.choice([None, round(rng.uniform(0, 5), 3)]),
+                              "feed": rng.choice(["STREAM", "POLL", "JITTER"])})
+            at += timedelta(minutes=rng.choice([5, 17, 75, 130, 540]))
+    rng.shuffle(ticks)  # arrival order unrelated to time: every tick may be late
+    return ticks
+
+
+def expected_filled(ticks: list[dict], rule: str, max_fill: int) -> pd.DataFrame:
+    """pandas' gap filling: every bucket from a symbol's first candle to its last (resample), an empty one
+    a flat candle at the forward-filled close (volume and counts 0), at most max_fill in a row."""
+    frames = []
+    for symbol, plain in expected_candles(ticks, rule).groupby("symbol"):
+        series = plain.set_index("bucket").drop(columns="symbol").resample(rule).asfreq()
+        gap = series["close"].isna()
+        close = series["close"].ffill(limit=max_fill)
+        for column in ("open", "high", "low"):
+            series[column] = series[column].where(~gap, close)
+        series["close"] = close
+        for column in ("volume", "tick_count", "synthetic_count"):
+            series[column] = series[column].where(~gap, 0)
+        series["is_gap_fill"] = gap
+        frames.append(series[close.notna()].reset_index().assign(symbol=symbol))
+    return pd.concat(frames)[CANDLE_COLUMNS + ["is_gap_fill"]]
+
+
 @pytest.mark.parametrize("resolution", ["5m", "1h"])
-def test_gap_filled_candles_equal_the_plain_ones_where_there_are_ticks(
+def test_gap_filled_candles_equal_pandas_resampling_with_a_forward_filled_close(
         db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
+    """The whole filled series, gap rows included: no bucket missing, none extra, none beyond max_fill."""
     symbols = new_symbols(2)
-    ticks = random_ticks(symbols, seed=13, hours=6)
-    writer.write(ticks)
+    ticks = clustered_ticks(symbols, seed=13)
+    writer.write(ticks, rows_per_statement=64)
+    max_fill = db.execute("SELECT max_fill FROM candle_intervals WHERE resolution = %s", (resolution,)).fetchone()[0]
     filled = candles(db, view_name(resolution, "_filled"), symbols, CANDLE_COLUMNS + ["is_gap_fill"])
-    real_buckets = filled[~filled["is_gap_fill"]].drop(columns="is_gap_fill")
-    assert_candles_equal(real_buckets, expected_candles(ticks, RESOLUTIONS[resolution]))
+    expected = expected_filled(ticks, RESOLUTIONS[resolution], max_fill)
+    assert expected["is_gap_fill"].sum() > 10  # the data has gaps at this interval
+    if resolution == "5m":  # the 8-day silence: filled for max_fill buckets, then a gap in the filled view too
+        first = expected[expected["symbol"] == symbols[0]]
+        assert first["bucket"].diff().max() > pd.Timedelta(minutes=5)
+    assert_candles_equal(filled, expected)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"])

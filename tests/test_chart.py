@@ -28,7 +28,8 @@ import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from control.settings import PROJECT_ROOT
-from tests.conftest import StackHandle, free_port, run_stack_cli
+from stack.ports import PortClaims
+from tests.conftest import StackHandle, run_stack_cli
 
 pytestmark = pytest.mark.stack
 
@@ -354,7 +355,8 @@ def test_times_are_local_with_a_switch_to_utc(chart: ChartPage, ticks: Ticks, db
 # -- stale data: a chart of our own with a short CHART_STALE_SECONDS (also: python -m chart on its own) ----
 @pytest.fixture
 def quick_stale_chart(stack: StackHandle) -> Iterator[str]:
-    port = free_port()
+    claims = PortClaims()
+    port = claims.claim()
     env = {**stack.env(), "CHART_PORT": str(port), "CHART_STALE_SECONDS": "6"}
     proc = subprocess.Popen([sys.executable, "-m", "chart"], env=env, cwd=PROJECT_ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -373,6 +375,7 @@ def quick_stale_chart(stack: StackHandle) -> Iterator[str]:
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=20)
+        claims.release()
         print(out[-2000:])
 
 

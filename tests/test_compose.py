@@ -3,9 +3,15 @@ same versions, config files and connector settings as the native stack."""
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib.resources import files
 from pathlib import Path
 
+import jsonschema
 import pytest
 import yaml
 from dotenv import dotenv_values
@@ -71,6 +77,7 @@ def test_dependents_wait_for_healthy_services_and_completed_one_shots(compose: d
     assert connect_deps["registry"]["condition"] == "service_healthy"
     assert connect_deps["connect-plugins"]["condition"] == "service_completed_successfully"
     assert services["register-connector"]["depends_on"]["connect"]["condition"] == "service_healthy"
+    assert services["register-connector"]["depends_on"]["registry"]["condition"] == "service_healthy"
     assert services["producer"]["depends_on"]["register-connector"]["condition"] == "service_completed_successfully"
 
 
@@ -88,7 +95,7 @@ def test_containers_use_the_config_files_the_native_stack_uses(compose: dict) ->
     assert services["connect"]["command"] == ["/project/connect/worker.properties"]
     assert services["registry"]["env_file"] == "./stack/config/registry.env"
     assert "./scripts/init_db.sh:/docker-entrypoint-initdb.d/10-init_db.sh:ro" in services["postgres"]["volumes"]
-    assert services["register-connector"]["command"] == ["bash", "scripts/register_connector.sh"]
+    assert services["register-connector"]["command"] == ["python", "-m", "control", "setup"]
 
 
 def test_connect_container_gets_every_variable_the_native_worker_gets(compose: dict) -> None:
@@ -156,3 +163,101 @@ def test_chart_reads_as_the_read_only_role_from_the_postgres_container(compose: 
     assert (env["CHART_DB_HOST"], env["POSTGRES_PORT"]) == ("postgres", "5432")
     assert env["POWERBI_DB_USER"] == "${POWERBI_DB_USER}"
     assert env["POWERBI_DB_PASSWORD"].startswith("${POWERBI_DB_PASSWORD:?")  # required, never defaulted
+
+
+# -- the Compose Specification's own JSON schema (check-jsonschema ships it) ------------------------------
+COMPOSE_SCHEMA = json.loads(files("check_jsonschema.builtin_schemas.vendor").joinpath("compose-spec.json").read_text())
+SECRET_STANDIN = "secret-for-the-schema-check"
+
+
+def interpolated(text: str) -> dict:
+    """The file as compose reads it: parsed, then ${VAR} and ${VAR:?message} in its strings from .env (a secret
+    stands in for the ones compose takes from the environment), $$ an escaped $."""
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        return SECRET_STANDIN if name in SECRET_KEYS else ENV[name]
+
+    def resolve(node: object) -> object:
+        if isinstance(node, str):
+            return re.sub(r"(?<!\$)\$\{([A-Z0-9_]+)(?::\?[^}]*)?\}", value, node).replace("$$", "$")
+        if isinstance(node, dict):
+            return {key: resolve(item) for key, item in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+    return resolve(yaml.safe_load(text))  # type: ignore[return-value]
+
+
+def schema_errors(document: dict) -> list[str]:
+    validator_class = jsonschema.validators.validator_for(COMPOSE_SCHEMA)
+    validator = validator_class(COMPOSE_SCHEMA, format_checker=validator_class.FORMAT_CHECKER)
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_docker_compose_yml_follows_the_compose_specification() -> None:
+    assert COMPOSE_SCHEMA["title"] == "Compose Specification"
+    assert schema_errors(interpolated((PROJECT_ROOT / "docker-compose.yml").read_text())) == []
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda c: c["services"]["connect"].update(depend_on=c["services"]["connect"].pop("depends_on")),
+    lambda c: c["services"]["producer"]["depends_on"]["broker"].update(condition="service_ready"),
+    lambda c: c["services"]["producer"].update(restart=["on-failure"]),
+    lambda c: c["services"]["postgres"]["healthcheck"].update(retries={"n": 30}),
+    lambda c: c.update(service=c.pop("services")),
+], ids=["misspelled key", "unknown condition", "wrong type", "wrong nested type", "unknown top-level key"])
+def test_the_schema_check_catches_a_broken_compose_file(break_it: Callable[[dict], None]) -> None:
+    document = interpolated((PROJECT_ROOT / "docker-compose.yml").read_text())
+    break_it(document)
+    assert schema_errors(document)
+
+
+# -- the producer and the control plane's one-shot -------------------------------------------------------
+def test_compose_starts_the_producer_on_the_source_the_settings_name(compose: dict) -> None:
+    producer = compose["services"]["producer"]
+    assert "--source" not in producer["command"]  # PRODUCER_SOURCE decides, as for the native stack
+    assert {k: producer["environment"][k] for k in ("PRODUCER_SOURCE", "PRODUCER_REPLAY_FILE",
+                                                    "PRODUCER_REPLAY_SPEED")} == \
+        {k: f"${{{k}}}" for k in ("PRODUCER_SOURCE", "PRODUCER_REPLAY_FILE", "PRODUCER_REPLAY_SPEED")}
+    assert producer["restart"] == "on-failure"  # a finished replay is not replayed again and again
+    assert (PROJECT_ROOT / ENV["PRODUCER_REPLAY_FILE"]).is_file()
+    ignored = (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+    assert not any(ENV["PRODUCER_REPLAY_FILE"].startswith(p.strip("*/")) for p in ignored if p and p[0] != "#")
+
+
+def test_composes_one_shot_runs_the_control_plane_setup_against_the_containers(compose: dict) -> None:
+    """The same command as `stack up`'s setup step (tests/test_stack.py runs it against the native stack)."""
+    one_shot = compose["services"]["register-connector"]
+    assert one_shot["command"] == ["python", "-m", "control", "setup"]
+    assert one_shot["environment"]["SCHEMA_REGISTRY_URL"] == "http://registry:8080/apis/ccompat/v7"
+    assert one_shot["environment"]["CONNECT_URL"] == "http://connect:8083"
+    assert one_shot["depends_on"]["registry"]["condition"] == "service_healthy"
+
+
+def test_scripts_in_the_image_use_the_images_python() -> None:
+    dockerfile = (PROJECT_ROOT / "producer" / "Dockerfile").read_text()
+    assert "ENV CRYPTOPIPE_PYTHON=/usr/local/bin/python" in dockerfile
+
+
+def test_the_image_leaves_out_the_native_stack_runner_and_needs_it_nowhere() -> None:
+    """.dockerignore keeps stack/ out; every module of the packages the image runs imports without it."""
+    patterns = [line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()]
+    assert "stack" in patterns
+    probe = (
+        "import importlib, pkgutil, sys\n"
+        "class NoStack:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'stack' or name.startswith('stack.'):\n"
+        "            raise ImportError('the image has no stack/: ' + name)\n"
+        "sys.meta_path.insert(0, NoStack())\n"
+        "for package in ('control', 'producer', 'chart'):\n"
+        "    module = importlib.import_module(package)\n"
+        "    for info in pkgutil.walk_packages(module.__path__, package + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "from control.__main__ import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                            timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert "setup" in result.stdout and "levels" in result.stdout

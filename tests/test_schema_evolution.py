@@ -21,14 +21,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 import requests
-from confluent_kafka import Producer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
-from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
-from tests.support import count_rows, poll_until, supervisor_restarts
+from tests.support import TickProducer, count_rows, poll_until, query, supervisor_restarts, wait_for_rows
 
 pytestmark = pytest.mark.stack
 
@@ -57,28 +54,7 @@ def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> l
 
 
 def produce(stack: StackHandle, schema: dict, ticks: list[dict]) -> None:
-    topic = stack.settings["TICKS_TOPIC"]
-    serialize = value_serializer(registry_client(stack.registry_url), json.dumps(schema))
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
-    for tick in ticks:
-        producer.produce(topic, key=tick["symbol"].encode(),
-                         value=serialize(tick, SerializationContext(topic, MessageField.VALUE)))
-    assert producer.flush(60) == 0, "records left unsent"
-
-
-def query(stack: StackHandle, sql: str, *params: object) -> list[tuple]:
-    with psycopg.connect(stack.pg_dsn()) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def wait_for_rows(stack: StackHandle, symbols: list[str], expected: int, timeout: float = 180) -> int:
-    deadline, count = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline:
-        count = query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", symbols)[0][0]
-        if count >= expected:
-            return count
-        time.sleep(1)
-    return count
+    TickProducer(stack, json.dumps(schema)).send(ticks)
 
 
 def add_column_as_the_admin(stack: StackHandle) -> None:

@@ -20,7 +20,7 @@ import psutil
 import psycopg
 import pytest
 import requests
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
@@ -30,6 +30,7 @@ from control.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
 from stack.process import BASE_ENV_KEYS
 from stack.services import CONNECT_WORKER_VARIABLES, Connect, Postgres, connect_worker_env, rest_credentials
 from tests.conftest import StackHandle, run_stack_cli
+from tests.support import consume, poll_until
 
 pytestmark = pytest.mark.stack
 
@@ -87,10 +88,7 @@ def count_ticks(admin: psycopg.Connection, symbol: str) -> int:
 
 
 def wait_for_ticks(admin: psycopg.Connection, symbol: str, expected: int, timeout: float = 120) -> int:
-    deadline, count = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline and (count := count_ticks(admin, symbol)) < expected:
-        time.sleep(1)
-    return count
+    return poll_until(lambda: count_ticks(admin, symbol), lambda n: n >= expected, timeout)
 
 
 # -- database roles ------------------------------------------------------------------------------------
@@ -329,7 +327,7 @@ def test_a_second_up_keeps_every_password(stack: StackHandle, admin: psycopg.Con
         pytest.skip("runs `up` on the stack the tests started")
     before, verifiers = stack.settings.secrets_file.read_bytes(), password_verifiers(admin)
     assert len(verifiers) == 4  # superuser, sink, Power BI, registry
-    again = run_stack_cli("up", "--no-fetch", env=stack.env(), timeout=600)
+    again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert str(stack.settings.secrets_file) in again.stdout  # tells where they are
     assert stack.settings.secrets_file.read_bytes() == before
@@ -366,7 +364,7 @@ def test_an_existing_database_adopts_a_regenerated_password(stack: StackHandle) 
         pytest.skip("runs `up` on the stack the tests started")
     old = stack.settings["POWERBI_DB_PASSWORD"]
     set_secret(stack, "POWERBI_DB_PASSWORD", None)
-    again = run_stack_cli("up", "--no-fetch", env=stack.env(), timeout=600)
+    again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert "generated POWERBI_DB_PASSWORD" in again.stdout
     assert stack.settings["POWERBI_DB_PASSWORD"] != old
@@ -397,20 +395,13 @@ def test_down_without_purge_keeps_ticks_schemas_topics_and_passwords(stack: Stac
 
     down = run_stack_cli("down", env=stack.env(), timeout=300)
     assert down.returncode == 0, down.stderr[-3000:]
-    up = run_stack_cli("up", "--no-fetch", env=stack.env(), timeout=600)
+    up = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=600)
     assert up.returncode == 0, up.stdout[-2000:] + up.stderr[-3000:]
 
     with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         assert count_ticks(conn, symbol) == 4
     assert {s: requests.get(f"{stack.registry_url}/subjects/{s}/versions/latest", timeout=10).json()["id"]
             for s in subjects} == latest
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"keep-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    values, deadline = [], time.monotonic() + 60
-    while len(values) < 3 and time.monotonic() < deadline:
-        if (message := consumer.poll(1)) is not None and not message.error():
-            values.append(message.value())
-    consumer.close()
+    values = [m.value() for m in consume(stack, topic, lambda m: True, 3)]
     assert sorted(values) == [b"0", b"1", b"2"]
     assert stack.settings.secrets_file.read_bytes() == secrets_before

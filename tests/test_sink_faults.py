@@ -107,15 +107,16 @@ def registry_outage(stack: StackHandle) -> Iterator[dict]:
     symbol = new_symbol("REGOUT")
     wait_running(stack.connect_api, CONNECTOR)
     with Streamer(stack, symbol) as streamer:
-        time.sleep(2)
+        assert wait_for_rows(stack, [symbol], 1, timeout=60) >= 1  # flowing before the outage
         stack.stop_registry()
-        try:
+        try:  # the outage lasts 60 s (its length is what is tested), with a Connect restart in the middle
             time.sleep(20)
             stack.restart_connect()  # its converter's schema cache is gone; the registry still is too
             time.sleep(40)
         finally:
             stack.start_registry()
-        time.sleep(2)
+        back_at = len(streamer.sent)
+        poll_until(lambda: len(streamer.sent), lambda n: n >= back_at + 10, 30)  # some ticks after it, too
     yield {"symbol": symbol, "sent": len(streamer.sent)}
 
 
@@ -146,7 +147,8 @@ def long_postgres_outage(stack: StackHandle) -> Iterator[dict]:
                                   timeout=300, interval=2)
         finally:
             stack.start_postgres()
-        time.sleep(2)
+        back_at = len(streamer.sent)
+        poll_until(lambda: len(streamer.sent), lambda n: n >= back_at + 10, 30)  # some ticks after it, too
     yield {"symbol": symbol, "sent": len(streamer.sent), "restarts": restarts - restarts_before}
 
 
