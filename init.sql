@@ -1,5 +1,5 @@
--- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it on every
--- start of the native stack and on the first start of the postgres container.
+-- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
+-- superuser, on every start of the native stack and on the first start of the postgres container.
 --
 --   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER)
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
@@ -7,37 +7,106 @@
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
 --                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
 --
--- Role names and passwords come from the environment (psql's \getenv), with the .env defaults.
+-- Roles (names from the environment through psql's \getenv, defaults as in .env):
+--   DB_OWNER_ROLE    crypto_owner, NOLOGIN: owns every table, view, sequence and function of schema public;
+--                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
+--   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
+--                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
+--   POWERBI_DB_USER  powerbi_reader, Power BI and the chart: SELECT on the candle views, read-only
+--                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT, at most
+--                    POWERBI_CONNECTION_LIMIT sessions.
+-- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD) are needed only to create a role, and set only
+-- then: a password an admin rotated later is never reset by a re-run.
 \set ON_ERROR_STOP on
 
+\getenv owner_role DB_OWNER_ROLE
 \getenv writer_role CONNECT_DB_USER
 \getenv writer_password CONNECT_DB_PASSWORD
 \getenv reader_role POWERBI_DB_USER
 \getenv reader_password POWERBI_DB_PASSWORD
+\getenv reader_statement_timeout POWERBI_STATEMENT_TIMEOUT
+\getenv reader_connection_limit POWERBI_CONNECTION_LIMIT
+\if :{?owner_role} \else \set owner_role crypto_owner \endif
 \if :{?writer_role} \else \set writer_role crypto_writer \endif
-\if :{?writer_password} \else \set writer_password crypto_writer \endif
+\if :{?writer_password} \else \set writer_password '' \endif
 \if :{?reader_role} \else \set reader_role powerbi_reader \endif
-\if :{?reader_password} \else \set reader_password powerbi_reader \endif
+\if :{?reader_password} \else \set reader_password '' \endif
+\if :{?reader_statement_timeout} \else \set reader_statement_timeout 30s \endif
+\if :{?reader_connection_limit} \else \set reader_connection_limit 20 \endif
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles
 -- ---------------------------------------------------------------------------------------------
-SELECT format('CREATE ROLE %I LOGIN', :'writer_role')
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'writer_role') \gexec
-SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'writer_role', :'writer_password') \gexec
-SELECT format('CREATE ROLE %I LOGIN', :'reader_role')
- WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'reader_role') \gexec
-SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'reader_role', :'reader_password') \gexec
+-- pg_stat_statements records utility statements verbatim: keep the passwords below out of it.
+SET pg_stat_statements.track_utility = off;
+SELECT format('CREATE ROLE %I NOLOGIN', :'owner_role')
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'owner_role') \gexec
+SELECT format('ALTER ROLE %I NOLOGIN', :'owner_role') \gexec
+-- The login roles, created with their password when missing (a missing password is an error then).
+SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
+              format('role %s does not exist and %s is not set: it is needed to create the role', r, var))
+  FROM (VALUES (:'writer_role', :'writer_password', 'CONNECT_DB_PASSWORD'),
+               (:'reader_role', :'reader_password', 'POWERBI_DB_PASSWORD')) AS v(r, pw, var)
+ WHERE pw = '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', r, pw)
+  FROM (VALUES (:'writer_role', :'writer_password'), (:'reader_role', :'reader_password')) AS v(r, pw)
+ WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 -- Power BI's role can never write, even by mistake: every transaction it opens is read-only.
 SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'reader_role') \gexec
 -- DirectQuery sends many small queries; JIT compilation would add ~100 ms to each and win nothing.
 SELECT format('ALTER ROLE %I SET jit = off', :'reader_role') \gexec
--- Nobody but the roles granted below may create objects or temporary tables in this database.
-SELECT format('REVOKE CREATE, TEMPORARY ON DATABASE %I FROM PUBLIC', current_database()) \gexec
+-- One bad visual cannot hold the database: its statements end after the timeout, its sessions are capped.
+SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'reader_role', :'reader_statement_timeout') \gexec
+SELECT format('ALTER ROLE %I CONNECTION LIMIT %s', :'reader_role', (:'reader_connection_limit')::integer) \gexec
+-- Only the sink and Power BI connect to this database (and the superuser); nobody else creates
+-- objects or temporary tables in it, and in schema public only the owner role creates objects.
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()) \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'writer_role', :'reader_role') \gexec
-REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+SELECT format('GRANT USAGE, CREATE ON SCHEMA public TO %I', :'owner_role') \gexec
 -- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+
+-- ---------------------------------------------------------------------------------------------
+-- Ownership: everything in schema public belongs to the owner role
+-- ---------------------------------------------------------------------------------------------
+-- Objects of an existing database (created by the superuser, or crypto_prices by the writer, before the
+-- owner role existed) are handed over first; then the rest of this file runs as the owner (SET ROLE),
+-- so what it creates is the owner's; the privileges section hands over anything created otherwise.
+-- Objects of extensions (pg_stat_statements) stay the superuser's.
+CREATE OR REPLACE FUNCTION pg_temp.hand_over_public_objects(p_owner text) RETURNS integer
+    LANGUAGE plpgsql AS $$
+DECLARE
+    ddl text;
+    moved integer := 0;
+BEGIN
+    FOR ddl IN
+        SELECT format('ALTER %s %s OWNER TO %I',
+                      CASE c.relkind WHEN 'S' THEN 'SEQUENCE' WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                     WHEN 'f' THEN 'FOREIGN TABLE' ELSE 'TABLE' END, c.oid::regclass, p_owner)
+          FROM pg_class c
+         WHERE c.relnamespace = 'public'::regnamespace
+           AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+           AND pg_get_userbyid(c.relowner) <> p_owner
+           AND NOT EXISTS (SELECT FROM pg_depend d
+                            WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                              AND (d.deptype = 'e'                                    -- an extension's
+                                   OR (c.relkind = 'S' AND d.deptype IN ('a', 'i')))) -- moves with its table
+        UNION ALL
+        SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, p_owner)
+          FROM pg_proc p
+         WHERE p.pronamespace = 'public'::regnamespace
+           AND pg_get_userbyid(p.proowner) <> p_owner
+           AND NOT EXISTS (SELECT FROM pg_depend d
+                            WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+    LOOP
+        EXECUTE ddl;
+        moved := moved + 1;
+    END LOOP;
+    RETURN moved;
+END $$;
+SELECT pg_temp.hand_over_public_objects(:'owner_role') AS handed_over \gset
+SELECT format('SET ROLE %I', :'owner_role') \gexec
 
 -- ---------------------------------------------------------------------------------------------
 -- Raw ticks
@@ -67,6 +136,13 @@ CREATE TABLE IF NOT EXISTS crypto_prices (
 );
 COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per tick (symbol, event_time, price).';
 COMMENT ON COLUMN crypto_prices.feed IS 'STREAM, POLL or REPLAY = real prices; JITTER = synthetic (simulated between polls).';
+-- When a row landed: the sink never sends the column, so it is the time of the tick's first landing (its
+-- upserts of the same tick change nothing). `scripts/stack.sh status` counts the last minute's rows through
+-- a BRIN index (a few pages; rows are appended in landing order). Rows older than the column have none.
+ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS landed_at timestamptz;
+ALTER TABLE crypto_prices ALTER COLUMN landed_at SET DEFAULT now();
+CREATE INDEX IF NOT EXISTS crypto_prices_landed_at ON crypto_prices USING brin (landed_at) WITH (autosummarize = on);
+COMMENT ON COLUMN crypto_prices.landed_at IS 'When the tick first landed (the database''s clock, start of the writing transaction).';
 
 -- Databases created before the tick key: the Kafka coordinates were the key, so the same tick produced
 -- twice was two rows. Keep the first landing of each tick, set aside rows that break the contract (in
@@ -303,7 +379,7 @@ BEGIN
     END IF;
 
     IF changed IS NOT NULL THEN
-        PERFORM pg_notify('candles_changed', CASE WHEN length(changed::text) <= 7900 THEN changed::text
+        PERFORM pg_notify('candles_changed', CASE WHEN octet_length(changed::text) <= 7900 THEN changed::text
             ELSE jsonb_build_object('*', (SELECT min(value #>> '{}') FROM jsonb_each(changed)))::text END);
     END IF;
     RETURN NULL;
@@ -334,9 +410,10 @@ BEGIN
     RETURN merged;
 END $$;
 
--- The sink landing a tick it already has (a redelivered or re-produced record: same symbol, event
--- time and price) changes nothing: the first landing wins, so lineage and candles stay as they were.
--- (Created below with the sink role's name; other roles' UPDATEs are corrections and rebuild candles.)
+-- The sink never changes a landed tick: its upsert of a tick it already has (a redelivered or
+-- re-produced record: same symbol, event time and price) is skipped row by row, so the first landing
+-- wins and lineage and candles stay as they were; and no UPDATE of its own can move or re-price a tick
+-- (created below with the sink role's name; other roles' UPDATEs are corrections and rebuild candles).
 CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
     LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 
@@ -388,8 +465,7 @@ CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
 CREATE TRIGGER candle_replay_merge AFTER INSERT ON candle_replay
     REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
 SELECT format($t$CREATE TRIGGER crypto_prices_first_landing_wins BEFORE UPDATE ON crypto_prices FOR EACH ROW
-    WHEN (current_user = %L AND OLD.symbol = NEW.symbol AND OLD.event_time = NEW.event_time AND OLD.price = NEW.price)
-    EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
+    WHEN (current_user = %L) EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
 -- Transition tables allow one event per trigger: UPDATE and DELETE get a trigger each.
 CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
     REFERENCING OLD TABLE AS old_ticks NEW TABLE AS new_ticks
@@ -514,24 +590,29 @@ END $$;
 -- ---------------------------------------------------------------------------------------------
 -- Privileges
 -- ---------------------------------------------------------------------------------------------
--- Functions are executable by PUBLIC by default; only the table owner's triggers need these.
-REVOKE ALL ON FUNCTION rebuild_candles(text, timestamptz, timestamptz) FROM PUBLIC;
-REVOKE ALL ON FUNCTION candle_merge_ticks(), candle_rebuild_changed_days(), candle_rebuild_deleted_days(),
-    candle_rollup_truncate(), crypto_prices_keep_first_landing() FROM PUBLIC;
+RESET ROLE;
+-- Anything above not created as the owner role is handed over now.
+SELECT pg_temp.hand_over_public_objects(:'owner_role') AS handed_over \gset
+
+-- Functions are executable by PUBLIC by default: not the owner's (its triggers run them as the owner),
+-- now or later. What the candle views call, Power BI may run (a view runs functions as its reader).
+SELECT format('REVOKE ALL ON ROUTINE %s FROM PUBLIC', p.oid::regprocedure)
+  FROM pg_proc p
+ WHERE p.pronamespace = 'public'::regnamespace AND pg_get_userbyid(p.proowner) = :'owner_role' \gexec
+SELECT format('ALTER DEFAULT PRIVILEGES FOR ROLE %I REVOKE EXECUTE ON ROUTINES FROM PUBLIC', :'owner_role') \gexec
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC;
 
 -- The sink: add ticks to crypto_prices, nothing else. Its upsert (INSERT ... ON CONFLICT (symbol,
--- event_time, price) DO UPDATE SET col = EXCLUDED.col, ...) needs INSERT, SELECT (reading EXCLUDED
--- columns counts as reading the table) and UPDATE on the other columns, never on the key: it cannot
--- move or re-price a landed tick (and its re-landings change nothing, see
--- crypto_prices_first_landing_wins). Columns added later are covered when init.sql runs again.
+-- event_time, price) DO UPDATE SET col = EXCLUDED.col, ...) needs INSERT, UPDATE and SELECT (reading
+-- EXCLUDED columns counts as reading the table; its metadata the sink reads from the catalogs, which
+-- need no grant). Its UPDATEs change nothing (crypto_prices_first_landing_wins), so it cannot move,
+-- re-price or rewrite a landed tick; UPDATE is table-wide so that a column added later (a schema
+-- migration) needs no new grant.
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'writer_role') \gexec
+SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'writer_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'writer_role') \gexec
-SELECT format('REVOKE ALL ON crypto_prices FROM %I', :'writer_role') \gexec
-SELECT format('GRANT INSERT, SELECT ON crypto_prices TO %I', :'writer_role') \gexec
-SELECT format('GRANT UPDATE (%s) ON crypto_prices TO %I', string_agg(quote_ident(attname), ', ' ORDER BY attnum), :'writer_role')
-  FROM pg_attribute
- WHERE attrelid = 'crypto_prices'::regclass AND attnum > 0 AND NOT attisdropped
-   AND attname NOT IN ('symbol', 'event_time', 'price') \gexec
+SELECT format('GRANT SELECT, INSERT, UPDATE ON crypto_prices TO %I', :'writer_role') \gexec
 
 -- Power BI: the candle views and nothing else.
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec
@@ -539,3 +620,10 @@ SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'reader_role
 SELECT format('GRANT SELECT ON %I TO %I', c.relname, :'reader_role')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE n.nspname = 'public' AND c.relkind = 'v' AND c.relname LIKE 'view\_crypto\_candles%' \gexec
+SELECT DISTINCT format('GRANT EXECUTE ON ROUTINE %s TO %I', d.refobjid::regprocedure, :'reader_role')
+  FROM pg_class c
+  JOIN pg_rewrite r ON r.ev_class = c.oid
+  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
+  JOIN pg_proc p ON p.oid = d.refobjid
+ WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' AND c.relname LIKE 'view\_crypto\_candles%'
+   AND pg_get_userbyid(p.proowner) = :'owner_role' \gexec

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from control.secrets import ensure_secrets  # noqa: E402
 from control.settings import Settings  # noqa: E402
+from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the newest tick; query windows end here
@@ -80,12 +81,6 @@ SELECT 'crypto.ticks', s %% 3, n, format('SYM%%s-USD', lpad(s::text, 2, '0')),
        %(newest)s::timestamptz, 'bench:1', n
   FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n, LATERAL (SELECT n %% %(symbols)s AS s) sym
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -149,10 +144,11 @@ def measure_queries(conn: psycopg.Connection, powerbi: psycopg.Connection, repea
 
 UPSERT_COLUMNS = ("__connect_topic, __connect_partition, __connect_offset, symbol, price, event_time, volume, feed,"
                   " produced_at, producer_id, sequence")
-UPSERT_TAIL = (" ON CONFLICT (__connect_topic, __connect_partition, __connect_offset) DO UPDATE SET"
-               " symbol = EXCLUDED.symbol, price = EXCLUDED.price, event_time = EXCLUDED.event_time,"
+UPSERT_TAIL = (" ON CONFLICT (symbol, event_time, price) DO UPDATE SET"  # the sink's statement (record_value key)
                " volume = EXCLUDED.volume, feed = EXCLUDED.feed, produced_at = EXCLUDED.produced_at,"
-               " producer_id = EXCLUDED.producer_id, sequence = EXCLUDED.sequence")
+               " producer_id = EXCLUDED.producer_id, sequence = EXCLUDED.sequence,"
+               " __connect_topic = EXCLUDED.__connect_topic, __connect_partition = EXCLUDED.__connect_partition,"
+               " __connect_offset = EXCLUDED.__connect_offset")
 
 
 def upsert_sql(rows: int) -> str:
@@ -203,8 +199,10 @@ def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
 
     state = tempfile.mkdtemp(prefix="candles-bench-")
-    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(free_port())})
+    claims = PortClaims()  # held until the bench exits
+    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(claims.claim())})
     settings = Settings.load()
+    ensure_secrets(settings)  # the stack's passwords, generated into the bench's own state dir
     postgres = Postgres(settings)
     print(f"starting PostgreSQL in {postgres.data_dir} ...", flush=True)
     postgres.up()

@@ -8,7 +8,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -27,30 +26,10 @@ from confluent_kafka import Consumer, TopicPartition
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from control.connector import connector_status, load_connector, upsert, wait_running  # noqa: E402
+from control.connector import ConnectApi, connector_status, load_connector, upsert, wait_running  # noqa: E402
 from control.settings import Settings  # noqa: E402
+from stack.ports import claim_ports  # noqa: E402
 from stack.services import Connect, all_services  # noqa: E402
-
-PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT", "REGISTRY_MANAGEMENT_PORT")
-
-
-def free_port(consecutive: int = 1) -> int:
-    """A port p with p .. p + consecutive - 1 free on 127.0.0.1 (Connect worker i listens on CONNECT_PORT + i)."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        if port + consecutive < 65535 and all(_free(port + i) for i in range(1, consecutive)):
-            return port
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def partition_of(key: str, partitions: int) -> int:
@@ -75,9 +54,9 @@ class NativeStack:
 
     def __init__(self, state_dir: Path, log: Callable[[str], None]) -> None:
         self.state_dir, self.log = state_dir, log
-        self.env = {**os.environ, "CRYPTOPIPE_STATE": str(state_dir),
-                    **{key: str(free_port()) for key in PORT_SETTINGS}, "CONNECT_PORT": str(free_port(4))}
-        os.environ.update({k: self.env[k] for k in ("CRYPTOPIPE_STATE", *PORT_SETTINGS, "CONNECT_PORT")})
+        ports, self.claims = claim_ports(connect_workers=4)  # held until the bench exits
+        self.env = {**os.environ, "CRYPTOPIPE_STATE": str(state_dir), **ports}
+        os.environ.update({k: self.env[k] for k in ("CRYPTOPIPE_STATE", *ports)})
         self.settings = Settings.load()
         self.connector = load_connector()
         self.name: str = self.connector["name"]
@@ -90,7 +69,7 @@ class NativeStack:
         return result.stdout
 
     def up(self, workers: int = 1) -> None:
-        for line in self.cli("up", "--no-fetch", "--connect-workers", str(workers)).splitlines():
+        for line in self.cli("up", "--no-fetch", "--no-producer", "--connect-workers", str(workers)).splitlines():
             if "healthy" in line or "RUNNING" in line:
                 self.log(f"  {line}")
 
@@ -109,10 +88,11 @@ class NativeStack:
     def workers(self) -> list[Connect]:
         return [w for w in all_services(self.settings) if isinstance(w, Connect)]
 
-    def live_worker_url(self) -> str:
+    def live_worker_url(self) -> ConnectApi:
+        """The REST API (with the stack's credentials) of a worker that runs."""
         for worker in self.workers():
             if worker.process.is_running():
-                return worker.url
+                return ConnectApi(worker.url, self.settings.connect_auth)
         raise RuntimeError("no Connect worker is running")
 
     def status(self) -> dict[str, Any]:
@@ -138,7 +118,7 @@ class NativeStack:
         raise RuntimeError(f"connector not RUNNING with {tasks} task(s) after {timeout:.0f}s: {self.status()}")
 
     def pause(self) -> None:
-        requests.put(f"{self.live_worker_url()}/connectors/{self.name}/pause", timeout=30).raise_for_status()
+        self.live_worker_url().put(f"/connectors/{self.name}/pause", timeout=30).raise_for_status()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             status = self.status()
@@ -148,7 +128,7 @@ class NativeStack:
         raise RuntimeError(f"connector did not pause: {status}")
 
     def resume(self) -> None:
-        requests.put(f"{self.live_worker_url()}/connectors/{self.name}/resume", timeout=30).raise_for_status()
+        self.live_worker_url().put(f"/connectors/{self.name}/resume", timeout=30).raise_for_status()
 
     def tasks_by_worker(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -21,21 +20,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT", "REGISTRY_MANAGEMENT_PORT",
-         "CONNECT_PORT")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+sys.path.insert(0, str(ROOT))
+from stack.ports import claimed_ports  # noqa: E402
 
 
 def one_run() -> tuple[float, dict[str, float]]:
-    with tempfile.TemporaryDirectory(prefix="cold-start-") as state:
-        env = {**os.environ, "CRYPTOPIPE_STATE": state, **{p: str(free_port()) for p in PORTS}}
+    with tempfile.TemporaryDirectory(prefix="cold-start-") as state, claimed_ports() as ports:
+        env = {**os.environ, "CRYPTOPIPE_STATE": state, **ports}
         started = time.monotonic()
-        up = subprocess.run([sys.executable, "-m", "stack", "up", "--no-fetch"], cwd=ROOT, env=env,
+        up = subprocess.run([sys.executable, "-m", "stack", "up", "--no-fetch", "--no-producer"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - started
         subprocess.run([sys.executable, "-m", "stack", "down", "--purge"], cwd=ROOT, env=env, capture_output=True,

@@ -2,19 +2,22 @@
 
 Idempotent: PUT /connectors/NAME/config creates or updates, then failed tasks are restarted. Exits
 non-zero with the validation errors or the failing task's trace when the connector does not come up.
+Connect's REST API sits behind basic auth (connect/worker.properties): every call goes through a
+ConnectApi, which sends the credentials.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import requests
 
-from control.settings import PROJECT_ROOT
+from control.settings import PROJECT_ROOT, Settings
 
 CONNECT_DIR = PROJECT_ROOT / "connect"
 
@@ -25,6 +28,33 @@ class ConnectorError(RuntimeError):
 
 DEFAULT_CONNECTOR_FILE = CONNECT_DIR / "crypto-prices-jdbc-sink.json"
 CONNECTOR_SCHEMA_FILE = CONNECT_DIR / "connector.schema.json"
+
+
+@dataclass(frozen=True)
+class ConnectApi:
+    """Kafka Connect's REST API: its base URL and the basic-auth credentials every request sends."""
+
+    url: str
+    auth: tuple[str, str] = field(repr=False)
+
+    @classmethod
+    def of(cls, settings: Settings) -> ConnectApi:
+        return cls(settings.connect_url, settings.connect_auth)
+
+    def request(self, method: str, path: str, timeout: float = 30, **kwargs: Any) -> requests.Response:
+        return requests.request(method, f"{self.url}{path}", auth=self.auth, timeout=timeout, **kwargs)
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def put(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PUT", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
 
 
 def load_connector(path: Path = DEFAULT_CONNECTOR_FILE) -> dict[str, Any]:
@@ -42,28 +72,30 @@ def load_connector(path: Path = DEFAULT_CONNECTOR_FILE) -> dict[str, Any]:
     return definition
 
 
-def wait_for_connect(connect_url: str, timeout: float = 120.0) -> None:
+def wait_for_connect(api: ConnectApi, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            response = requests.get(f"{connect_url}/connectors", timeout=3)
+            response = api.get("/connectors", timeout=3)
             if response.status_code == 200:
                 return
+            if response.status_code == 401:
+                raise ConnectorError(f"Kafka Connect at {api.url} refused the REST credentials (HTTP 401): "
+                                 "CONNECT_REST_USER / CONNECT_REST_PASSWORD differ from the worker's")
             last = f"HTTP {response.status_code}"
         except requests.RequestException as exc:
             last = type(exc).__name__
         time.sleep(1)
     raise ConnectorError(
-        f"Kafka Connect at {connect_url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})"
+        f"Kafka Connect at {api.url} did not answer GET /connectors with 200 in {timeout:.0f}s ({last})"
     )
 
 
-def validate_remotely(connect_url: str, name: str, config: dict[str, str]) -> None:
+def validate_remotely(api: ConnectApi, name: str, config: dict[str, str]) -> None:
     """Connect's own validation: unknown classes, bad values, unreachable database are reported here."""
     plugin = config["connector.class"].rsplit(".", 1)[-1]
-    url = f"{connect_url}/connector-plugins/{plugin}/config/validate"
-    response = requests.put(url, json={**config, "name": name}, timeout=60)
+    response = api.put(f"/connector-plugins/{plugin}/config/validate", json={**config, "name": name}, timeout=60)
     if response.status_code != 200:
         raise ConnectorError(f"Connect refused to validate the config: HTTP {response.status_code} "
                              f"{response.text[:500]}")
@@ -76,27 +108,27 @@ def validate_remotely(connect_url: str, name: str, config: dict[str, str]) -> No
         raise ConnectorError(f"Connect found {result['error_count']} error(s) in the config:\n" + "\n".join(problems))
 
 
-def upsert(connect_url: str, name: str, config: dict[str, str]) -> bool:
+def upsert(api: ConnectApi, name: str, config: dict[str, str]) -> bool:
     """Create or update; returns True when the connector was newly created."""
-    response = requests.put(f"{connect_url}/connectors/{name}/config", json=config, timeout=60)
+    response = api.put(f"/connectors/{name}/config", json=config, timeout=60)
     if response.status_code not in (200, 201):
         raise ConnectorError(f"PUT /connectors/{name}/config failed: HTTP {response.status_code} "
                              f"{response.text[:1000]}")
     return response.status_code == 201
 
 
-def restart_failed(connect_url: str, name: str) -> None:
+def restart_failed(api: ConnectApi, name: str) -> None:
     """A task that FAILED earlier (e.g. the database was gone too long) stays FAILED through a config
     PUT that changes nothing: restart the failed instances, so registering means "make it RUNNING"."""
-    response = requests.post(f"{connect_url}/connectors/{name}/restart",
-                             params={"includeTasks": "true", "onlyFailed": "true"}, timeout=60)
+    response = api.post(f"/connectors/{name}/restart", params={"includeTasks": "true", "onlyFailed": "true"},
+                        timeout=60)
     if response.status_code not in (200, 202, 204):
         raise ConnectorError(f"POST /connectors/{name}/restart failed: HTTP {response.status_code} "
                              f"{response.text[:500]}")
 
 
-def connector_status(connect_url: str, name: str) -> dict[str, Any] | None:
-    response = requests.get(f"{connect_url}/connectors/{name}/status", timeout=5)
+def connector_status(api: ConnectApi, name: str) -> dict[str, Any] | None:
+    response = api.get(f"/connectors/{name}/status", timeout=5)
     if response.status_code == 404:
         return None
     response.raise_for_status()
@@ -111,14 +143,14 @@ def failure_traces(status: dict[str, Any] | None) -> list[str]:
             if t["state"] == "FAILED"]
 
 
-def wait_running(connect_url: str, name: str, timeout: float = 120.0,
+def wait_running(api: ConnectApi, name: str, timeout: float = 120.0,
                  stale_traces: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Poll until the connector and every task are RUNNING; raise with the trace on FAILED.
     A failure whose trace is in `stale_traces` predates a restart just asked for: keep waiting."""
     deadline = time.monotonic() + timeout
     status: dict[str, Any] | None = None
     while time.monotonic() < deadline:
-        status = connector_status(connect_url, name)
+        status = connector_status(api, name)
         if status:
             states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
             fresh = [trace for trace in failure_traces(status) if trace not in stale_traces]
@@ -130,14 +162,14 @@ def wait_running(connect_url: str, name: str, timeout: float = 120.0,
     raise ConnectorError(f"connector {name} not RUNNING after {timeout:.0f}s; last status: {json.dumps(status)}")
 
 
-def register(connect_url: str, path: Path = DEFAULT_CONNECTOR_FILE, timeout: float = 120.0) -> dict[str, Any]:
+def register(api: ConnectApi, path: Path = DEFAULT_CONNECTOR_FILE, timeout: float = 120.0) -> dict[str, Any]:
     definition = load_connector(path)
     name, config = definition["name"], definition["config"]
-    wait_for_connect(connect_url, timeout)
-    validate_remotely(connect_url, name, config)
-    stale = frozenset(failure_traces(connector_status(connect_url, name)))
-    created = upsert(connect_url, name, config)
+    wait_for_connect(api, timeout)
+    validate_remotely(api, name, config)
+    stale = frozenset(failure_traces(connector_status(api, name)))
+    created = upsert(api, name, config)
     if stale:
-        restart_failed(connect_url, name)
+        restart_failed(api, name)
     print(f"connector {name} {'created' if created else 'updated'}; waiting for RUNNING ...", flush=True)
-    return wait_running(connect_url, name, timeout, stale_traces=stale)
+    return wait_running(api, name, timeout, stale_traces=stale)

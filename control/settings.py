@@ -2,7 +2,8 @@
 (exactly as docker compose treats it), plus every value derived from it (URLs, DSNs, cache paths).
 
 A line of `.env` that does not parse is an error that names the file and line, never silently skipped.
-Without a `.env` (e.g. a producer installed elsewhere) only the environment counts.
+Without a `.env` (e.g. a producer installed elsewhere) only the environment counts. Passwords are never in
+`.env`: settings[NAME] takes them from the environment, else from the native stack's secrets file.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = PROJECT_ROOT / ".env"
 # Full URLs that, when set in the environment, win over the ones derived from ports.
 URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")
+# Credentials: never in .env. The environment wins (docker compose passes them so); otherwise the native
+# stack's secrets file (control/secrets.py generates it on the first `up`, mode 0600).
+SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
+               "CONNECT_REST_PASSWORD")
 
 
 class SettingsError(RuntimeError):
@@ -54,11 +59,11 @@ class _StringStream:
 
 def load_env(env_file: Path | None = None) -> dict[str, str]:
     """Values from the settings file with the process environment winning: for keys the file defines,
-    CRYPTOPIPE_* keys, and the full-URL overrides."""
+    CRYPTOPIPE_* keys, the full-URL overrides and the secrets."""
     env_file = Path(os.environ.get("CRYPTOPIPE_ENV_FILE") or ENV_FILE) if env_file is None else env_file
     values = read_env_file(env_file)
     for key, value in os.environ.items():
-        if key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES:
+        if key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES or key in SECRET_KEYS:
             values[key] = value
     return values
 
@@ -78,13 +83,28 @@ class Settings:
         return cls(env=env, state_dir=state, cache_dir=cache)
 
     def __getitem__(self, key: str) -> str:
-        try:
+        if key in self.env:
             return self.env[key]
-        except KeyError:
-            raise SettingsError(f"setting {key} is missing from .env and the environment") from None
+        if key in SECRET_KEYS:
+            # Read on every access: a password rotated in the file is used at once, and never copied around.
+            if value := read_env_file(self.secrets_file).get(key):
+                return value
+            raise SettingsError(
+                f"secret {key} is not set: the native stack generates it into {self.secrets_file} on "
+                "`scripts/stack.sh up`; for docker compose export it (see .env.example)"
+            )
+        raise SettingsError(f"setting {key} is missing from .env and the environment")
 
     def get(self, key: str, default: str | None = None) -> str | None:
-        return self.env.get(key, default)
+        try:
+            return self[key]
+        except SettingsError:
+            return default
+
+    @property
+    def secrets_file(self) -> Path:
+        """The native stack's generated credentials (control/secrets.py), readable by its user only."""
+        return self.state_dir / "secrets.env"
 
     def port(self, name: str) -> int:
         value = self[f"{name}_PORT"]
@@ -111,6 +131,11 @@ class Settings:
     def connect_url(self) -> str:
         return self.env.get("CONNECT_URL") or f"http://127.0.0.1:{self.port('CONNECT')}"
 
+    @property
+    def connect_auth(self) -> tuple[str, str]:
+        """User and password of Connect's REST API (basic auth): every client sends them."""
+        return self["CONNECT_REST_USER"], self["CONNECT_REST_PASSWORD"]
+
     # -- downloaded artifacts ----------------------------------------------------------------------
     @property
     def kafka_home(self) -> Path:
@@ -132,3 +157,8 @@ class Settings:
         dbname = dbname or self["POSTGRES_DB"]
         return (f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@127.0.0.1:"
                 f"{self.port('POSTGRES')}/{quote(dbname, safe='')}")
+
+    def jdbc_url(self, dbname: str | None = None) -> str:
+        """The JDBC URL of a database of the stack (the database name percent-encoded; credentials are
+        passed apart from the URL, so they never need encoding and never show in it)."""
+        return f"jdbc:postgresql://127.0.0.1:{self.port('POSTGRES')}/{quote(dbname or self['POSTGRES_DB'], safe='')}"

@@ -28,7 +28,14 @@ from types import FrameType
 
 import requests
 
-from control.connector import ConnectorError, connector_status, failure_traces, load_connector, restart_failed
+from control.connector import (
+    ConnectApi,
+    ConnectorError,
+    connector_status,
+    failure_traces,
+    load_connector,
+    restart_failed,
+)
 from control.settings import Settings
 
 log = logging.getLogger("supervisor")
@@ -48,9 +55,9 @@ class SupervisorState:
 
 
 class Supervisor:
-    def __init__(self, connect_url: str, connector: str, interval: float = 5.0, max_backoff: float = 60.0,
+    def __init__(self, api: ConnectApi, connector: str, interval: float = 5.0, max_backoff: float = 60.0,
                  health_file: Path | None = None, stop: threading.Event | None = None) -> None:
-        self.connect_url, self.connector = connect_url, connector
+        self.api, self.connector = api, connector
         self.interval, self.max_backoff = interval, max_backoff
         self.health_file = health_file
         self.stop = stop or threading.Event()
@@ -59,7 +66,7 @@ class Supervisor:
     def check_once(self) -> bool:
         """One look at the connector; True when failed instances were found and a restart was asked for."""
         try:
-            status = connector_status(self.connect_url, self.connector)
+            status = connector_status(self.api, self.connector)
         except (requests.RequestException, ValueError) as exc:
             self._note("connect unreachable", f"{type(exc).__name__}: {exc}")
             return False
@@ -77,14 +84,14 @@ class Supervisor:
         log.warning("connector %s has %d failed instance(s) (%s); restart #%d",
                     self.connector, len(traces), first_line, self.state.restarts)
         try:
-            restart_failed(self.connect_url, self.connector)
+            restart_failed(self.api, self.connector)
         except (ConnectorError, requests.RequestException) as exc:
             log.warning("restart request failed: %s", exc)
         return True
 
     def run(self) -> int:
         log.info("supervising connector %s at %s (check every %.0fs, backoff up to %.0fs)",
-                 self.connector, self.connect_url, self.interval, self.max_backoff)
+                 self.connector, self.api.url, self.interval, self.max_backoff)
         backoff, healthy_since = self.interval, time.monotonic()
         while not self.stop.is_set():
             restarted = self.check_once()
@@ -155,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     name = args.connector or load_connector()["name"]
-    return Supervisor(args.connect_url, name, args.interval, args.max_backoff, args.health_file, stop).run()
+    api = ConnectApi(args.connect_url, settings.connect_auth)
+    return Supervisor(api, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 
 if __name__ == "__main__":

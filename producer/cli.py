@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from control.settings import Settings, SettingsError
+from control.settings import PROJECT_ROOT, Settings, SettingsError
 from producer.validate import TickContract
 
 SOURCES = ("stream", "poll", "replay", "record")
@@ -129,9 +129,12 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     q.add_argument("--no-jitter", action="store_true", help="no synthetic JITTER ticks, only real POLL ticks")
 
     r = p.add_argument_group("replay")
-    r.add_argument("--file", type=Path, help="replay: JSONL or CSV (by .csv suffix) file")
-    r.add_argument("--speed", type=float, default=1.0,
-                   help="replay: 1 = recorded pace, N = N times faster, 0 = as fast as possible (default %(default)s)")
+    r.add_argument("--file", type=Path, default=replay_file_setting(env),
+                   help="replay: JSONL or CSV (by .csv suffix) file (env PRODUCER_REPLAY_FILE, relative to the "
+                        "project; default %(default)s)")
+    r.add_argument("--speed", type=float, default=_setting_or(env, "PRODUCER_REPLAY_SPEED", 1.0),
+                   help="replay: 1 = recorded pace, N = N times faster, 0 = as fast as possible (env "
+                        "PRODUCER_REPLAY_SPEED, default %(default)s)")
 
     v = p.add_argument_group("validation")
     v.add_argument("--max-clock-skew", type=float, default=_float_or_none(env.get("TICK_MAX_FUTURE_SECONDS")),
@@ -158,6 +161,23 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     return p
 
 
+def replay_file_setting(env: dict[str, str]) -> Path | None:
+    """PRODUCER_REPLAY_FILE: a path in .env is relative to the project (where .env is), not the working directory."""
+    value = env.get("PRODUCER_REPLAY_FILE")
+    return PROJECT_ROOT / value if value else None
+
+
+def _setting_or(env: dict[str, str], key: str, default: float) -> float:
+    """A numeric setting; a value that is not a number is an error that names it."""
+    raw = env.get(key)
+    if not raw:
+        return default
+    value = _float_or_none(raw)
+    if value is None:
+        raise SystemExit(f"ERROR: setting {key} must be a number, not {raw!r}")
+    return value
+
+
 def _float_or_none(value: str | None) -> float | None:
     try:
         return float(value) if value else None
@@ -177,7 +197,7 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     args.contract = contract
     if args.source == "replay":
         if args.file is None:
-            parser.error("--source replay needs --file")
+            parser.error("--source replay needs --file (or PRODUCER_REPLAY_FILE)")
         if not args.file.is_file():
             parser.error(f"--file {args.file}: no such file")
         if args.speed < 0:

@@ -10,15 +10,17 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 
 def write_health(path: Path, counters: dict[str, object]) -> None:
-    """Atomic replace, so a reader never sees a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"time": time.time(), "pid": os.getpid(), **counters}))
-    os.replace(tmp, path)
+    """Atomic replace, so a reader never sees a half-written file; the temp file has an unpredictable name
+    (created exclusively, so nobody can plant a file or link there first)."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
+        tmp.write(json.dumps({"time": time.time(), "pid": os.getpid(), **counters}))
+    os.replace(tmp.name, path)
 
 
 def check(path: Path, max_age: float) -> tuple[bool, str]:

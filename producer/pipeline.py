@@ -15,7 +15,7 @@ from typing import Protocol
 
 from producer.health import write_health
 from producer.sources import Source
-from producer.stats import Stats
+from producer.stats import RecentCounts, Stats
 from producer.tick import Tick
 from producer.validate import Validator
 
@@ -49,6 +49,7 @@ class Pipeline:
         self._source_error: BaseException | None = None
         self._stop_deadline: float | None = None
         self._next_health = self._next_stats = 0.0
+        self._recent = RecentCounts()
 
     # -- source thread -----------------------------------------------------------------------------
     def _emit(self, tick: Tick) -> None:
@@ -106,7 +107,7 @@ class Pipeline:
                 before, handled = handled, handled + len(item)  # type: ignore[arg-type]
             if item is None or handled // 1000 != before // 1000:
                 sink.poll(0)
-                self.upkeep()
+            self.upkeep()  # on time, also while ticks arrive steadily (the queue is then never empty)
             if self.give_up():
                 self._abandon_queue()
                 break
@@ -143,7 +144,8 @@ class Pipeline:
             self.stop_event.set()
 
     def upkeep(self, force: bool = False) -> None:
-        """Periodic: one-line stats summary on stderr, health file."""
+        """Periodic: one-line stats summary on stderr, health file (the counters, the source, and the ticks
+        received and produced in about the last minute)."""
         now = time.monotonic()
         if self.stats_interval > 0 and now >= self._next_stats:
             if self._next_stats:  # not on the very first call
@@ -151,8 +153,10 @@ class Pipeline:
             self._next_stats = now + self.stats_interval
         if self.health_file is not None and (force or now >= self._next_health):
             self._next_health = now + self.health_interval
+            snapshot = self.stats.snapshot()
+            recent = self._recent.update(snapshot["received"], snapshot["produced"])  # type: ignore[arg-type]
             try:
-                write_health(self.health_file, self.stats.snapshot())
+                write_health(self.health_file, {**snapshot, "source": self.source.name, "last_minute": recent})
             except OSError as exc:
                 log.warning("cannot write health file %s: %s", self.health_file, exc)
 

@@ -1,4 +1,6 @@
-"""Schema registry at start-up: register the tick schema, retrying (bounded) while the registry is down."""
+"""Schema registry at start-up: register the tick schema, retrying (bounded) while the registry is down.
+
+The client is the project's one registry client (control.registry.registry_client)."""
 
 from __future__ import annotations
 
@@ -10,15 +12,13 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
+from control.registry import client_url, registry_client
+
+__all__ = ["RegistryUnavailable", "load_schema", "register_schema", "registry_client", "value_serializer"]
+
 log = logging.getLogger(__name__)
 
 SCHEMA_FILE = Path(__file__).resolve().parent.parent / "schemas" / "crypto_tick.avsc"
-REQUEST_TIMEOUT_S = 30
-
-
-def registry_client(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> SchemaRegistryClient:
-    """A client whose requests time out: httpx's default here is to wait forever on a silent registry."""
-    return SchemaRegistryClient({"url": url, "timeout": timeout_s})
 
 
 def value_serializer(client: SchemaRegistryClient, schema_str: str) -> AvroSerializer:
@@ -66,8 +66,3 @@ def register_schema(client: SchemaRegistryClient, subject: str, schema_str: str,
             f"{type(exc).__name__}: {exc}") from exc
     log.info("schema registered: subject %s, id %s", subject, schema_id)
     return schema_id
-
-
-def client_url(client: SchemaRegistryClient) -> str:
-    rest = getattr(client, "_rest_client", None)
-    return str(getattr(rest, "base_urls", "?"))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from producer.validate import Reason
@@ -72,3 +73,23 @@ class Stats:
         speed = "" if rate is None else f" ({rate:.1f} ticks/s)"
         return (f"received={snap['received']}{speed} produced={snap['produced']} delivered={snap['delivered']} "
                 f"failed={snap['failed']} rejected[{rejected}] reconnects={snap['reconnects']}")
+
+
+class RecentCounts:
+    """Ticks received and produced over about the last `span` seconds, for the health file (what
+    `scripts/stack.sh status` shows as the producer's flow). Fed the running totals at every health write;
+    the window runs from the newest sample at least `span` old (or the first sample) to now, so it spans
+    `span` seconds plus at most one health interval, and says how long it is."""
+
+    def __init__(self, span: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.span, self._clock = span, clock
+        self._samples: deque[tuple[float, int, int]] = deque()
+
+    def update(self, received: int, produced: int) -> dict[str, float | int]:
+        now = self._clock()
+        self._samples.append((now, received, produced))
+        while len(self._samples) > 1 and now - self._samples[1][0] >= self.span:
+            self._samples.popleft()
+        since, received_then, produced_then = self._samples[0]
+        return {"received": received - received_then, "produced": produced - produced_then,
+                "seconds": round(now - since, 1)}

@@ -6,8 +6,5 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
-load_settings
-# Inside scripts/test.sh (or with PYTHON exported) reuse that interpreter; otherwise the project's venv.
-[[ -n "${PYTHON:-}" ]] || ensure_venv
-export PYTHONPATH="$PROJECT_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-exec "$PYTHON" -m stack.schema_compat "$@"
+find_python
+exec "$PYTHON" -m control.schema_compat "$@"

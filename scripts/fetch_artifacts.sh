@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Downloads the stack's Java artifacts from Maven Central into a cache outside the clone:
+# Downloads the stack's artifacts (Maven Central; the chart's library: npm) into a cache outside the clone:
 #   kafka     Kafka broker + Connect worker runtime jars        -> $CRYPTOPIPE_CACHE/kafka-<v>/libs
 #   registry  Apicurio Registry server                          -> $CRYPTOPIPE_CACHE/registry-<v>
 #   plugins   Connect plugins (Debezium JDBC sink, Apicurio AvroConverter), one folder each, plus the
 #             project's own connect/plugin (built here with Maven, its unit tests included) in the
 #             converter's folder                              -> $CRYPTOPIPE_CACHE/plugins-<jdbc>-<conv>
+#   chart     the chart page's library, lightweight-charts (npm) -> $CRYPTOPIPE_CACHE/lightweight-charts-<v>
 # Idempotent: a component already fetched is skipped (quietly); connect/plugin is rebuilt when its
 # sources change. Versions come from .env.
-# Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins] [--plugins-dir DIR]
+# Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins|chart] [--plugins-dir DIR]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
 load_settings
@@ -20,8 +21,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --plugins-dir) plugins_dir="$2"; shift 2 ;;
-    all|kafka|registry|plugins) what="$1"; shift ;;
-    *) echo "ERROR: unknown argument '$1' (expected all|kafka|registry|plugins, --plugins-dir DIR)" >&2; exit 2 ;;
+    all|kafka|registry|plugins|chart) what="$1"; shift ;;
+    *) echo "ERROR: unknown argument '$1' (expected all|kafka|registry|plugins|chart, --plugins-dir DIR)" >&2; exit 2 ;;
   esac
 done
 
@@ -29,6 +30,7 @@ MAVEN_DIR="$PROJECT_ROOT/stack/maven"
 KAFKA_HOME_DIR="$CRYPTOPIPE_CACHE/kafka-$KAFKA_VERSION"
 REGISTRY_HOME_DIR="$CRYPTOPIPE_CACHE/registry-$APICURIO_REGISTRY_VERSION"
 PLUGINS_HOME_DIR="${plugins_dir:-$CRYPTOPIPE_CACHE/plugins-$DEBEZIUM_JDBC_VERSION-$APICURIO_CONVERTER_VERSION}"
+CHART_ASSETS_DIR="$CRYPTOPIPE_CACHE/lightweight-charts-$LIGHTWEIGHT_CHARTS_VERSION"
 
 mvn_run() {
   local pom="$1"; shift
@@ -48,12 +50,28 @@ mvn_run() {
 
 fetched() { [[ -f "$1/.complete" ]]; }
 
+# .complete holds the hash of the pom the jars were resolved from. A cache from an older pom gets the
+# jars it lacks added beside the ones it has, which stay untouched (a running stack keeps its open jars);
+# a changed version of a jar already there needs a fresh fetch (delete the folder).
 fetch_kafka() {
-  if fetched "$KAFKA_HOME_DIR"; then return 0; fi
+  local pom="$MAVEN_DIR/kafka/pom.xml" stamp added jar
+  stamp="$(sha1sum "$pom" | cut -c1-40)"
+  if fetched "$KAFKA_HOME_DIR"; then
+    [[ "$(cat "$KAFKA_HOME_DIR/.complete")" == "$stamp" ]] && return 0
+    echo "updating Kafka $KAFKA_VERSION in $KAFKA_HOME_DIR: adding what stack/maven/kafka/pom.xml now lists ..."
+    added="$(mktemp -d)"
+    mvn_run "$pom" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$added"
+    for jar in "$added"/*.jar; do
+      [[ -e "$KAFKA_HOME_DIR/libs/$(basename "$jar")" ]] || { cp "$jar" "$KAFKA_HOME_DIR/libs/"; echo "  added $(basename "$jar")"; }
+    done
+    rm -rf "$added"
+    echo "$stamp" > "$KAFKA_HOME_DIR/.complete"
+    return 0
+  fi
   echo "fetching Kafka $KAFKA_VERSION (broker + Connect runtime) into $KAFKA_HOME_DIR ..."
   rm -rf "$KAFKA_HOME_DIR"; mkdir -p "$KAFKA_HOME_DIR"
-  mvn_run "$MAVEN_DIR/kafka/pom.xml" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
-  touch "$KAFKA_HOME_DIR/.complete"
+  mvn_run "$pom" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
+  echo "$stamp" > "$KAFKA_HOME_DIR/.complete"
   echo "  $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
 }
 
@@ -105,9 +123,28 @@ build_project_plugin() {
   rm -rf "$work"
 }
 
-command -v mvn >/dev/null || { echo "ERROR: Maven (mvn) is required to fetch artifacts; install it (apt-get install maven)" >&2; exit 1; }
+# The chart library as npm publishes it (npm checks the tarball against the registry's integrity hash);
+# the page serves the standalone build from here, never from a CDN.
+fetch_chart() {
+  if fetched "$CHART_ASSETS_DIR"; then return 0; fi
+  command -v npm >/dev/null || { echo "ERROR: npm is required to fetch lightweight-charts; install Node.js (apt-get install npm)" >&2; return 1; }
+  echo "fetching lightweight-charts $LIGHTWEIGHT_CHARTS_VERSION (npm) into $CHART_ASSETS_DIR ..."
+  local work
+  work="$(mktemp -d)"
+  (cd "$work" && npm pack --silent "lightweight-charts@$LIGHTWEIGHT_CHARTS_VERSION" >/dev/null) \
+    || { echo "ERROR: npm pack lightweight-charts@$LIGHTWEIGHT_CHARTS_VERSION failed" >&2; rm -rf "$work"; return 1; }
+  rm -rf "$CHART_ASSETS_DIR"; mkdir -p "$CHART_ASSETS_DIR"
+  tar -xzf "$work/lightweight-charts-$LIGHTWEIGHT_CHARTS_VERSION.tgz" -C "$CHART_ASSETS_DIR" --strip-components=1 \
+    package/LICENSE package/package.json package/dist/lightweight-charts.standalone.production.js
+  rm -rf "$work"
+  touch "$CHART_ASSETS_DIR/.complete"
+}
+
+[[ "$what" == chart ]] || command -v mvn >/dev/null \
+  || { echo "ERROR: Maven (mvn) is required to fetch artifacts; install it (apt-get install maven)" >&2; exit 1; }
 case "$what" in
-  all) fetch_kafka; fetch_registry; fetch_plugins; build_project_plugin ;;
+  all) fetch_kafka; fetch_registry; fetch_plugins; build_project_plugin; fetch_chart ;;
+  chart) fetch_chart ;;
   kafka) fetch_kafka ;;
   registry) fetch_registry ;;
   plugins) fetch_plugins; build_project_plugin ;;

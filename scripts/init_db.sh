@@ -2,17 +2,19 @@
 # Creates the pipeline's databases and applies init.sql. Idempotent: safe to run on every start.
 #
 # Two callers, one script:
-#   - the native stack (python -m stack up) runs it with PGHOST/PGPORT/PGUSER/PGPASSWORD set;
+#   - the native stack (python -m stack up) runs it as the superuser on the cluster's Unix socket
+#     (PGHOST/PGPORT/PGUSER set);
 #   - the postgres container runs it from /docker-entrypoint-initdb.d on first start (local socket).
-# Names and passwords come from the environment (.env defaults): POSTGRES_DB, POSTGRES_USER,
-# CONNECT_DB_USER/PASSWORD, POWERBI_DB_USER/PASSWORD, REGISTRY_DB/REGISTRY_DB_USER/PASSWORD.
+# Names come from the environment (.env): POSTGRES_DB, POSTGRES_USER, CONNECT_DB_USER, POWERBI_DB_USER,
+# REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE. Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD,
+# REGISTRY_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
+# only then: a password rotated since is never reset.
 set -euo pipefail
 
 : "${POSTGRES_USER:=postgres}"
 : "${POSTGRES_DB:=crypto}"
 : "${REGISTRY_DB:=registry}"
 : "${REGISTRY_DB_USER:=registry}"
-: "${REGISTRY_DB_PASSWORD:=registry}"
 INIT_SQL="${INIT_SQL:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/init.sql}"
 [[ -r "$INIT_SQL" ]] || { echo "ERROR: init.sql not found at $INIT_SQL (set INIT_SQL)" >&2; exit 1; }
 
@@ -22,16 +24,25 @@ psql_admin() {
 
 echo "init_db: databases ${POSTGRES_DB} and ${REGISTRY_DB}"
 # CREATE DATABASE cannot run inside a DO block: \gexec runs it only when the database is missing.
-psql_admin --dbname postgres \
-  -v db="$POSTGRES_DB" -v registry_db="$REGISTRY_DB" \
-  -v registry_user="$REGISTRY_DB_USER" -v registry_password="$REGISTRY_DB_PASSWORD" <<'SQL'
-SELECT format('CREATE ROLE %I LOGIN', :'registry_user')
+# The password reaches psql through its environment (\getenv), not its arguments (visible in ps).
+psql_admin --dbname postgres -v db="$POSTGRES_DB" -v registry_db="$REGISTRY_DB" -v registry_user="$REGISTRY_DB_USER" <<'SQL'
+\getenv registry_password REGISTRY_DB_PASSWORD
+\if :{?registry_password} \else \set registry_password '' \endif
+SET pg_stat_statements.track_utility = off;
+SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
+              format('role %s does not exist and REGISTRY_DB_PASSWORD is not set: it is needed to create the role',
+                     :'registry_user'))
+ WHERE :'registry_password' = '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'registry_user') \gexec
+SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'registry_user', :'registry_password')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'registry_user') \gexec
-SELECT format('ALTER ROLE %I LOGIN PASSWORD %L', :'registry_user', :'registry_password') \gexec
 SELECT format('CREATE DATABASE %I', :'db')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'registry_db', :'registry_user')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'registry_db') \gexec
+-- Nobody connects where they need not: the registry's database is its owner's (and the superuser's);
+-- postgres and template1 are the superuser's. init.sql does the same for the pipeline's database.
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', d)
+  FROM unnest(ARRAY[:'registry_db', 'postgres', 'template1']) AS d \gexec
 SQL
 
 echo "init_db: applying $(basename "$INIT_SQL") to ${POSTGRES_DB}"

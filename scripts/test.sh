@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
 source "$(dirname "${BASH_SOURCE[0]}")/lib/python.sh"
 load_settings
-ensure_venv
+find_python
 cd "$PROJECT_ROOT"
 
 echo "== artifacts"

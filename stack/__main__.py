@@ -1,23 +1,31 @@
 """Native stack CLI: the same components as docker-compose.yml, as processes on 127.0.0.1.
 
-  up        fetch artifacts if needed, start PostgreSQL, Kafka, the registry and Connect (CONNECT_WORKERS
-            workers in one group, or --connect-workers N), wait until each is healthy, set registry
-            compatibility (BACKWARD globally, per subject from schemas/compatibility.json), register the
-            JDBC sink connector, start the supervisor (python -m control.supervisor: restarts failed sink
-            tasks with backoff)
+  up        the whole pipeline: fetch artifacts if needed, start PostgreSQL, Kafka, the registry and
+            Connect (CONNECT_WORKERS workers in one group, or --connect-workers N), wait until each is
+            healthy, apply the registry's compatibility levels and register the JDBC sink connector
+            (python -m control setup, as compose's one-shot), start the supervisor (python -m
+            control.supervisor: restarts failed sink tasks with backoff), the chart page
+            (http://127.0.0.1:CHART_PORT/) and the producer (python -m producer: PRODUCER_SOURCE in .env,
+            default the live Yahoo stream; PRODUCER_SOURCE=replay replays PRODUCER_REPLAY_FILE).
+            --no-producer leaves the producer out; --producer "ARGS" starts it with these arguments.
   down      stop everything `up` started (no process left behind); --purge also deletes its data
-  status    each service's process and health, the connector's and tasks' state
-  logs      the last lines of a service's log
+  status    each service's process and health, the connector's and tasks' state, and whether data flows:
+            ticks received / produced in the last minute, connector lag, rows landed, the newest candle
+  logs      the last lines of a service's (or the producer's, the supervisor's) log
   register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
-`up --producer "ARGS"` also starts the producer (python -m producer ARGS) in the background; its log
-is .stack/logs/producer.log and `down` stops it first (SIGTERM: it flushes and reports its counts).
+Credentials: the first `up` generates every password into .stack/secrets.env (mode 0600) and later runs
+reuse it (control/secrets.py); `up` and `status` print where it is.
+
+The producer's log is .stack/logs/producer.log, its health file .stack/producer.health; `down` stops it
+first (SIGTERM: it flushes and reports its counts).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import shutil
 import subprocess
@@ -25,12 +33,22 @@ import sys
 import time
 from pathlib import Path
 
-from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError, connector_status, load_connector, register
+from control.connector import (
+    DEFAULT_CONNECTOR_FILE,
+    ConnectApi,
+    ConnectorError,
+    connector_status,
+    load_connector,
+    register,
+)
+from control.flow import flow_lines
+from control.registry import RegistryError, RulesError
+from control.secrets import ensure_secrets
 from control.settings import PROJECT_ROOT, Settings, SettingsError
+from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
-from stack.registry_config import ensure_global_compatibility, ensure_subject_levels
-from stack.services import Postgres, all_services
+from stack.services import Postgres, Service, all_services
 
 
 def fetch_artifacts() -> None:
@@ -42,22 +60,22 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
     timings: dict[str, float] = {}
     started = time.monotonic()
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    for service in all_services(settings):
+    added = ensure_secrets(settings)
+    print(f"credentials: {settings.secrets_file} (mode 0600, this user only)"
+          + (f"; generated {', '.join(added)}" if added else ""), flush=True)
+    *infrastructure, chart = all_services(settings)
+    for service in infrastructure:
+        start_service(service, timings)
+    if with_connector:  # python -m control setup, compose's one-shot: the registry's levels, then the connector
         t0 = time.monotonic()
-        print(f"starting {service.name:<9} ... ", end="", flush=True)
-        service.up()
-        timings[service.name] = time.monotonic() - t0
-        print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
-    level = ensure_global_compatibility(settings.ccompat_url)
-    subjects = ensure_subject_levels(settings.ccompat_url, settings.env)
-    print(f"registry compatibility: global {level}; " + ", ".join(f"{k} {v}" for k, v in subjects.items()))
-    if with_connector:
-        t0 = time.monotonic()
-        register(settings.connect_url, DEFAULT_CONNECTOR_FILE)
+        setup(settings)
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
         pid = start_supervisor(settings)
         print(f"supervisor started (pid {pid}): restarts failed sink tasks with backoff")
+    else:
+        apply_registry_levels(settings)
+    start_service(chart, timings)
     timings["total"] = time.monotonic() - started
     return timings
 
@@ -76,22 +94,55 @@ def start_supervisor(settings: Settings) -> int:
          "--health-file", str(supervisor_health_file(settings))], cwd=PROJECT_ROOT)
 
 
+def start_service(service: Service, timings: dict[str, float]) -> None:
+    t0 = time.monotonic()
+    print(f"starting {service.name:<9} ... ", end="", flush=True)
+    service.up()
+    timings[service.name] = time.monotonic() - t0
+    print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
+
+
 def producer_process(settings: Settings) -> ManagedProcess:
     return ManagedProcess("producer", settings.state_dir, stop_timeout=60)
 
 
-def start_producer(settings: Settings, producer_args: str) -> int:
-    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers, "SCHEMA_REGISTRY_URL": settings.ccompat_url}
-    pid = producer_process(settings).start(
-        [sys.executable, "-m", "producer", *shlex.split(producer_args)], env=env, cwd=PROJECT_ROOT
-    )
-    print(f"producer started (pid {pid}): python -m producer {producer_args}")
-    return pid
+def producer_health_file(settings: Settings) -> Path:
+    return settings.state_dir / "producer.health"
+
+
+def start_producer(settings: Settings, producer_args: str = "", timeout: float = 90.0) -> int | None:
+    """python -m producer [ARGS] with its settings (PRODUCER_SOURCE, ... from .env and the environment) and a
+    health file; waits until it reports (it has registered the schema and started its source) or exits.
+    Returns its pid, or None when it already finished (a replay as fast as possible)."""
+    process, health = producer_process(settings), producer_health_file(settings)
+    if process.is_running():
+        pid = process.pid()
+        print(f"producer  running (pid {pid})")
+        return pid
+    health.unlink(missing_ok=True)
+    env = {**settings.env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "SCHEMA_REGISTRY_URL": settings.ccompat_url}
+    argv = [sys.executable, "-m", "producer", *shlex.split(producer_args), "--health-file", str(health)]
+    pid = process.start(argv, env=env, cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + timeout
+    while not health.exists():
+        if not process.is_running():
+            if health.exists():
+                break
+            raise StackError(f"the producer exited before it started producing:\n{process.log_tail(30)}")
+        if time.monotonic() > deadline:
+            raise StackError(f"the producer did not report within {timeout:.0f}s:\n{process.log_tail(30)}")
+        time.sleep(0.5)
+    source = json.loads(health.read_text()).get("source", "?")
+    print(f"producer  started (pid {pid}), source {source}: python -m producer {producer_args}".rstrip()
+          + f"; log {process.log_file}")
+    return pid if process.is_running() else None
 
 
 def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
+    producer_health_file(settings).unlink(missing_ok=True)  # its counts describe a run that is over
     if supervisor_process(settings).stop():
         print("supervisor stopped")
     for service in reversed(all_services(settings)):
@@ -119,11 +170,12 @@ def status(settings: Settings) -> int:
     print(f"{'supervisor':<9} {'running' if supervisor.is_running() else 'not started':<22} "
           f"pid={supervisor.pid() or '-'}  restarts={watch.get('restarts', 0)}  log={supervisor.log_file}")
     producer = producer_process(settings)
-    print(f"{'producer':<9} {'running' if producer.is_running() else 'not started':<22} "
-          f"pid={producer.pid() or '-'}  log={producer.log_file}")
+    producer_state = "running" if producer.is_running() else (
+        "exited" if producer_health_file(settings).exists() else "not started")
+    print(f"{'producer':<9} {producer_state:<22} pid={producer.pid() or '-'}  log={producer.log_file}")
     name = load_connector()["name"]
     try:
-        st = connector_status(settings.connect_url, name)
+        st = connector_status(ConnectApi.of(settings), name)
     except Exception:  # noqa: BLE001
         st = None
     if st is None:
@@ -134,16 +186,18 @@ def status(settings: Settings) -> int:
                           for t in st.get("tasks", [])) or "no tasks"
         print(f"connector {name}: {st['connector']['state']}; {tasks}")
         healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
+    for line in flow_lines(settings, name, producer_health_file(settings), producer.is_running()):
+        print(line)
+    print(f"credentials: {settings.secrets_file}")
     return 0 if healthy else 1
 
 
 def logs(settings: Settings, name: str, lines: int) -> None:
-    for service in all_services(settings):
-        if service.name == name:
-            print(service.process.log_tail(lines))
-            return
-    raise StackError(f"unknown service {name!r}; expected one of "
-                     + ", ".join(s.name for s in all_services(settings)))
+    processes = {**{s.name: s.process for s in all_services(settings)},
+                 "supervisor": supervisor_process(settings), "producer": producer_process(settings)}
+    if name not in processes:
+        raise StackError(f"unknown service {name!r}; expected one of {', '.join(processes)}")
+    print(processes[name].log_tail(lines))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -153,13 +207,19 @@ def main(args: argparse.Namespace) -> int:
             if args.connect_workers < 1:
                 raise StackError(f"--connect-workers must be >= 1, not {args.connect_workers}")
             settings = dataclasses.replace(settings, env={**settings.env, "CONNECT_WORKERS": str(args.connect_workers)})
+        started = time.monotonic()
+        if args.no_producer and args.producer is not None:
+            raise StackError("--no-producer and --producer exclude each other")
         if not args.no_fetch:
             fetch_artifacts()
-        timings = up(settings, with_connector=not args.no_connector)
-        if args.producer is not None:
-            start_producer(settings, args.producer)
+        up(settings, with_connector=not args.no_connector)
         suffix = "" if args.no_connector else ", connector RUNNING"
-        print(f"stack up in {timings['total']:.1f}s: all healthy{suffix}")
+        if not args.no_producer:
+            start_producer(settings, args.producer or "")
+            suffix += ", producer started"
+        print(f"stack up in {time.monotonic() - started:.1f}s: all healthy{suffix}")
+        print("next: scripts/stack.sh status (is data flowing?), http://127.0.0.1:"
+              f"{settings.port('CHART')}/ (the candles)")
         return 0
     if args.command == "down":
         down(settings, purge=args.purge)
@@ -171,7 +231,7 @@ def main(args: argparse.Namespace) -> int:
         logs(settings, args.service, args.lines)
         return 0
     if args.command == "register":
-        register(settings.connect_url, Path(args.file), args.timeout)
+        register(ConnectApi.of(settings), Path(args.file), args.timeout)
         print("connector registered and RUNNING")
         return 0
     raise AssertionError(args.command)
@@ -188,13 +248,17 @@ def cli() -> None:
     p_up.add_argument("--connect-workers", type=int, metavar="N",
                       help="Kafka Connect workers in the one group (default CONNECT_WORKERS in .env); worker i "
                            "listens on CONNECT_PORT + i. Run on a running stack to add workers")
-    p_up.add_argument("--producer", metavar="ARGS", help='also start the producer, e.g. --producer "--source stream"')
+    p_up.add_argument("--no-producer", action="store_true",
+                      help="do not start the producer (default: start it, source PRODUCER_SOURCE from .env)")
+    p_up.add_argument("--producer", metavar="ARGS",
+                      help='start the producer with these arguments, e.g. --producer "--source poll --no-jitter"')
     p_down = sub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true",
                         help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
     sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
-    p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0) or connect-N (worker N)")
+    p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0), connect-N (worker N), "
+                                        "chart, supervisor or producer")
     p_logs.add_argument("-n", "--lines", type=int, default=60)
     p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
     p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))
@@ -202,7 +266,7 @@ def cli() -> None:
     args = parser.parse_args()
     try:
         sys.exit(main(args))
-    except (StackError, SettingsError, ConnectorError) as exc:
+    except (StackError, SettingsError, ConnectorError, RegistryError, RulesError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         sys.exit(1)
     except subprocess.CalledProcessError as exc:

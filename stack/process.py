@@ -17,6 +17,14 @@ from pathlib import Path
 
 import psutil
 
+# What a service inherits from the caller's environment when it must not see the rest of it (secrets,
+# tokens, anything exported in the shell): the program search path and the locale / time zone.
+BASE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "TZ")
+
+
+def base_environment() -> dict[str, str]:
+    return {key: os.environ[key] for key in BASE_ENV_KEYS if key in os.environ}
+
 
 class StackError(RuntimeError):
     """A service failed to start, become ready or stop; the message says which and why."""
@@ -48,7 +56,10 @@ class ManagedProcess:
     def is_running(self) -> bool:
         return self.pid() is not None
 
-    def start(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> int:
+    def start(self, argv: list[str], env: dict[str, str] | None = None, cwd: Path | None = None,
+              inherit_env: bool = True) -> int:
+        """Start detached unless running. `env` is added to the caller's environment, or, with
+        inherit_env=False, to base_environment() only: the process sees nothing else of the caller's."""
         if (pid := self.pid()) is not None:
             return pid
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -60,7 +71,7 @@ class ManagedProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
+                env={**(os.environ if inherit_env else base_environment()), **(env or {})},
                 cwd=cwd,
                 start_new_session=True,
             )

@@ -1,4 +1,4 @@
-"""The four services of the native stack, each with one start / wait-until-ready / stop routine.
+"""The services of the native stack, each with one start / wait-until-ready / stop routine.
 
 Used by the `stack` CLI (scripts/stack.sh) and by the test fixtures, so tests run what users run.
 """
@@ -11,16 +11,21 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
 import requests
 from confluent_kafka.admin import AdminClient
 from dotenv import dotenv_values
+from psycopg import sql
 
+from control.connector import ConnectApi
+from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
 from control.settings import PROJECT_ROOT, Settings
-from stack.process import ManagedProcess, StackError
+from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
@@ -57,6 +62,7 @@ class Service:
     """Base: a named process plus the settings it runs with. Subclasses fill in the hooks below."""
 
     name = ""
+    port_settings: tuple[str, ...] = ()  # X for each X_PORT setting the service listens on
     readiness = ""
     ready_timeout = 120.0
     stop_signal = signal.SIGTERM
@@ -73,14 +79,30 @@ class Service:
         return self.settings.state_dir / self.name
 
     def up(self) -> float:
-        """Start (if not running) and wait until ready; returns the seconds spent waiting."""
+        """Start (if not running) and wait until ready; returns the seconds spent waiting. The process
+        gets environment() and the locale / PATH, nothing else of the caller's environment."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if not self.process.is_running():
+            self.check_ports_free()
         self.prepare()
-        self.process.start(self.command(), env=self.environment())
+        self.process.start(self.command(), env=self.environment(), inherit_env=False)
         return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
 
     def down(self) -> bool:
         return self.process.stop()
+
+    def check_ports_free(self) -> None:
+        """A port another process holds would make the readiness probe talk to that process (e.g. another
+        stack's): refuse to start instead, naming the port and its setting."""
+        for setting in self.port_settings:
+            port = self.settings.port(setting)
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    raise StackError(f"{self.name}: port {port} ({setting}_PORT) is already in use by another "
+                                     f"process; stop it or set another {setting}_PORT") from None
 
     # -- to override ---------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -97,9 +119,14 @@ class Service:
 
 
 class Postgres(Service):
-    """A PostgreSQL cluster in a data directory of its own; init.sql applied by scripts/init_db.sh."""
+    """A PostgreSQL cluster in a data directory of its own; init.sql applied by scripts/init_db.sh.
+
+    Admin work (readiness, init.sql, passwords) goes through the Unix socket in the data directory,
+    which only the cluster's OS user (and root) can reach: local trust there, passwords (SCRAM) on TCP.
+    """
 
     name = "postgres"
+    port_settings = ("POSTGRES",)
     readiness = "accepts a connection and answers SELECT 1"
     stop_signal = signal.SIGINT  # "fast" shutdown: does not wait for clients to disconnect
 
@@ -147,7 +174,7 @@ class Postgres(Service):
         if (data / "PG_VERSION").exists():
             return
         pwfile = data.parent / f"{data.name}.pw"
-        pwfile.write_text(self.settings["POSTGRES_PASSWORD"] + "\n")
+        write_private(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         result = subprocess.run(
@@ -170,20 +197,46 @@ class Postgres(Service):
             *POSTGRES_SERVER_OPTIONS,
         ])
 
+    def admin_connection(self, dbname: str = "postgres") -> psycopg.Connection:
+        """The superuser, through the socket: needs no password, so it works before passwords are set."""
+        return psycopg.connect(host=str(self.data_dir), port=self.settings.port("POSTGRES"),
+                               user=self.settings["POSTGRES_USER"], dbname=dbname, connect_timeout=2,
+                               autocommit=True)
+
     def is_ready(self) -> bool:
-        with psycopg.connect(self.settings.pg_dsn(dbname="postgres"), connect_timeout=2) as conn:
+        with self.admin_connection() as conn:
             return conn.execute("SELECT 1").fetchone() == (1,)
 
     def up(self) -> float:
         waited = super().up()
+        self.apply_pending_passwords()
         self.apply_init_sql()
         return waited
 
+    def apply_pending_passwords(self) -> None:
+        """Passwords just added to the secrets file, set on the roles that already exist (an existing
+        database adopting a new secrets file). Any other password is never touched: a rotated one stays."""
+        pending = read_pending(self.settings)
+        if not pending:
+            return
+        with self.admin_connection() as conn:
+            conn.execute("SET pg_stat_statements.track_utility = off")  # keep passwords out of the statistics
+            for key in pending:
+                if key not in DB_ROLE_OF_SECRET:
+                    continue
+                role = self.settings[DB_ROLE_OF_SECRET[key]]
+                if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (role,)).fetchone() is not None:
+                    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                        sql.Identifier(role), sql.Literal(self.settings[key])))
+        clear_pending(self.settings, pending)
+
     def apply_init_sql(self) -> None:
+        """Databases, roles (passwords only for roles it creates), init.sql: as the superuser, on the socket."""
         env = {
-            **os.environ, **self.settings.env,
-            "PGHOST": "127.0.0.1", "PGPORT": str(self.settings.port("POSTGRES")),
-            "PGUSER": self.settings["POSTGRES_USER"], "PGPASSWORD": self.settings["POSTGRES_PASSWORD"],
+            **base_environment(), **self.settings.env,
+            "PGHOST": str(self.data_dir), "PGPORT": str(self.settings.port("POSTGRES")),
+            "PGUSER": self.settings["POSTGRES_USER"],
+            **{key: self.settings[key] for key in DB_ROLE_OF_SECRET if key != "POSTGRES_PASSWORD"},
         }
         result = subprocess.run(
             ["bash", str(PROJECT_ROOT / "scripts" / "init_db.sh")], env=env,
@@ -197,6 +250,7 @@ class Kafka(Service):
     """Apache Kafka in KRaft combined mode (broker + controller in one process), storage formatted once."""
 
     name = "kafka"
+    port_settings = ("KAFKA", "KAFKA_CONTROLLER")
     readiness = "the admin API lists topics"
 
     @property
@@ -254,6 +308,7 @@ class Registry(Service):
     """Apicurio Registry with durable storage in the stack's PostgreSQL."""
 
     name = "registry"
+    port_settings = ("REGISTRY", "REGISTRY_MANAGEMENT")
     readiness = "GET /health/ready on the management port answers 200"
     ready_timeout = 180.0
 
@@ -273,7 +328,7 @@ class Registry(Service):
             "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
             "QUARKUS_MANAGEMENT_PORT": str(s.port("REGISTRY_MANAGEMENT")),
             **{k: v for k, v in dotenv_values(CONFIG_DIR / "registry.env").items() if v is not None},
-            "APICURIO_DATASOURCE_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['REGISTRY_DB']}",
+            "APICURIO_DATASOURCE_URL": s.jdbc_url(s["REGISTRY_DB"]),
             "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
             "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
         }
@@ -283,7 +338,9 @@ class Registry(Service):
 
 
 class Connect(Service):
-    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter.
+    """Kafka Connect in distributed mode with the Debezium JDBC sink and the Apicurio converter. Its REST
+    API answers only requests with the credentials of CONNECT_REST_USER / CONNECT_REST_PASSWORD (Kafka's
+    BasicAuthSecurityRestExtension, through a JAAS file written on every start).
 
     Worker `index` of the stack's one Connect group (same group.id and internal topics, so Connect spreads
     the connector's tasks over the workers and moves a dead worker's tasks to the others): worker 0 is
@@ -305,6 +362,15 @@ class Connect(Service):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.rest_port}"
 
+    def check_ports_free(self) -> None:
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", self.rest_port))
+            except OSError:
+                raise StackError(f"{self.name}: port {self.rest_port} (CONNECT_PORT + {self.index}) is already in use "
+                                 "by another process; stop it or set another CONNECT_PORT") from None
+
     def command(self) -> list[str]:
         libs = self.settings.kafka_home / "libs"
         if not (self.settings.plugins_dir / ".complete").exists():
@@ -312,6 +378,7 @@ class Connect(Service):
         return [
             _java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
+            f"-Djava.security.auth.login.config={self.jaas_file}",
             "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),
         ]
 
@@ -319,38 +386,77 @@ class Connect(Service):
     def worker_file(self) -> Path:
         return self.data_dir / "worker.properties"
 
+    @property
+    def jaas_file(self) -> Path:
+        return self.data_dir / "rest-jaas.conf"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.data_dir / "rest-credentials.properties"
+
     def prepare(self) -> None:
-        """The shared worker.properties with plugin.path pointed at the native plugin cache."""
+        """The shared worker.properties with plugin.path pointed at the native plugin cache; the REST
+        API's JAAS config and credentials (mode 0600) from the secrets."""
         shared = (PROJECT_ROOT / "connect" / "worker.properties").read_text()
         native = re.sub(r"(?m)^plugin\.path=.*$", f"plugin.path={self.settings.plugins_dir}", shared)
         self.worker_file.write_text(native)
+        user, password = self.settings.connect_auth
+        write_private(self.credentials_file, rest_credentials(user, password))
+        write_private(self.jaas_file, rest_jaas_config(self.credentials_file))
 
     def environment(self) -> dict[str, str]:
         return connect_worker_env(self.settings, self.rest_port)
 
     def is_ready(self) -> bool:
-        url = self.url
-        if not _http_ok(f"{url}/connectors"):
+        api = ConnectApi(self.url, self.settings.connect_auth)
+        if api.get("/connectors", timeout=2).status_code != 200:
             return False
-        plugins = requests.get(f"{url}/connector-plugins", timeout=2).json()
+        plugins = api.get("/connector-plugins", timeout=2).json()
         return any(p.get("class") == JDBC_SINK_CLASS for p in plugins)
 
 
+def rest_credentials(user: str, password: str) -> str:
+    """The PropertyFileLoginModule's file: one `user=password` line, escaped as a Java properties file."""
+    if not user or not password or any(c in user + password for c in "\r\n"):
+        raise StackError("CONNECT_REST_USER and CONNECT_REST_PASSWORD must be non-empty single-line values")
+    key = re.sub(r"([\\=: #!])", r"\\\1", user)
+    value = password.replace("\\", "\\\\")
+    if value[0] in " \t\f":  # leading blanks would be taken for the separator's
+        value = "\\" + value
+    return f"{key}={value}\n"
+
+
+def rest_jaas_config(credentials_file: Path) -> str:
+    """Connect's BasicAuthSecurityRestExtension reads the login context KafkaConnect."""
+    return ("KafkaConnect {\n"
+            "  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
+            f'  file="{credentials_file}";\n'
+            "};\n")
+
+
+# The variables the worker's env config provider may resolve: its allowlist in connect/worker.properties
+# and the connect service's environment in docker-compose.yml name exactly these (tests compare).
+CONNECT_WORKER_VARIABLES = (
+    "CONNECT_BOOTSTRAP_SERVERS", "CONNECT_LISTEN_HOST", "CONNECT_ADVERTISED_HOST", "CONNECT_PORT", "CONNECT_JDBC_URL",
+    "CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "CONNECT_REGISTRY_URL", "TICKS_TOPIC", "TICKS_DLQ_TOPIC",
+    *TICK_CONTRACT_SETTINGS,
+)
+
+
 def connect_worker_env(s: Settings, rest_port: int | None = None) -> dict[str, str]:
-    """Environment the worker resolves ${env:...} from, in worker.properties and connector configs."""
+    """The worker's environment (besides PATH and the locale): the CONNECT_WORKER_VARIABLES."""
     return {
         "CONNECT_BOOTSTRAP_SERVERS": s.bootstrap_servers,
         "CONNECT_LISTEN_HOST": "127.0.0.1",
         "CONNECT_ADVERTISED_HOST": "127.0.0.1",
         "CONNECT_PORT": str(rest_port or s.port("CONNECT")),
-        "CONNECT_JDBC_URL": f"jdbc:postgresql://127.0.0.1:{s.port('POSTGRES')}/{s['POSTGRES_DB']}",
+        "CONNECT_JDBC_URL": s.jdbc_url(),
         "CONNECT_DB_USER": s["CONNECT_DB_USER"],
         "CONNECT_DB_PASSWORD": s["CONNECT_DB_PASSWORD"],
         "CONNECT_REGISTRY_URL": f"{s.registry_base}/apis/registry/v2",
         "TICKS_TOPIC": s["TICKS_TOPIC"],
         "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
         **{key: s[key] for key in TICK_CONTRACT_SETTINGS},
-        "KAFKA_HEAP_OPTS": "-Xmx768m",
     }
 
 
@@ -373,7 +479,28 @@ def connect_workers(settings: Settings) -> list[Connect]:
     return [Connect(settings, i) for i in range(connect_worker_count(settings))]
 
 
+class Chart(Service):
+    """The live candle page (python -m chart): the candle views as the Power BI role, pushed to browsers."""
+
+    name = "chart"
+    port_settings = ("CHART",)
+    readiness = "GET /healthz answers 200"
+    ready_timeout = 60.0
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "chart"]
+
+    def environment(self) -> dict[str, str]:
+        """The stack's settings (ports included) and where its secrets file is: the page reads the Power
+        BI role's password from there, like every other client of the stack."""
+        return {**self.settings.env, "CRYPTOPIPE_STATE": str(self.settings.state_dir),
+                "CRYPTOPIPE_CACHE": str(self.settings.cache_dir)}
+
+    def is_ready(self) -> bool:
+        return _http_ok(f"http://127.0.0.1:{self.settings.port('CHART')}/healthz")
+
+
 def all_services(settings: Settings) -> list[Service]:
-    """In start order; stop in reverse."""
-    return [Postgres(settings), Kafka(settings), Registry(settings), *connect_workers(settings)]
+    """In start order; stop in reverse. The chart is last: `up` starts it after registering the connector."""
+    return [Postgres(settings), Kafka(settings), Registry(settings), *connect_workers(settings), Chart(settings)]
 

@@ -1,14 +1,17 @@
 """Shared fixtures: a real native stack (PostgreSQL, Kafka, Apicurio Registry, Kafka Connect).
 
-The session fixture `stack` starts its own stack on free ports in a temporary state directory, with
-the same start / wait / stop routines as scripts/stack.sh. Set CRYPTOPIPE_TEST_STACK=running to
-use an already running stack (settings from .env and the environment) instead.
+The session fixture `stack` starts its own stack on claimed free ports (stack/ports.py) in a temporary state
+directory, with the same start / wait / stop routines as scripts/stack.sh, but without the producer (tests
+produce exactly what they check; tests/test_fresh_clone.py runs `up` with it). Set
+CRYPTOPIPE_TEST_STACK=running to use an already running stack (settings from .env and the environment).
+
+Every test that uses the stack (directly or through another fixture) must carry the `stack` marker
+(`-m "not stack"` then runs the rest without one): collection fails otherwise.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,17 +21,18 @@ from pathlib import Path
 import psutil
 import pytest
 
+from control.connector import ConnectApi
 from control.settings import PROJECT_ROOT, Settings
+from stack.ports import STACK_PORT_SETTINGS, claim_ports
 from stack.services import Connect, Kafka, Postgres, Registry
 
-STACK_PORT_SETTINGS = ("POSTGRES_PORT", "KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "REGISTRY_PORT",
-                       "REGISTRY_MANAGEMENT_PORT", "CONNECT_PORT")
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    unmarked = [item.nodeid for item in items
+                if "stack" in getattr(item, "fixturenames", ()) and item.get_closest_marker("stack") is None]
+    if unmarked:
+        raise pytest.UsageError("tests that use the stack fixture without the `stack` marker "
+                                "(add `pytestmark = pytest.mark.stack`):\n  " + "\n  ".join(unmarked))
 
 
 class StackHandle:
@@ -54,6 +58,11 @@ class StackHandle:
     @property
     def connect_url(self) -> str:
         return self.settings.connect_url
+
+    @property
+    def connect_api(self) -> ConnectApi:
+        """Connect's REST API with its credentials (it refuses requests without them)."""
+        return ConnectApi.of(self.settings)
 
     def pg_dsn(self, **kwargs: str) -> str:
         return self.settings.pg_dsn(**kwargs)
@@ -118,13 +127,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         return
 
     state_dir: Path = tmp_path_factory.mktemp("stack")
-    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **{key: str(free_port()) for key in STACK_PORT_SETTINGS}}
+    ports, claims = claim_ports(STACK_PORT_SETTINGS)
+    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **ports}
     saved = {k: os.environ.get(k) for k in overrides}
     os.environ.update(overrides)
     env = dict(os.environ)
     settings = Settings.load()
     try:
-        started = run_stack_cli("up", "--no-fetch", env=env)
+        started = run_stack_cli("up", "--no-fetch", "--no-producer", env=env)
         if started.returncode != 0:
             run_stack_cli("down", env=env)
             pytest.fail(f"stack up failed:\n{started.stdout[-4000:]}\n{started.stderr[-6000:]}", pytrace=False)
@@ -138,6 +148,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
             else:
                 os.environ[key] = value
         leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
+        claims.release()
         assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
         assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 

@@ -11,10 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.settings import PROJECT_ROOT
+from control.supervisor import read_health
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
 
@@ -78,6 +80,12 @@ def poll_until(check: Callable[[], T], done: Callable[[T], bool], timeout: float
         time.sleep(interval)
 
 
+def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll `check` until it returns something true; fail naming `what` at the timeout."""
+    if not poll_until(check, bool, timeout, interval):
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
 def count_rows(stack: StackHandle, symbols: Sequence[str]) -> int:
     return query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", list(symbols))[0][0]
 
@@ -109,6 +117,14 @@ def consume(stack: StackHandle, topic: str, wanted: Callable[[Message], bool], e
     return found
 
 
+def end_offsets(stack: StackHandle, topic: str) -> dict[int, int]:
+    """The topic's end offset per partition: what has been produced to it so far."""
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
+    futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions})
+    return {tp.partition: future.result(30).offset for tp, future in futures.items()}
+
+
 def dead_letters(stack: StackHandle, key: bytes, expected: int, timeout: float = 90) -> list[Message]:
     """Records on the dead-letter topic whose key is `key`."""
     return consume(stack, stack.settings["TICKS_DLQ_TOPIC"], lambda m: m.key() == key, expected, timeout)
@@ -127,3 +143,9 @@ def dlq_reason(message: Message) -> str:
 
 def as_json(message: Message) -> str:
     return json.dumps(headers(message), indent=1)
+
+
+def supervisor_restarts(stack: StackHandle) -> int:
+    """How many times the stack's supervisor has restarted failed sink tasks (its health file)."""
+    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    return int(health.get("restarts", 0))

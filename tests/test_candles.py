@@ -174,16 +174,118 @@ def test_equal_timestamps_are_ordered_by_arrival(db: psycopg.Connection, writer:
     assert (candle["open"], candle["close"], candle["high"], candle["low"]) == (5.0, 8.0, 8.0, 3.0)
 
 
-def test_a_redelivered_record_is_not_counted_twice(db: psycopg.Connection, writer: TickWriter) -> None:
-    """Connect's upsert of an already written record (same Kafka coordinates, same values)."""
+def test_the_sink_landing_a_tick_it_already_has_changes_nothing(stack: StackHandle, db: psycopg.Connection,
+                                                                 writer: TickWriter) -> None:
+    """The sink's own statement, as the sink's role: a re-landed tick (same symbol, time and price, other
+    lineage and volume, e.g. from a replay or a recreated topic) leaves row and candles as they were."""
     (symbol,) = new_symbols(1)
     writer.write([{"symbol": symbol, "price": 1.0, "event_time": START, "volume": 2.0}])
-    db.execute("INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
-               " event_time, volume, feed) VALUES (%s, 0, 0, %s, 1.0, %s, 2.0, 'STREAM')"
-               " ON CONFLICT (__connect_topic, __connect_partition, __connect_offset)"
-               " DO UPDATE SET price = EXCLUDED.price, volume = EXCLUDED.volume", (writer.topic, symbol, START))
-    candle = candles(db, "view_crypto_candles_1h", [symbol]).iloc[0]
-    assert (candle["tick_count"], candle["volume"]) == (1, 2.0)
+    before = candles(db, "view_crypto_candles_1h", [symbol])
+    dsn = stack.pg_dsn(user=stack.settings["CONNECT_DB_USER"], password=stack.settings["CONNECT_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as sink:
+        sink.execute("INSERT INTO crypto_prices (symbol, event_time, price, volume, feed, __connect_topic,"
+                     " __connect_partition, __connect_offset) VALUES (%s, %s, 1.0, 7.0, 'REPLAY', 'other', 2, 99)"
+                     " ON CONFLICT (symbol, event_time, price) DO UPDATE SET volume = EXCLUDED.volume,"
+                     " feed = EXCLUDED.feed, __connect_topic = EXCLUDED.__connect_topic,"
+                     " __connect_partition = EXCLUDED.__connect_partition,"
+                     " __connect_offset = EXCLUDED.__connect_offset", (symbol, START))
+    row = db.execute("SELECT volume, feed, __connect_topic, __connect_offset FROM crypto_prices WHERE symbol = %s",
+                     (symbol,)).fetchall()
+    assert row == [(2.0, "STREAM", writer.topic, 0)]
+    pd.testing.assert_frame_equal(candles(db, "view_crypto_candles_1h", [symbol]), before)
+
+
+def test_the_sink_cannot_rewrite_a_landed_tick(stack: StackHandle, db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    writer.write([{"symbol": symbol, "price": 1.0, "event_time": START, "volume": 2.0}])
+    dsn = stack.pg_dsn(user=stack.settings["CONNECT_DB_USER"], password=stack.settings["CONNECT_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as sink:
+        updated = sink.execute("UPDATE crypto_prices SET price = 5.0, volume = 0 WHERE symbol = %s", (symbol,))
+        assert updated.rowcount == 0
+    assert db.execute("SELECT price, volume FROM crypto_prices WHERE symbol = %s", (symbol,)).fetchall() == [(1.0, 2.0)]
+
+
+@pytest.mark.parametrize("bad", [
+    {"price": float("nan")}, {"price": float("inf")}, {"price": -5.0}, {"price": 0.0},
+    {"volume": float("nan")}, {"volume": -3.0}, {"event_time": datetime(2008, 12, 31, tzinfo=UTC)},
+], ids=["price NaN", "price inf", "price -5", "price 0", "volume NaN", "volume -3", "event time 2008"])
+def test_the_database_refuses_a_tick_that_breaks_the_contract(writer: TickWriter, bad: dict) -> None:
+    """For writers that bypass Kafka Connect (its TickContract transform catches these first)."""
+    (symbol,) = new_symbols(1)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        writer.write([{"symbol": symbol, "price": 1.0, "event_time": START, "volume": 1.0, **bad}])
+
+
+def calendar_bound(db: psycopg.Connection) -> int:
+    """Most calendar buckets one new candle may add: its own and max_fill after the candle before it and
+    after itself, in every interval."""
+    return db.execute("SELECT sum(2 * max_fill + 1) FROM candle_intervals").fetchone()[0]
+
+
+def unused_minute(db: psycopg.Connection) -> datetime:
+    """A minute in 2019-2022 on a UTC day that is in nobody's gap-filled calendar yet."""
+    rng = random.Random()
+    while True:
+        day = datetime(2019, 1, 5, tzinfo=UTC) + timedelta(days=rng.randrange(4 * 365))
+        if not db.execute("SELECT EXISTS (SELECT FROM candle_calendar WHERE resolution = '1d' AND bucket = %s)",
+                          (day,)).fetchone()[0]:
+            return day + timedelta(hours=rng.randrange(24), minutes=rng.randrange(60))
+
+
+def calendar_size(db: psycopg.Connection) -> int:
+    return db.execute("SELECT count(*) FROM candle_calendar").fetchone()[0]
+
+
+@pytest.mark.parametrize("when", [
+    timedelta(days=-366), timedelta(days=-3650), timedelta(days=3650),
+], ids=["a year older than all history", "ten years older", "ten years ahead"])
+def test_a_far_dated_tick_costs_a_bounded_number_of_calendar_buckets(db: psycopg.Connection, writer: TickWriter,
+                                                                       when: timedelta) -> None:
+    """The gap-filled calendar used to gain every bucket between a tick and its neighbours: one tick in
+    2200 wrote gigabytes and stalled the sink. Now a new candle adds at most calendar_bound() buckets."""
+    (symbol,) = new_symbols(1)
+    base = unused_minute(db)
+    writer.write([{"symbol": symbol, "price": 5.0, "event_time": base}])
+    before = calendar_size(db)
+    writer.write([{"symbol": symbol, "price": 6.0, "event_time": base + when}])
+    assert calendar_size(db) - before <= calendar_bound(db)
+    filled = candles(db, "view_crypto_candles_filled", [symbol], CANDLE_COLUMNS + ["is_gap_fill"])
+    max_fill = db.execute("SELECT max_fill FROM candle_intervals WHERE resolution = '1m'").fetchone()[0]
+    assert len(filled) == 2 + max_fill  # both candles, and at most max_fill flat ones after the first
+
+
+def test_the_first_tick_of_a_new_symbol_costs_a_bounded_number_of_calendar_buckets(
+        db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    before = calendar_size(db)
+    writer.write([{"symbol": symbol, "price": 5.0, "event_time": unused_minute(db)}])
+    assert 0 < calendar_size(db) - before <= calendar_bound(db)
+
+
+def test_a_gap_longer_than_max_fill_stays_a_gap_in_the_filled_view(db: psycopg.Connection,
+                                                                   writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    max_fill = db.execute("SELECT max_fill FROM candle_intervals WHERE resolution = '1m'").fetchone()[0]
+    writer.write([{"symbol": symbol, "price": 5.0, "event_time": START},
+                  {"symbol": symbol, "price": 6.0, "event_time": START + timedelta(minutes=max_fill + 10)}])
+    filled = candles(db, "view_crypto_candles_filled", [symbol], CANDLE_COLUMNS + ["is_gap_fill"])
+    assert len(filled) == 1 + max_fill + 1  # the first candle, max_fill flat ones after it, the second candle
+    assert filled["is_gap_fill"].sum() == max_fill
+    assert filled["bucket"].iloc[max_fill] == pd.Timestamp(START + timedelta(minutes=max_fill))
+
+
+def test_rebuilding_all_candles_gives_the_candles_the_trigger_maintained(db: psycopg.Connection,
+                                                                         writer: TickWriter) -> None:
+    """rebuild_candles() (a bulk load, a new interval) replays ticks through the same definition."""
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=21, hours=4)
+    writer.write(ticks, rows_per_statement=128)
+    incremental = {r: candles(db, view_name(r), symbols) for r in RESOLUTIONS}
+    db.execute("SELECT rebuild_candles()")
+    for resolution, rule in RESOLUTIONS.items():
+        rebuilt = candles(db, view_name(resolution), symbols)
+        pd.testing.assert_frame_equal(rebuilt, incremental[resolution])
+        assert_candles_equal(rebuilt, expected_candles(ticks, rule))
 
 
 def test_a_corrected_or_deleted_tick_is_reflected(db: psycopg.Connection, writer: TickWriter) -> None:
@@ -228,15 +330,61 @@ def test_gap_filled_candles_reach_back_to_a_late_tick_older_than_all_history(
     assert filled["is_gap_fill"].tolist() == [False, True, True, False]
 
 
+def clustered_ticks(symbols: list[str], seed: int) -> list[dict]:
+    """Bursts of ticks (10-40 minutes) separated by silences of 5 minutes to 9 hours, and for the first symbol
+    one silence of 8 days (longer than the 5m interval's max_fill of 7 days): real gaps at 5m and 1h."""
+    rng = random.Random(seed)
+    ticks = []
+    for n, symbol in enumerate(symbols):
+        price, at = rng.uniform(10, 1000), START
+        for burst in range(14):
+            if n == 0 and burst == 7:
+                at += timedelta(days=8)
+            end = at + timedelta(minutes=rng.randint(10, 40))
+            while at < end:
+                at += timedelta(seconds=rng.randint(0, 120))
+                price *= 1 + rng.uniform(-0.003, 0.003)
+                ticks.append({"symbol": symbol, "price": price, "event_time": at,
+                              "volume": rng.choice([None, round(rng.uniform(0, 5), 3)]),
+                              "feed": rng.choice(["STREAM", "POLL", "JITTER"])})
+            at += timedelta(minutes=rng.choice([5, 17, 75, 130, 540]))
+    rng.shuffle(ticks)  # arrival order unrelated to time: every tick may be late
+    return ticks
+
+
+def expected_filled(ticks: list[dict], rule: str, max_fill: int) -> pd.DataFrame:
+    """pandas' gap filling: every bucket from a symbol's first candle to its last (resample), an empty one
+    a flat candle at the forward-filled close (volume and counts 0), at most max_fill in a row."""
+    frames = []
+    for symbol, plain in expected_candles(ticks, rule).groupby("symbol"):
+        series = plain.set_index("bucket").drop(columns="symbol").resample(rule).asfreq()
+        gap = series["close"].isna()
+        close = series["close"].ffill(limit=max_fill)
+        for column in ("open", "high", "low"):
+            series[column] = series[column].where(~gap, close)
+        series["close"] = close
+        for column in ("volume", "tick_count", "synthetic_count"):
+            series[column] = series[column].where(~gap, 0)
+        series["is_gap_fill"] = gap
+        frames.append(series[close.notna()].reset_index().assign(symbol=symbol))
+    return pd.concat(frames)[CANDLE_COLUMNS + ["is_gap_fill"]]
+
+
 @pytest.mark.parametrize("resolution", ["5m", "1h"])
-def test_gap_filled_candles_equal_the_plain_ones_where_there_are_ticks(
+def test_gap_filled_candles_equal_pandas_resampling_with_a_forward_filled_close(
         db: psycopg.Connection, writer: TickWriter, resolution: str) -> None:
+    """The whole filled series, gap rows included: no bucket missing, none extra, none beyond max_fill."""
     symbols = new_symbols(2)
-    ticks = random_ticks(symbols, seed=13, hours=6)
-    writer.write(ticks)
+    ticks = clustered_ticks(symbols, seed=13)
+    writer.write(ticks, rows_per_statement=64)
+    max_fill = db.execute("SELECT max_fill FROM candle_intervals WHERE resolution = %s", (resolution,)).fetchone()[0]
     filled = candles(db, view_name(resolution, "_filled"), symbols, CANDLE_COLUMNS + ["is_gap_fill"])
-    real_buckets = filled[~filled["is_gap_fill"]].drop(columns="is_gap_fill")
-    assert_candles_equal(real_buckets, expected_candles(ticks, RESOLUTIONS[resolution]))
+    expected = expected_filled(ticks, RESOLUTIONS[resolution], max_fill)
+    assert expected["is_gap_fill"].sum() > 10  # the data has gaps at this interval
+    if resolution == "5m":  # the 8-day silence: filled for max_fill buckets, then a gap in the filled view too
+        first = expected[expected["symbol"] == symbols[0]]
+        assert first["bucket"].diff().max() > pd.Timedelta(minutes=5)
+    assert_candles_equal(filled, expected)
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"])
@@ -291,6 +439,9 @@ def test_power_bi_queries_read_the_rollup_not_the_raw_ticks(db: psycopg.Connecti
     assert "candle_rollup" in plan
 
 
+HISTORY_START = datetime(2045, 1, 2, tzinfo=UTC)  # the newest history in the database: "the last hour" is small
+
+
 @pytest.fixture(scope="module")
 def long_history(stack: StackHandle) -> str:
     """One symbol with two weeks of one tick per minute (20,160 one-minute candles), statistics fresh."""
@@ -299,8 +450,9 @@ def long_history(stack: StackHandle) -> str:
         conn.execute(
             "INSERT INTO crypto_prices (__connect_topic, __connect_partition, __connect_offset, symbol, price,"
             " event_time, volume, feed) SELECT %s, 0, n, %s, 100 + n %% 13, %s + n * interval '1 minute', 1, 'STREAM'"
-            " FROM generate_series(0, 20159) AS n", (f"test.history.{symbol}", symbol, START))
+            " FROM generate_series(0, 20159) AS n", (f"test.history.{symbol}", symbol, HISTORY_START))
         conn.execute("ANALYZE candle_rollup")
+        conn.execute("ANALYZE candle_calendar")
     return symbol
 
 
@@ -314,7 +466,7 @@ def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Conne
     symbol_filter = f"\"_\".\"symbol\" = '{long_history}' and" if one_symbol else ""
     sql = (f'select * from (select * from "public"."{view}" "$Table") "_" '
            f'where {symbol_filter} "_"."{time_column}" >= %s limit 1000001')
-    since = START + timedelta(days=14) - timedelta(hours=1)
+    since = HISTORY_START + timedelta(days=14) - timedelta(hours=1)
     plan = "\n".join(r[0] for r in db.execute(
         "EXPLAIN " + sql, (since if time_column == "bucket" else since.replace(tzinfo=None),)).fetchall())
     time_conditions = [line for line in plan.splitlines() if "bucket" in line and ">= '" in line]  # vs the constant
@@ -327,8 +479,8 @@ def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Conne
     "SELECT * FROM candle_intervals",
     "SELECT * FROM candle_calendar LIMIT 1",
     "SELECT rebuild_candles()",
-    "SELECT candle_calendar_cover()",
-    "SELECT * FROM candle_calendar_span('1m', 'BTC-USD', now(), now())",
+    "SELECT * FROM candle_replay LIMIT 1",
+    "SELECT * FROM crypto_prices_quarantine LIMIT 1",
 ])
 def test_the_power_bi_role_cannot_read_raw_ticks(powerbi: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):

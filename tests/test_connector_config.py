@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError, load_connector
-from control.settings import Settings
-from stack.services import connect_worker_env
+from stack.services import CONNECT_WORKER_VARIABLES
+
+WORKER_FILE = DEFAULT_CONNECTOR_FILE.parent / "worker.properties"
 
 
 def write_variant(tmp_path: Path, change) -> Path:  # noqa: ANN001
@@ -63,6 +64,38 @@ def test_broken_json_is_reported_as_such(tmp_path: Path) -> None:
 
 
 def test_every_env_placeholder_is_provided_to_the_worker() -> None:
-    text = DEFAULT_CONNECTOR_FILE.read_text() + (DEFAULT_CONNECTOR_FILE.parent / "worker.properties").read_text()
+    text = DEFAULT_CONNECTOR_FILE.read_text() + WORKER_FILE.read_text()
     placeholders = set(re.findall(r"\$\{env:([A-Z0-9_]+)\}", text))
-    assert placeholders <= set(connect_worker_env(Settings.load()))
+    assert placeholders <= set(CONNECT_WORKER_VARIABLES)
+
+
+def worker_property(name: str) -> str:
+    match = re.search(rf"(?m)^{re.escape(name)}=(.*)$", WORKER_FILE.read_text())
+    assert match, f"{name} missing from {WORKER_FILE}"
+    return match.group(1)
+
+
+def test_the_env_provider_resolves_exactly_the_variables_the_worker_gets() -> None:
+    allowlist = re.compile(worker_property("config.providers.env.param.allowlist.pattern"))
+    assert all(allowlist.fullmatch(name) for name in CONNECT_WORKER_VARIABLES)
+    # What the allowlist exists to keep out: the caller's environment and the other services' secrets.
+    for name in ("PATH", "HOME", "POSTGRES_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
+                 "CONNECT_REST_PASSWORD", "KAFKA_OPTS", "CONNECT_DB_PASSWORD_X", "XCONNECT_DB_PASSWORD"):
+        assert not allowlist.fullmatch(name) and not allowlist.search(name), name
+
+
+def test_connectors_may_not_override_client_settings() -> None:
+    assert worker_property("connector.client.config.override.policy") == "None"
+    assert not [key for key in load_connector()["config"] if key.startswith(("consumer.override.", "producer.override.",
+                                                                              "admin.override."))]
+
+
+def test_the_rest_api_requires_basic_auth() -> None:
+    assert worker_property("rest.extension.classes") == (
+        "org.apache.kafka.connect.rest.basic.auth.extension.BasicAuthSecurityRestExtension")
+
+
+def test_a_consumer_override_is_rejected_locally(tmp_path: Path) -> None:
+    path = write_variant(tmp_path, lambda c: c.update({"consumer.override.max.poll.records": "5"}))
+    with pytest.raises(ConnectorError, match="consumer.override.max.poll.records"):
+        load_connector(path)

@@ -12,15 +12,12 @@ import json
 import random
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import psycopg
 import pytest
-import requests
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -28,6 +25,7 @@ from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
 from producer.registry import registry_client
 from tests.conftest import StackHandle
+from tests.support import consume, wait_for_rows
 
 pytestmark = pytest.mark.stack
 
@@ -85,8 +83,8 @@ def replayed(stack: StackHandle, tmp_path_factory: pytest.TempPathFactory) -> di
     with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         conn.execute(f"ALTER DATABASE {db} SET timezone TO 'Asia/Kolkata'")
     connector = load_connector()["name"]
-    requests.post(f"{stack.connect_url}/connectors/{connector}/restart?includeTasks=true", timeout=30)
-    wait_running(stack.connect_url, connector)
+    stack.connect_api.post(f"/connectors/{connector}/restart?includeTasks=true", timeout=30)
+    wait_running(stack.connect_api, connector)
 
     tag = uuid.uuid4().hex[:6].upper()
     symbols = [f"E2E{tag}{i}-USD" for i in range(3)]
@@ -107,17 +105,6 @@ def rows_for(stack: StackHandle, symbols: list[str], query: str) -> list[tuple]:
     with psycopg.connect(stack.pg_dsn()) as conn:
         conn.execute("SET TimeZone = 'America/New_York'")
         return conn.execute(query, (symbols,)).fetchall()
-
-
-def wait_for_rows(stack: StackHandle, symbols: list[str], expected: int, timeout: float = 180) -> int:
-    deadline = time.monotonic() + timeout
-    count = -1
-    while time.monotonic() < deadline:
-        count = rows_for(stack, symbols, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)")[0][0]
-        if count >= expected:
-            return count
-        time.sleep(1)
-    return count
 
 
 def test_every_tick_lands_exactly_once(stack: StackHandle, replayed: dict) -> None:
@@ -150,22 +137,25 @@ def test_one_minute_candles_equal_an_independent_ohlc(stack: StackHandle, replay
 
 def test_records_on_the_topic_decode_with_the_registry(stack: StackHandle, replayed: dict) -> None:
     deserialize = AvroDeserializer(registry_client(stack.registry_url))
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"e2e-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    topic = stack.settings["TICKS_TOPIC"]
-    consumer.subscribe([topic])
-    wanted, decoded = set(replayed["symbols"]), []
-    deadline = time.monotonic() + 60
-    try:
-        while len(decoded) < len(replayed["ticks"]) and time.monotonic() < deadline:
-            msg = consumer.poll(1.0)
-            if msg is None or msg.error() or msg.key() is None or msg.key().decode() not in wanted:
-                continue
-            value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            decoded.append(value)
-    finally:
-        consumer.close()
+    topic, wanted = stack.settings["TICKS_TOPIC"], set(replayed["symbols"])
+    messages = consume(stack, topic, lambda m: m.key() is not None and m.key().decode() in wanted,
+                       len(replayed["ticks"]))
+    decoded = [deserialize(m.value(), SerializationContext(topic, MessageField.VALUE)) for m in messages]
     assert len(decoded) == len(replayed["ticks"])
     got = sorted((v["symbol"], v["price"], int(v["event_time"].timestamp() * 1000)) for v in decoded)
     assert got == sorted((t["symbol"], t["price"], t["event_time"]) for t in replayed["ticks"])
     assert {v["feed"] for v in decoded} == {"REPLAY"}
+
+
+def test_the_sink_writes_multi_row_inserts(stack: StackHandle, replayed: dict) -> None:
+    """README: the sink sends multi-row INSERTs (the JDBC driver's reWriteBatchedInserts turns its batch into
+    one statement with many VALUES rows): pg_stat_statements, as the sink's role, shows more rows than calls."""
+    wait_for_rows(stack, replayed["symbols"], len(replayed["ticks"]))
+    statements = rows_for(stack, [stack.settings["CONNECT_DB_USER"]],
+                          "SELECT s.query, s.calls, s.rows FROM pg_stat_statements s JOIN pg_roles r ON r.oid = "
+                          "s.userid WHERE r.rolname = ANY(%s) AND s.query ILIKE 'INSERT INTO%%crypto_prices%%'")
+    assert statements, "no INSERT by the sink's role in pg_stat_statements"
+    multi_row = [(query, calls, rows) for query, calls, rows in statements if rows > calls]
+    assert multi_row, statements
+    query, _, _ = max(multi_row, key=lambda s: s[2] / s[1])
+    assert query.count("),(") + query.count("), (") >= 1, query[:500]  # one statement, several VALUES rows

@@ -12,12 +12,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from websockets.sync.server import ServerConnection
@@ -30,9 +28,11 @@ from producer.sources.replay import ReplaySource
 from producer.stats import Stats
 from producer.tick import Feed, Tick
 from producer.validate import TickContract, ValidationRules, Validator
+from tests import support
 from tests.conftest import StackHandle
 from tests.fixtures.producer.summary import final_counts
 from tests.fixtures.producer.yahoo_ws import YahooServer, envelope, pricing_frame
+from tests.support import wait_until
 
 pytestmark = pytest.mark.stack
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
@@ -41,23 +41,8 @@ SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 def consume(stack: StackHandle, topic: str, expected: int, timeout: float = 90) -> list[tuple[str, dict]]:
     """(key, decoded value) of every record on the topic; waits until `expected` arrived (then 2 s more)."""
     deserialize = AvroDeserializer(registry_client(stack.registry_url))
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"t-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    records: list[tuple[str, dict]] = []
-    deadline, settle = time.monotonic() + timeout, None
-    try:
-        while time.monotonic() < deadline and (settle is None or time.monotonic() < settle):
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            value = deserialize(msg.value(), SerializationContext(topic, MessageField.VALUE))
-            records.append((msg.key().decode(), value))
-            if len(records) >= expected and settle is None:
-                settle = time.monotonic() + 2  # anything beyond `expected` (duplicates) would show up here
-    finally:
-        consumer.close()
-    return records
+    return [(m.key().decode(), deserialize(m.value(), SerializationContext(topic, MessageField.VALUE)))
+            for m in support.consume(stack, topic, lambda m: True, expected, timeout)]
 
 
 def epoch_ms(when: datetime) -> int:
@@ -78,15 +63,6 @@ def health(tmp_path: Path) -> dict:
         return json.loads((tmp_path / "health.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
-
-
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Ticker:
@@ -162,7 +138,7 @@ def test_sigterm_flushes_and_reports_counts(stack: StackHandle, unique_topic: st
     ticker = Ticker(period=0.005)
     with YahooServer(ticker) as server:
         proc = start_producer(stack, server.url, unique_topic, tmp_path)
-        wait_for(lambda: health(tmp_path).get("delivered", 0) >= 200, 60, "200 delivered ticks")
+        wait_until(lambda: health(tmp_path).get("delivered", 0) >= 200, 60, "200 delivered ticks")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=90)
         ticker.stop.set()
@@ -220,16 +196,17 @@ def test_kafka_down_and_back_mid_stream_loses_no_acknowledged_tick(stack: StackH
     with YahooServer(ticker) as server:
         proc = start_producer(stack, server.url, unique_topic, tmp_path)
         try:
-            wait_for(lambda: health(tmp_path).get("delivered", 0) >= 50, 60, "50 delivered ticks")
+            wait_until(lambda: health(tmp_path).get("delivered", 0) >= 50, 60, "50 delivered ticks")
             stack.stop_kafka()
             down_at = len(ticker.sent)
-            time.sleep(5)  # ticks keep arriving; librdkafka buffers them
-            assert len(ticker.sent) > down_at + 50
+            # ticks keep arriving; librdkafka buffers them
+            wait_until(lambda: len(ticker.sent) > down_at + 50, 30, "50 ticks while Kafka is down")
+            delivered_before = health(tmp_path).get("delivered", 0)
             stack.start_kafka()
-            time.sleep(2)
+            wait_until(lambda: health(tmp_path).get("delivered", 0) > delivered_before, 120, "deliveries to resume")
             ticker.stop.set()
             sent = len(ticker.sent)
-            wait_for(lambda: health(tmp_path).get("delivered", 0) >= sent, 120, "every tick delivered after restart")
+            wait_until(lambda: health(tmp_path).get("delivered", 0) >= sent, 120, "every tick delivered after restart")
         finally:
             ticker.stop.set()
             proc.send_signal(signal.SIGTERM)

@@ -182,6 +182,7 @@ def test_unreachable_yahoo_is_explained_once_then_each_attempt_is_logged(caplog:
     replay = re.search(r"python -m producer --source replay --file FILE .*--file (\S+) ", advice[0])
     assert replay and (PROJECT_ROOT / replay.group(1)).is_file()
     assert "python -m producer --source record --out FILE" in advice[0]
+    assert "set PRODUCER_SOURCE=replay in .env" in advice[0]  # the way out for the stack's producer
     attempts = [m for _, m in messages[1:]]
     assert [re.match(r"Yahoo's price stream unreachable: attempt (\d+) failed \(cannot connect to ", m).group(1)
             for m in attempts] == ["1", "2", "3"]

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from email.utils import formatdate
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from producer.cli import SOURCES, build_parser, parse_args
 from producer.health import check, write_health
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.pipeline import EXIT_OK, EXIT_UNDELIVERED, Pipeline
+from producer.sources import Source
 from producer.sources.jitter import Jitter
 from producer.sources.poll import (
     QUOTE_URL,
@@ -35,7 +36,7 @@ from producer.sources.poll import (
     parse_retry_after,
 )
 from producer.sources.replay import ReplaySource
-from producer.stats import Stats
+from producer.stats import RecentCounts, Stats
 from producer.tick import Feed, Tick, now_ms
 from producer.validate import Reason, TickContract, ValidationRules, Validator, parse_symbols
 from tests.fixtures.producer.summary import final_counts
@@ -506,11 +507,18 @@ def test_unreachable_registry_exits_with_a_clear_message(tmp_path: Path) -> None
 
 
 def test_usage_errors() -> None:
+    """Without PRODUCER_REPLAY_FILE, replay needs --file (and nothing may reach a Kafka: its address is a dead end)."""
+    env = {**os.environ, "PRODUCER_REPLAY_FILE": "", "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+           "SCHEMA_REGISTRY_URL": "http://127.0.0.1:9"}
     for argv in (["--source", "replay"], ["--source", "replay", "--file", "/nonexistent"], ["--source", "record"],
                  ["--source", "nope"]):
         result = subprocess.run([sys.executable, "-m", "producer", *argv], cwd=PROJECT_ROOT, capture_output=True,
-                                text=True, check=False)
+                                env=env, text=True, check=False, timeout=60)
         assert result.returncode == 2, argv
+        assert "usage:" in result.stderr, argv
+    result = subprocess.run([sys.executable, "-m", "producer", "--source", "replay"], cwd=PROJECT_ROOT, env=env,
+                            capture_output=True, text=True, check=False, timeout=60)
+    assert "--source replay needs --file (or PRODUCER_REPLAY_FILE)" in result.stderr
 
 
 def test_stream_url_default_is_yfinances_own() -> None:
@@ -519,3 +527,84 @@ def test_stream_url_default_is_yfinances_own() -> None:
 
     assert yfinance_default == YAHOO_STREAM_URL
     assert build_parser({}).parse_args([]).stream_url == yfinance_default
+
+
+# -- settings the stack's producer runs with; its flow in the health file ------------------------------------
+def test_a_replay_of_the_file_the_settings_name_at_their_speed() -> None:
+    """`scripts/stack.sh up` starts `python -m producer` with no arguments: PRODUCER_* decide. The file is
+    relative to the project (where .env is), wherever the producer runs."""
+    env = {**Settings.load().env, "PRODUCER_SOURCE": "replay", "PRODUCER_REPLAY_FILE": "tests/fixtures/producer/"
+           "sample_ticks.jsonl", "PRODUCER_REPLAY_SPEED": "0", "KAFKA_BOOTSTRAP_SERVERS": "k:1",
+           "SCHEMA_REGISTRY_URL": "http://r"}
+    args = parse_args([], env=env)
+    assert (args.source, args.file, args.speed) == (
+        "replay", PROJECT_ROOT / "tests" / "fixtures" / "producer" / "sample_ticks.jsonl", 0.0)
+    assert parse_args(["--speed", "3"], env=env).speed == 3.0
+    assert parse_args([], env={**env, "PRODUCER_REPLAY_FILE": "/abs/elsewhere.jsonl", "PRODUCER_SOURCE": "stream"}
+                      ).file == Path("/abs/elsewhere.jsonl")
+
+
+def test_a_replay_speed_setting_that_is_not_a_number_is_an_error_naming_it() -> None:
+    env = {**Settings.load().env, "PRODUCER_REPLAY_SPEED": "fast"}
+    with pytest.raises(SystemExit, match="PRODUCER_REPLAY_SPEED must be a number, not 'fast'"):
+        parse_args([], env=env)
+
+
+def test_the_project_settings_start_the_live_stream_by_default() -> None:
+    settings = Settings.load().env
+    assert settings["PRODUCER_SOURCE"] == "stream"
+    assert (PROJECT_ROOT / settings["PRODUCER_REPLAY_FILE"]).is_file()
+
+
+def test_recent_counts_cover_the_last_minute_and_say_how_long_their_window_is() -> None:
+    clock = [100.0]
+    recent = RecentCounts(span=60.0, clock=lambda: clock[0])
+    assert recent.update(0, 0) == {"received": 0, "produced": 0, "seconds": 0.0}
+    for t, received, produced in [(10, 20, 18), (30, 50, 45), (55, 80, 70), (65, 100, 90), (95, 130, 119)]:
+        clock[0] = 100.0 + t
+        last = recent.update(received, produced)
+    # at t=95 the newest sample at least 60 s old is t=30 (50, 45): 80 received, 74 produced over 65 s
+    assert last == {"received": 80, "produced": 74, "seconds": 65.0}
+    clock[0] = 100.0 + 400
+    assert recent.update(130, 119) == {"received": 0, "produced": 0, "seconds": 305.0}  # a silence
+
+
+class SteadySource(Source):
+    """A live-like source: one tick every `every` seconds until stopped."""
+
+    name = "steady"
+
+    def __init__(self, every: float, stop_event: threading.Event) -> None:
+        super().__init__(stop_event)
+        self.every = every
+
+    def run(self, emit: Callable[[Tick], None]) -> None:
+        n = 0
+        while not self.stop_event.wait(self.every):
+            n += 1
+            emit(Tick(symbol="A", price=1.0 + n, event_time=now_ms(), volume=None, feed=Feed.STREAM))
+
+
+def test_the_health_file_is_rewritten_on_time_while_ticks_arrive_steadily(tmp_path: Path) -> None:
+    """The queue is never empty for long with a tick every 20 ms: the health file (what `status` reads) must
+    still be rewritten every health interval, with the source and the last minute's counts."""
+    stats, stop = Stats(), threading.Event()
+    validator = Validator(ValidationRules(symbols=frozenset({"A"}), contract=CONTRACT))
+    health = tmp_path / "health.json"
+    pipeline = Pipeline(SteadySource(0.02, stop), validator, stats, stop, health_file=health, health_interval=0.2,
+                        stats_interval=0)
+    runner = threading.Thread(target=pipeline.run, args=(FakeSink(stats),))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        seen = {}
+        while time.monotonic() < deadline and seen.get("received", 0) < 20:
+            time.sleep(0.1)
+            if health.exists():
+                seen = json.loads(health.read_text())
+    finally:
+        stop.set()
+        runner.join(30)
+    assert seen.get("received", 0) >= 20, seen
+    assert seen["source"] == "steady"
+    assert seen["last_minute"]["received"] == seen["received"] and seen["last_minute"]["produced"] == seen["produced"]

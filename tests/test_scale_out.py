@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -26,10 +25,11 @@ import psycopg
 import pytest
 import requests
 
-from control.connector import connector_status, load_connector, upsert
+from control.connector import ConnectApi, connector_status, load_connector, upsert
 from control.settings import Settings
+from stack.ports import claim_ports
 from stack.services import Connect, Postgres, connect_workers
-from tests.conftest import STACK_PORT_SETTINGS, StackHandle, free_port, run_stack_cli, stack_processes
+from tests.conftest import StackHandle, run_stack_cli, stack_processes
 from tests.support import TickProducer, poll_until
 
 pytestmark = pytest.mark.stack
@@ -46,14 +46,16 @@ class TwoWorkers(StackHandle):
     def workers(self) -> list[Connect]:
         return connect_workers(self.settings)
 
-    def live_url(self) -> str:
-        return next(w.url for w in self.workers() if w.process.is_running())
+    def live_api(self) -> ConnectApi:
+        """The REST API of a worker that runs (any worker forwards requests to the group's leader)."""
+        return next(ConnectApi(w.url, self.settings.connect_auth) for w in self.workers() if w.process.is_running())
 
     def tasks(self) -> list[dict]:
         """The sink's tasks as the first worker that answers reports them ([] while none does)."""
         for worker in self.workers():
             with contextlib.suppress(requests.RequestException):
-                status = connector_status(worker.url, load_connector()["name"])
+                status = connector_status(ConnectApi(worker.url, self.settings.connect_auth),
+                                          load_connector()["name"])
                 return status["tasks"] if status else []
         return []
 
@@ -64,33 +66,20 @@ class TwoWorkers(StackHandle):
         os.kill(pid, signal.SIGKILL)
 
 
-def ports() -> dict[str, str]:
-    """Free ports; CONNECT_PORT + 1 (the second worker) free as well."""
-    chosen = {key: str(free_port()) for key in STACK_PORT_SETTINGS}
-    while True:
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        chosen["CONNECT_PORT"] = str(port)
-        return chosen
-
-
 @pytest.fixture(scope="module")
 def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkers]:
     state_dir: Path = tmp_path_factory.mktemp("scale-stack")
-    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **ports()}
+    ports, claims = claim_ports(connect_workers=2)
+    overrides = {"CRYPTOPIPE_STATE": str(state_dir), **ports}
     env = {**os.environ, **overrides}
     with mock.patch.dict(os.environ, overrides):  # the session's stack keeps its own settings
         settings = Settings.load()
     try:
-        started = run_stack_cli("up", "--no-fetch", "--connect-workers", "2", env=env)
+        started = run_stack_cli("up", "--no-fetch", "--no-producer", "--connect-workers", "2", env=env)
         assert started.returncode == 0, f"stack up failed:\n{started.stdout[-3000:]}\n{started.stderr[-4000:]}"
         handle = TwoWorkers(settings, owned=True)
         definition = load_connector()
-        upsert(handle.live_url(), definition["name"], {**definition["config"], "tasks.max": str(PARTITIONS)})
+        upsert(handle.live_api(), definition["name"], {**definition["config"], "tasks.max": str(PARTITIONS)})
         tasks = poll_until(handle.tasks, lambda t: len(t) == PARTITIONS and all(x["state"] == "RUNNING" for x in t)
                            and len({x["worker_id"] for x in t}) == 2, timeout=120)
         assert len({t["worker_id"] for t in tasks}) == 2, f"tasks not spread over both workers: {tasks}"
@@ -98,6 +87,7 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkers
     finally:
         stopped = run_stack_cli("down", "--purge", env=env)
         leftovers = stack_processes(state_dir) + stack_processes(Postgres(settings).data_dir)
+        claims.release()
         assert stopped.returncode == 0, f"stack down failed: {stopped.stderr[-3000:]}"
         assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from control.schema_compat import main
 from control.settings import PROJECT_ROOT
-from stack.schema_compat import main
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

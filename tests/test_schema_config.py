@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from control.schema_compat import CheckError, history, load_rules
 from control.settings import PROJECT_ROOT
-from stack.schema_compat import CheckError, history, load_rules
 
 TICK = "schemas/crypto_tick.avsc"
 SETTINGS = {"TICKS_TOPIC": "crypto.ticks"}

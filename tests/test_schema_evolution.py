@@ -21,13 +21,11 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 import requests
-from confluent_kafka import Producer
-from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import load_connector, wait_running
 from control.settings import PROJECT_ROOT
-from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
+from tests.support import TickProducer, count_rows, poll_until, query, supervisor_restarts, wait_for_rows
 
 pytestmark = pytest.mark.stack
 
@@ -36,6 +34,8 @@ V1 = json.loads((PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text())
 NEW_FIELD = {"name": "exchange", "type": ["null", "string"], "default": None,
              "doc": "Where the price was traded; null when unknown (and for every record written with v1)."}
 V2 = {**V1, "fields": [*V1["fields"], NEW_FIELD]}
+LATER_FIELD = {"name": "venue", "type": ["null", "string"], "default": None, "doc": "A field whose migration is late."}
+V3 = {**V2, "fields": [*V2["fields"], LATER_FIELD]}
 
 
 def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> list[dict]:
@@ -54,47 +54,26 @@ def make_ticks(symbols: list[str], first_ms: int, count: int, version: int) -> l
 
 
 def produce(stack: StackHandle, schema: dict, ticks: list[dict]) -> None:
-    topic = stack.settings["TICKS_TOPIC"]
-    serialize = value_serializer(registry_client(stack.registry_url), json.dumps(schema))
-    producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
-    for tick in ticks:
-        producer.produce(topic, key=tick["symbol"].encode(),
-                         value=serialize(tick, SerializationContext(topic, MessageField.VALUE)))
-    assert producer.flush(60) == 0, "records left unsent"
+    TickProducer(stack, json.dumps(schema)).send(ticks)
 
 
-def query(stack: StackHandle, sql: str, *params: object) -> list[tuple]:
-    with psycopg.connect(stack.pg_dsn()) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
-def wait_for_rows(stack: StackHandle, symbols: list[str], expected: int, timeout: float = 180) -> int:
-    deadline, count = time.monotonic() + timeout, -1
-    while time.monotonic() < deadline:
-        count = query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", symbols)[0][0]
-        if count >= expected:
-            return count
-        time.sleep(1)
-    return count
-
-
-def add_column_as_the_sink_role(stack: StackHandle) -> None:
-    """The migration step of docs/schema-evolution.md, as the role that owns crypto_prices."""
-    dsn = stack.pg_dsn(user=stack.settings["CONNECT_DB_USER"], password=stack.settings["CONNECT_DB_PASSWORD"])
-    with psycopg.connect(dsn, autocommit=True) as conn:
+def add_column_as_the_admin(stack: StackHandle) -> None:
+    """The migration step of docs/schema-evolution.md, as init.sql runs it: by the admin (the sink's role
+    may not alter the table)."""
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         conn.execute("ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS exchange text")
 
 
 @pytest.fixture(scope="module")
 def evolved(stack: StackHandle) -> dict:
     connector = load_connector()["name"]
-    wait_running(stack.connect_url, connector)
+    wait_running(stack.connect_api, connector)
     tag = uuid.uuid4().hex[:6].upper()
     symbols = [f"EVO{tag}{i}-USD" for i in range(2)]
     v1 = make_ticks(symbols, START_MS, 6, version=1)  # 19:00:00 .. 19:01:40
     produce(stack, V1, v1)
     assert wait_for_rows(stack, symbols, len(v1)) == len(v1), "v1 ticks did not land"
-    add_column_as_the_sink_role(stack)
+    add_column_as_the_admin(stack)
     v2 = make_ticks(symbols, START_MS + 110_000, 6, version=2)  # 19:01:50 .. 19:03:30: shares the 19:01 bucket
     produce(stack, V2, v2)
     landed = wait_for_rows(stack, symbols, len(v1) + len(v2))
@@ -109,7 +88,7 @@ def test_the_registry_holds_v2_as_the_latest_version(stack: StackHandle, evolved
 
 def test_both_versions_land_and_the_connector_stays_running(stack: StackHandle, evolved: dict) -> None:
     assert evolved["landed"] == len(evolved["v1"]) + len(evolved["v2"])
-    status = requests.get(f"{stack.connect_url}/connectors/{evolved['connector']}/status", timeout=10).json()
+    status = stack.connect_api.get(f"/connectors/{evolved['connector']}/status", timeout=10).json()
     assert status["connector"]["state"] == "RUNNING", status
     assert status["tasks"] and all(t["state"] == "RUNNING" for t in status["tasks"]), status
 
@@ -147,3 +126,37 @@ def test_the_candles_equal_what_the_ticks_imply(stack: StackHandle, evolved: dic
         assert got[:2] == want[:2]
         assert [float(x) for x in got[2:7]] == pytest.approx(list(want[2:7]), rel=1e-12)
         assert got[7] == want[7]
+
+
+@pytest.fixture(scope="module")
+def deployed_before_its_migration(stack: StackHandle, evolved: dict) -> dict:
+    """Step 5 done in the wrong order: a producer writes v3 (a new field) before the column exists. The
+    sink's task fails on it; the supervisor keeps restarting it with backoff; the migration comes late."""
+    tag = uuid.uuid4().hex[:6].upper()
+    symbols = [f"LATE{tag}{i}-USD" for i in range(2)]
+    v3 = [{**t, "venue": f"V{t['sequence']}"} for t in make_ticks(symbols, START_MS + 600_000, 4, version=2)]
+    restarts_before = supervisor_restarts(stack)
+    produce(stack, V3, v3)
+    restarts = poll_until(lambda: supervisor_restarts(stack), lambda n: n > restarts_before, timeout=240, interval=2)
+    landed_before = count_rows(stack, symbols)
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        conn.execute("ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS venue text")
+    landed = wait_for_rows(stack, symbols, len(v3), timeout=300)
+    return {"symbols": symbols, "v3": v3, "restarts": restarts - restarts_before, "landed_before": landed_before,
+            "landed": landed}
+
+
+def test_a_record_ahead_of_its_migration_stalls_the_sink_and_the_supervisor_keeps_retrying(
+        deployed_before_its_migration: dict) -> None:
+    assert deployed_before_its_migration["landed_before"] == 0
+    assert deployed_before_its_migration["restarts"] >= 1
+
+
+def test_once_the_migration_is_applied_every_waiting_tick_lands(stack: StackHandle,
+                                                               deployed_before_its_migration: dict) -> None:
+    assert deployed_before_its_migration["landed"] == len(deployed_before_its_migration["v3"])
+    stored = query(stack, "SELECT venue FROM crypto_prices WHERE symbol = ANY(%s) ORDER BY venue",
+                   deployed_before_its_migration["symbols"])
+    assert [r[0] for r in stored] == sorted(t["venue"] for t in deployed_before_its_migration["v3"])
+    status = wait_running(stack.connect_api, load_connector()["name"], timeout=120)
+    assert {t["state"] for t in status["tasks"]} == {"RUNNING"}

@@ -17,9 +17,17 @@ from collections.abc import Iterator
 import pytest
 
 from control.connector import load_connector, wait_running
-from control.supervisor import read_health
 from tests.conftest import StackHandle, run_stack_cli
-from tests.support import TickProducer, dead_letters, new_symbol, poll_until, query, tick, wait_for_rows
+from tests.support import (
+    TickProducer,
+    dead_letters,
+    new_symbol,
+    poll_until,
+    query,
+    supervisor_restarts,
+    tick,
+    wait_for_rows,
+)
 
 pytestmark = pytest.mark.stack
 
@@ -63,7 +71,7 @@ def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: Stack
 
 def test_the_connector_keeps_running_after_poison(stack: StackHandle, poisoned: dict) -> None:
     assert len(poisoned["letters"]) == len(POISON), "the poison was not consumed yet"
-    status = wait_running(stack.connect_url, CONNECTOR, timeout=30)
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
@@ -97,17 +105,18 @@ class Streamer:
 @pytest.fixture(scope="module")
 def registry_outage(stack: StackHandle) -> Iterator[dict]:
     symbol = new_symbol("REGOUT")
-    wait_running(stack.connect_url, CONNECTOR)
+    wait_running(stack.connect_api, CONNECTOR)
     with Streamer(stack, symbol) as streamer:
-        time.sleep(2)
+        assert wait_for_rows(stack, [symbol], 1, timeout=60) >= 1  # flowing before the outage
         stack.stop_registry()
-        try:
+        try:  # the outage lasts 60 s (its length is what is tested), with a Connect restart in the middle
             time.sleep(20)
             stack.restart_connect()  # its converter's schema cache is gone; the registry still is too
             time.sleep(40)
         finally:
             stack.start_registry()
-        time.sleep(2)
+        back_at = len(streamer.sent)
+        poll_until(lambda: len(streamer.sent), lambda n: n >= back_at + 10, 30)  # some ticks after it, too
     yield {"symbol": symbol, "sent": len(streamer.sent)}
 
 
@@ -123,17 +132,12 @@ def test_every_tick_streamed_through_a_registry_outage_lands_once(stack: StackHa
                  registry_outage["symbol"])[0][0] == registry_outage["sent"]
 
 
-def supervisor_restarts(stack: StackHandle) -> int:
-    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
-    return int(health.get("restarts", 0))
-
-
 @pytest.fixture(scope="module")
 def long_postgres_outage(stack: StackHandle) -> Iterator[dict]:
     """PostgreSQL away until the sink has exhausted its retries and its task FAILED (seen by the
     supervisor, which then restarts it with backoff), then back."""
     symbol = new_symbol("PGOUT")
-    wait_running(stack.connect_url, CONNECTOR)
+    wait_running(stack.connect_api, CONNECTOR)
     restarts_before = supervisor_restarts(stack)
     with Streamer(stack, symbol, period=0.2) as streamer:
         assert wait_for_rows(stack, [symbol], 1, timeout=60) >= 1
@@ -143,7 +147,8 @@ def long_postgres_outage(stack: StackHandle) -> Iterator[dict]:
                                   timeout=300, interval=2)
         finally:
             stack.start_postgres()
-        time.sleep(2)
+        back_at = len(streamer.sent)
+        poll_until(lambda: len(streamer.sent), lambda n: n >= back_at + 10, 30)  # some ticks after it, too
     yield {"symbol": symbol, "sent": len(streamer.sent), "restarts": restarts - restarts_before}
 
 
@@ -154,7 +159,7 @@ def test_a_failed_task_is_restarted_by_the_supervisor(long_postgres_outage: dict
 def test_ticks_produced_through_a_long_postgres_outage_all_land(stack: StackHandle, long_postgres_outage: dict) -> None:
     expected = long_postgres_outage["sent"]
     assert wait_for_rows(stack, [long_postgres_outage["symbol"]], expected, timeout=300) == expected
-    status = wait_running(stack.connect_url, CONNECTOR, timeout=120)
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=120)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 

@@ -40,7 +40,7 @@ BAD_TICKS = {  # case: (fields that break the contract, the reason the dead lett
 @pytest.fixture(scope="module")
 def written(stack: StackHandle) -> dict:
     """For every case: its bad tick, then a good tick, under one key; database size before and after."""
-    wait_running(stack.connect_url, load_connector()["name"])
+    wait_running(stack.connect_api, load_connector()["name"])
     size_before = query(stack, "SELECT pg_database_size(current_database())")[0][0]
     producer = TickProducer(stack)
     cases = {}
@@ -102,6 +102,6 @@ def test_far_dated_ticks_do_not_grow_the_database(written: dict) -> None:
 
 
 def test_the_connector_keeps_running(stack: StackHandle, written: dict) -> None:
-    status = wait_running(stack.connect_url, load_connector()["name"], timeout=30)
+    status = wait_running(stack.connect_api, load_connector()["name"], timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
     assert status["connector"]["state"] == "RUNNING"

@@ -47,7 +47,8 @@ def unreachable_advice(url: str, max_wait: float) -> str:
     return (f"cannot reach Yahoo's price stream at {url}: no internet connection, DNS, a firewall, or Yahoo is "
             f"down. The producer keeps retrying with exponential backoff (at most {max_wait:g}s between attempts) "
             f"and starts producing as soon as the stream answers. To produce without Yahoo, replay a recording "
-            f"instead: python -m producer --source replay --file FILE [--speed N], e.g. --file {REPLAY_SAMPLE} "
+            f"instead: set PRODUCER_SOURCE=replay in .env (the stack's producer then replays PRODUCER_REPLAY_FILE), "
+            f"or run python -m producer --source replay --file FILE [--speed N], e.g. --file {REPLAY_SAMPLE} "
             f"(a synthetic sample) or a file recorded where Yahoo is reachable with "
             f"python -m producer --source record --out FILE.")
 

@@ -16,46 +16,27 @@ The check fails (exit 2) rather than passes when there is nothing to compare aga
 exist: a tracked schema whose history cannot be read, a subject the registry does not know (a
 Confluent-compatible registry answers "compatible" for an unknown subject), or a registry error.
 Exit codes: 0 compatible, 1 incompatible, 2 could not check.
+
+The registry is asked through control.registry (the project's one client), and the levels come from the
+same reader of schemas/compatibility.json that `stack up` and compose's one-shot apply to the registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import jsonschema
-import requests
-
+from control import registry
+from control.registry import SchemaRule
 from control.settings import PROJECT_ROOT, Settings
 
-LEVELS = ["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE", "NONE"]
-CONFIG_SCHEMA = {
-    "type": "object",
-    "required": ["default", "schemas"],
-    "properties": {
-        "$comment": {"type": "string"},
-        "default": {"enum": LEVELS},
-        "schemas": {
-            "type": "object",
-            "propertyNames": {"pattern": r"^schemas/.+\.avsc$"},
-            "additionalProperties": {
-                "type": "object",
-                "required": ["subject"],
-                "properties": {"subject": {"type": "string", "minLength": 1}, "compatibility": {"enum": LEVELS},
-                               "why": {"type": "string"}},
-                "additionalProperties": False,
-            },
-        },
-    },
-    "additionalProperties": False,
-}
-CONTENT_TYPE = {"Content-Type": "application/vnd.schemaregistry.v1+json"}
 OK, INCOMPATIBLE, ERROR = 0, 1, 2
 
 
@@ -63,29 +44,13 @@ class CheckError(Exception):
     """The check could not be made: that is a failure, never a pass."""
 
 
-@dataclass(frozen=True)
-class SchemaRule:
-    path: str  # relative to the repository root
-    subject: str
-    level: str
-
-
 def load_rules(config_file: Path, settings_env: dict[str, str]) -> tuple[str, dict[str, SchemaRule]]:
+    """The rule file (control.registry reads it, for this check and for the registry alike)."""
     try:
-        config = json.loads(config_file.read_text())
-        jsonschema.validate(config, CONFIG_SCHEMA)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckError(f"cannot read {config_file}: {exc}") from exc
-    except jsonschema.ValidationError as exc:
-        raise CheckError(f"{config_file}: {exc.message} at {'/'.join(map(str, exc.absolute_path)) or 'top'}") from exc
-    rules = {}
-    for path, entry in config["schemas"].items():
-        try:
-            subject = entry["subject"].format(**settings_env)
-        except KeyError as exc:
-            raise CheckError(f"{config_file}: subject of {path} names unknown setting {exc}") from exc
-        rules[path] = SchemaRule(path, subject, entry.get("compatibility", config["default"]))
-    return config["default"], rules
+        rules = registry.load_rules(settings_env, config_file)
+    except registry.RulesError as exc:
+        raise CheckError(str(exc)) from exc
+    return rules.default, rules.schemas
 
 
 # -- git history ------------------------------------------------------------------------------------
@@ -160,87 +125,49 @@ def history(repo: Path, path: str) -> tuple[list[Version], str]:
 # -- registry -----------------------------------------------------------------------------------------
 
 class Registry:
+    """The check's view of the registry: control.registry's client, with every failure a CheckError."""
+
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-
-    def _call(self, method: str, path: str, **kwargs: object) -> requests.Response:
-        try:
-            return requests.request(method, f"{self.url}{path}", headers=CONTENT_TYPE, timeout=30, **kwargs)
-        except requests.RequestException as exc:
-            raise CheckError(f"registry {self.url} unreachable: {exc}") from exc
-
-    def _ok(self, response: requests.Response, what: str) -> dict | list:
-        if not response.ok:
-            raise CheckError(f"registry: {what} failed: HTTP {response.status_code} {response.text[:500]}")
-        return response.json() if response.content else {}
+        self.client = registry.registry_client(self.url)
 
     def versions(self, subject: str) -> list[int] | None:
-        response = self._call("GET", f"/subjects/{subject}/versions")
-        if response.status_code == 404:
-            return None
-        return self._ok(response, f"listing versions of {subject}")
+        with _could_not_check():
+            return registry.versions(self.client, subject)
 
     def set_level(self, subject: str, level: str) -> None:
-        self._ok(self._call("PUT", f"/config/{subject}", json={"compatibility": level}),
-                 f"setting {level} on {subject}")
-        now = self._ok(self._call("GET", f"/config/{subject}"), f"reading the level of {subject}")
-        if now.get("compatibilityLevel") != level:
-            raise CheckError(f"registry reports level {now.get('compatibilityLevel')!r} for {subject} "
-                             f"after setting {level}")
+        with _could_not_check():
+            registry.set_level(self.client, level, subject)
 
     def level(self, subject: str) -> str:
-        response = self._call("GET", f"/config/{subject}")
-        if response.status_code == 404:
-            response = self._call("GET", "/config")
-        return self._ok(response, f"reading the level of {subject}")["compatibilityLevel"]
+        with _could_not_check():
+            return registry.level(self.client, subject)
 
     def register(self, subject: str, schema: str) -> int:
         """The schema's id; an id seen before means the registry holds this content already (it compares
         canonical forms: whitespace and doc changes are the same schema to it)."""
-        request = {"schema": schema, "schemaType": "AVRO"}
-        body = self._ok(self._call("POST", f"/subjects/{subject}/versions", json=request),
-                        f"registering a version of {subject}")
-        if not isinstance(body, dict) or "id" not in body:
-            raise CheckError(f"registry: unexpected answer to registering a version of {subject}: {body}")
-        return int(body["id"])
+        with _could_not_check():
+            return registry.register(self.client, subject, schema)
 
     def check(self, subject: str, version: int | str | None, schema: str) -> tuple[bool, list[str]]:
         """Against one version ("latest" or a number), or None: against all versions (transitive levels)."""
-        where = f"/versions/{version}" if version is not None else "/versions"
-        response = self._call("POST", f"/compatibility/subjects/{subject}{where}?verbose=true",
-                              json={"schema": schema, "schemaType": "AVRO"})
-        body = self._ok(response, f"checking against {subject} {version or 'all versions'}")
-        if "is_compatible" not in body:
-            raise CheckError(f"registry: unexpected compatibility answer {body}")
-        return bool(body["is_compatible"]), [str(m) for m in body.get("messages") or []]
+        with _could_not_check():
+            return registry.is_compatible(self.client, subject, schema, version), []
 
     def reasons(self, subject: str, schema: str) -> list[str]:
-        """Why `schema` may not be added to `subject` under its rules. Apicurio's Confluent-compatible
-        API answers is_compatible without messages even with verbose=true; its native API's dry run
-        names every incompatible difference."""
-        native = self.url.replace("/apis/ccompat/v7", "/apis/registry/v3")
-        if native == self.url:
-            return []
-        try:
-            response = requests.post(
-                f"{native}/groups/default/artifacts/{subject}/versions?dryRun=true", timeout=30,
-                json={"content": {"content": schema, "contentType": "application/json"}})
-        except requests.RequestException:
-            return []
-        if response.ok:
-            return []
-        try:
-            causes = response.json().get("causes") or []
-        except ValueError:
-            return [response.text[:500]]
-        return [f"{c.get('description')} at {c.get('context')}" for c in causes] or [response.text[:500]]
+        return registry.reasons(self.url, subject, schema)
 
     def delete(self, subject: str) -> None:
-        """Soft, then permanent delete; raises if the subject is still there afterwards."""
-        self._call("DELETE", f"/subjects/{subject}")
-        self._call("DELETE", f"/subjects/{subject}?permanent=true")
-        if self.versions(subject) is not None:
-            raise CheckError(f"registry: scratch subject {subject} is still there after deleting it")
+        with _could_not_check():
+            registry.delete_subject(self.client, subject)
+
+
+@contextlib.contextmanager
+def _could_not_check() -> Iterator[None]:
+    try:
+        yield
+    except registry.RegistryError as exc:
+        raise CheckError(str(exc)) from exc
 
 
 # -- the two checks --------------------------------------------------------------------------------------
@@ -320,12 +247,12 @@ def run(args: argparse.Namespace) -> int:
             raise CheckError(f"no entry in {args.config} for {', '.join(missing)}: add its subject (and level)")
         if not paths:
             raise CheckError(f"no schemas found under {repo / 'schemas'}")
-        registry = Registry(args.registry or os.environ.get("SCHEMA_REGISTRY_URL") or settings.ccompat_url)
+        target = Registry(args.registry or settings.ccompat_url)
         worst = OK
         for path in paths:
             out: list[str] = []
             try:
-                worst = max(worst, (check_live if args.live else check_history)(registry, repo, rules[path], out))
+                worst = max(worst, (check_live if args.live else check_history)(target, repo, rules[path], out))
             finally:
                 print("\n".join(out), flush=True)
         return worst

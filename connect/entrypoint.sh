@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# docker compose's Connect container: puts the REST API behind basic auth, then starts the worker.
+# Writes the JAAS config and the credentials file (mode 0600, in CONNECT_REST_DIR, default /tmp/connect-rest)
+# from CONNECT_REST_USER / CONNECT_REST_PASSWORD, plus the Authorization header connect/healthcheck.sh sends,
+# removes the password from the environment and execs connect-distributed.sh (CONNECT_DISTRIBUTED) with the
+# given worker file. The native stack writes the same two files in stack/services.py (Connect.prepare).
+set -euo pipefail
+: "${CONNECT_REST_USER:?CONNECT_REST_USER is not set (.env)}"
+: "${CONNECT_REST_PASSWORD:?CONNECT_REST_PASSWORD is not set (see .env.example)}"
+
+umask 077
+dir="${CONNECT_REST_DIR:-/tmp/connect-rest}"
+mkdir -p "$dir"
+# Java properties: escape backslashes, and in the user name also the separators.
+user="${CONNECT_REST_USER//\\/\\\\}"
+for c in '=' ':' ' ' '#' '!'; do user="${user//"$c"/\\$c}"; done
+password="${CONNECT_REST_PASSWORD//\\/\\\\}"
+if [[ "$password" == [[:blank:]]* ]]; then password="\\$password"; fi  # else taken for the separator's
+printf '%s=%s\n' "$user" "$password" > "$dir/rest-credentials.properties"
+unset password
+printf 'KafkaConnect {\n  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n  file="%s";\n};\n' \
+  "$dir/rest-credentials.properties" > "$dir/rest-jaas.conf"
+# base64 reads the secret from stdin: it never appears on a command line.
+printf 'Basic %s' "$(printf '%s:%s' "$CONNECT_REST_USER" "$CONNECT_REST_PASSWORD" | base64 | tr -d '\n')" \
+  > "$dir/health-authorization"
+unset CONNECT_REST_PASSWORD
+
+export KAFKA_OPTS="-Djava.security.auth.login.config=$dir/rest-jaas.conf${KAFKA_OPTS:+ $KAFKA_OPTS}"
+exec "${CONNECT_DISTRIBUTED:-/opt/kafka/bin/connect-distributed.sh}" "$@"

@@ -1,0 +1,51 @@
+"""`python -m control`: the control plane's one-shot commands, the same in both forms of the stack.
+
+  setup     apply the registry's compatibility levels, then register the sink connector and wait until it
+            RUNs: what `scripts/stack.sh up` does once the services are healthy, and what docker compose's
+            one-shot `register-connector` runs
+  levels    only the levels: the global one and one per subject, from schemas/compatibility.json
+  register  only the connector (scripts/register_connector.sh): validate, create or update, wait for RUNNING
+
+Addresses and credentials come from the settings (.env, the environment, the native stack's secrets file):
+SCHEMA_REGISTRY_URL / REGISTRY_PORT, CONNECT_URL / CONNECT_PORT, CONNECT_REST_USER / CONNECT_REST_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError
+from control.registry import RegistryError, RulesError
+from control.settings import Settings, SettingsError
+from control.setup import apply_registry_levels, register_connector, setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m control", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("setup", "levels, then the connector"), ("register", "the connector only")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--file", type=Path, default=DEFAULT_CONNECTOR_FILE,
+                       help="connector JSON (default: %(default)s)")
+        p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for Connect and RUNNING")
+    sub.add_parser("levels", help="the registry's compatibility levels only")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.load()
+        if args.command == "levels":
+            apply_registry_levels(settings)
+        elif args.command == "register":
+            register_connector(settings, args.file, args.timeout)
+        else:
+            setup(settings, args.file, args.timeout)
+    except (SettingsError, RulesError, RegistryError, ConnectorError) as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
