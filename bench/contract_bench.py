@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext  # 
 from control.connector import ConnectApi, load_connector, register, wait_running  # noqa: E402
 from control.settings import Settings  # noqa: E402
 from producer.registry import registry_client, value_serializer  # noqa: E402
-from tests.conftest import STACK_PORT_SETTINGS, free_port  # noqa: E402
+from stack.ports import claimed_ports  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "contract.md"
 SCHEMA = (ROOT / "schemas" / "crypto_tick.avsc").read_text()
@@ -72,11 +73,22 @@ def copy_rate(settings: Settings, ticks: int, with_checks: bool) -> float:
     return ticks / elapsed
 
 
+def one_symbol_per_partition(tag: str, partitions: int) -> list[str]:
+    """Symbols the producer's default partitioner (librdkafka: CRC32 of the key) puts one on each partition."""
+    found: dict[int, str] = {}
+    n = 0
+    while len(found) < partitions:
+        symbol = f"{tag}{n}-USD"
+        found.setdefault(zlib.crc32(symbol.encode()) % partitions, symbol)
+        n += 1
+    return [found[p] for p in range(partitions)]
+
+
 def sink_rate(settings: Settings, api: ConnectApi, ticks: int, tag: str) -> float:
     """Backlog of `ticks` produced while the connector is paused; seconds from resume to the last row."""
     name = load_connector()["name"]
     topic = settings["TICKS_TOPIC"]
-    symbols = [f"{tag}{i}-USD" for i in range(3)]
+    symbols = one_symbol_per_partition(tag, partitions=3)  # every variant spreads the same over the tasks
     serialize = value_serializer(registry_client(settings.ccompat_url), SCHEMA)
     now = int(time.time() * 1000) - 3_600_000
     assert api.put(f"/connectors/{name}/pause").status_code == 202
@@ -145,13 +157,12 @@ def far_dated(settings: Settings, repeats: int) -> dict[str, tuple[float, int]]:
 
 def main(args: argparse.Namespace) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "fetch_artifacts.sh"), "all"], check=True)
-    with tempfile.TemporaryDirectory(prefix="contract-bench-") as state:
-        env = {**os.environ, "CRYPTOPIPE_STATE": state, **{p: str(free_port()) for p in STACK_PORT_SETTINGS}}
+    with tempfile.TemporaryDirectory(prefix="contract-bench-") as state, claimed_ports() as ports:
+        env = {**os.environ, "CRYPTOPIPE_STATE": state, **ports}
         os.environ.update(env)
         settings = Settings.load()
         print("starting the stack ...", flush=True)
-        up_args = ["up", "--no-fetch"] + (["--no-producer"] if args.no_producer_flag else [])
-        stack_cli(env, *up_args)
+        stack_cli(env, "up", "--no-fetch", "--no-producer")
         try:
             api = ConnectApi.of(settings)
             with psycopg.connect(settings.pg_dsn()) as conn:
@@ -219,7 +230,5 @@ if __name__ == "__main__":
     parser.add_argument("--copy-repeats", type=int, default=3, help="COPY runs per variant (default %(default)s)")
     parser.add_argument("--sink-repeats", type=int, default=3, help="sink runs per variant (default %(default)s)")
     parser.add_argument("--far-repeats", type=int, default=5, help="far-dated ticks per kind (default %(default)s)")
-    parser.add_argument("--no-producer-flag", action="store_true",
-                        help="pass --no-producer to `stack up` (when up starts the producer by default)")
     parser.add_argument("--write", action="store_true", help=f"write {RESULTS.relative_to(ROOT)}")
     main(parser.parse_args())

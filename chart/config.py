@@ -7,6 +7,7 @@ from pathlib import Path
 
 from psycopg.conninfo import make_conninfo
 
+from chart.pbids import pbids, powerbi_server
 from control.settings import Settings, SettingsError
 
 APPLICATION_NAME = "cryptopipe-chart"
@@ -23,6 +24,7 @@ class ChartConfig:
     max_candles: int
     assets_dir: Path
     symbols: tuple[str, ...]
+    pbids: str
 
     @classmethod
     def from_settings(cls, settings: Settings, host: str | None = None, port: int | None = None) -> ChartConfig:
@@ -41,6 +43,7 @@ class ChartConfig:
             max_candles=int(_positive(settings, "CHART_MAX_CANDLES")),
             assets_dir=settings.cache_dir / f"lightweight-charts-{settings['LIGHTWEIGHT_CHARTS_VERSION']}",
             symbols=tuple(s.strip() for s in (settings.get("SYMBOLS") or "").split(",") if s.strip()),
+            pbids=pbids(powerbi_server(settings), settings["POSTGRES_DB"]),
         )
 
     @property

@@ -30,6 +30,12 @@ async def vendor(request: web.Request) -> web.FileResponse:
     return web.FileResponse(request.app[CONFIG].vendor_script, headers={"Cache-Control": "max-age=86400"})
 
 
+async def powerbi_source(request: web.Request) -> web.Response:
+    """The .pbids for this stack: opening it in Power BI Desktop connects to the candles in DirectQuery."""
+    return web.Response(text=request.app[CONFIG].pbids, content_type="application/json", headers={
+        **NO_CACHE, "Content-Disposition": 'attachment; filename="crypto-candles.pbids"'})
+
+
 async def meta(request: web.Request) -> web.Response:
     return web.json_response(request.app[HUB].meta(), headers=NO_CACHE)
 
@@ -109,5 +115,6 @@ def build_app(config: ChartConfig) -> web.Application:
     app.router.add_get("/api/meta", meta)
     app.router.add_get("/api/stream", stream)
     app.router.add_get("/healthz", health)
+    app.router.add_get("/powerbi.pbids", powerbi_source)
     app.router.add_static("/static", STATIC)
     return app

@@ -5,6 +5,9 @@
             one-shot `register-connector` runs
   levels    only the levels: the global one and one per subject, from schemas/compatibility.json
   register  only the connector (scripts/register_connector.sh): validate, create or update, wait for RUNNING
+  secrets   docker compose's generated passwords, one file each in --dir (the `secrets` volume):
+            `init` creates the missing ones (compose's one-shot `secrets` runs it on every up), `show NAME`
+            prints one: `docker compose run --rm secrets show POWERBI_DB_PASSWORD`
 
 Addresses and credentials come from the settings (.env, the environment, the native stack's secrets file):
 SCHEMA_REGISTRY_URL / REGISTRY_PORT, CONNECT_URL / CONNECT_PORT, CONNECT_REST_USER / CONNECT_REST_PASSWORD.
@@ -18,7 +21,8 @@ from pathlib import Path
 
 from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError
 from control.registry import RegistryError, RulesError
-from control.settings import Settings, SettingsError
+from control.secrets import ensure_secret_files, read_secret_files
+from control.settings import SECRET_KEYS, Settings, SettingsError
 from control.setup import apply_registry_levels, register_connector, setup
 
 
@@ -32,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="connector JSON (default: %(default)s)")
         p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for Connect and RUNNING")
     sub.add_parser("levels", help="the registry's compatibility levels only")
+    secrets = sub.add_parser("secrets", help="compose's generated passwords: init, or show one")
+    secrets.add_argument("--dir", type=Path, required=True, help="folder of the secret files")
+    secrets_sub = secrets.add_subparsers(dest="action", required=True)
+    secrets_sub.add_parser("init", help="create the missing secret files (never changes one that exists)")
+    show = secrets_sub.add_parser("show", help="print one secret")
+    show.add_argument("name", choices=SECRET_KEYS)
     args = parser.parse_args(argv)
+    if args.command == "secrets":
+        return secrets_command(args)
     try:
         settings = Settings.load()
         if args.command == "levels":
@@ -44,6 +56,21 @@ def main(argv: list[str] | None = None) -> int:
     except (SettingsError, RulesError, RegistryError, ConnectorError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
+    return 0
+
+
+def secrets_command(args: argparse.Namespace) -> int:
+    if args.action == "init":
+        created = ensure_secret_files(args.dir)
+        print(f"secrets: created {', '.join(created)}" if created else "secrets: all present, none changed",
+              flush=True)
+        return 0
+    value = read_secret_files(args.dir).get(args.name)
+    if not value:
+        print(f"ERROR: {args.name} has not been generated yet in {args.dir}: run `docker compose up` first",
+              file=sys.stderr)
+        return 1
+    print(value)
     return 0
 
 

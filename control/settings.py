@@ -19,10 +19,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = PROJECT_ROOT / ".env"
 # Full URLs that, when set in the environment, win over the ones derived from ports.
 URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")
-# Credentials: never in .env. The environment wins (docker compose passes them so); otherwise the native
-# stack's secrets file (control/secrets.py generates it on the first `up`, mode 0600).
+# Credentials: never in .env. The environment wins: NAME itself, or NAME_FILE naming a file that holds it
+# (docker compose's containers read the stack's generated secrets so); otherwise the native stack's secrets
+# file (control/secrets.py generates it on the first `up`, mode 0600).
 SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
                "CONNECT_REST_PASSWORD")
+SECRET_FILE_KEYS = tuple(f"{key}_FILE" for key in SECRET_KEYS)
 
 
 class SettingsError(RuntimeError):
@@ -47,6 +49,17 @@ def read_env_file(env_file: Path) -> dict[str, str]:
     return values
 
 
+def read_secret_file(path: Path, key: str) -> str:
+    """The value of a NAME_FILE secret: the file's text without its trailing newline, never empty."""
+    try:
+        value = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise SettingsError(f"secret {key}: cannot read {key}_FILE {path}: {exc.strerror or exc}") from exc
+    if not value:
+        raise SettingsError(f"secret {key}: {key}_FILE {path} is empty")
+    return value
+
+
 class _StringStream:
     """parse_stream wants something with read()."""
 
@@ -63,7 +76,8 @@ def load_env(env_file: Path | None = None) -> dict[str, str]:
     env_file = Path(os.environ.get("CRYPTOPIPE_ENV_FILE") or ENV_FILE) if env_file is None else env_file
     values = read_env_file(env_file)
     for key, value in os.environ.items():
-        if key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES or key in SECRET_KEYS:
+        if (key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES or key in SECRET_KEYS
+                or key in SECRET_FILE_KEYS):
             values[key] = value
     return values
 
@@ -87,11 +101,13 @@ class Settings:
             return self.env[key]
         if key in SECRET_KEYS:
             # Read on every access: a password rotated in the file is used at once, and never copied around.
+            if path := self.env.get(f"{key}_FILE"):
+                return read_secret_file(Path(path), key)
             if value := read_env_file(self.secrets_file).get(key):
                 return value
             raise SettingsError(
                 f"secret {key} is not set: the native stack generates it into {self.secrets_file} on "
-                "`scripts/stack.sh up`; for docker compose export it (see .env.example)"
+                f"`scripts/stack.sh up`; in compose's containers {key}_FILE names the generated file"
             )
         raise SettingsError(f"setting {key} is missing from .env and the environment")
 

@@ -50,6 +50,13 @@ mvn_run() {
 
 fetched() { [[ -f "$1/.complete" ]]; }
 
+# Empties a folder and keeps the folder itself: it may be a mount point (compose's connect-plugins volume),
+# which cannot be removed ("Device or resource busy").
+empty_dir() {
+  mkdir -p "$1"
+  find "$1" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+}
+
 # .complete holds the hash of the pom the jars were resolved from. A cache from an older pom gets the
 # jars it lacks added beside the ones it has, which stay untouched (a running stack keeps its open jars);
 # a changed version of a jar already there needs a fresh fetch (delete the folder).
@@ -69,7 +76,7 @@ fetch_kafka() {
     return 0
   fi
   echo "fetching Kafka $KAFKA_VERSION (broker + Connect runtime) into $KAFKA_HOME_DIR ..."
-  rm -rf "$KAFKA_HOME_DIR"; mkdir -p "$KAFKA_HOME_DIR"
+  empty_dir "$KAFKA_HOME_DIR"
   mvn_run "$pom" -Dkafka.version="$KAFKA_VERSION" -Doutput.dir="$KAFKA_HOME_DIR/libs"
   echo "$stamp" > "$KAFKA_HOME_DIR/.complete"
   echo "  $(ls "$KAFKA_HOME_DIR/libs" | wc -l) jars"
@@ -78,7 +85,7 @@ fetch_kafka() {
 fetch_registry() {
   if fetched "$REGISTRY_HOME_DIR"; then return 0; fi
   echo "fetching Apicurio Registry $APICURIO_REGISTRY_VERSION into $REGISTRY_HOME_DIR (about 160 MB) ..."
-  rm -rf "$REGISTRY_HOME_DIR"; mkdir -p "$REGISTRY_HOME_DIR"
+  empty_dir "$REGISTRY_HOME_DIR"
   mvn_run "$MAVEN_DIR/archives/pom.xml" -Dapicurio.registry.version="$APICURIO_REGISTRY_VERSION" \
     -Ddebezium.jdbc.version="$DEBEZIUM_JDBC_VERSION" -Dregistry.dir="$REGISTRY_HOME_DIR" \
     -Dplugins.dir="$(mktemp -d)"
@@ -91,7 +98,7 @@ fetch_registry() {
 fetch_plugins() {
   if fetched "$PLUGINS_HOME_DIR"; then return 0; fi
   echo "fetching Connect plugins (Debezium JDBC sink $DEBEZIUM_JDBC_VERSION, Apicurio converter $APICURIO_CONVERTER_VERSION) into $PLUGINS_HOME_DIR ..."
-  rm -rf "$PLUGINS_HOME_DIR"; mkdir -p "$PLUGINS_HOME_DIR"
+  empty_dir "$PLUGINS_HOME_DIR"
   mvn_run "$MAVEN_DIR/archives/pom.xml" -Dskip.registry=true -Dapicurio.registry.version="$APICURIO_REGISTRY_VERSION" \
     -Ddebezium.jdbc.version="$DEBEZIUM_JDBC_VERSION" -Dplugins.dir="$PLUGINS_HOME_DIR"
   mvn_run "$MAVEN_DIR/converter/pom.xml" -Dapicurio.converter.version="$APICURIO_CONVERTER_VERSION" \
@@ -133,7 +140,7 @@ fetch_chart() {
   work="$(mktemp -d)"
   (cd "$work" && npm pack --silent "lightweight-charts@$LIGHTWEIGHT_CHARTS_VERSION" >/dev/null) \
     || { echo "ERROR: npm pack lightweight-charts@$LIGHTWEIGHT_CHARTS_VERSION failed" >&2; rm -rf "$work"; return 1; }
-  rm -rf "$CHART_ASSETS_DIR"; mkdir -p "$CHART_ASSETS_DIR"
+  empty_dir "$CHART_ASSETS_DIR"
   tar -xzf "$work/lightweight-charts-$LIGHTWEIGHT_CHARTS_VERSION.tgz" -C "$CHART_ASSETS_DIR" --strip-components=1 \
     package/LICENSE package/package.json package/dist/lightweight-charts.standalone.production.js
   rm -rf "$work"

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Creates the pipeline's databases and applies init.sql. Idempotent: safe to run on every start.
 #
-# Two callers, one script:
+# Two callers, one script, both on every start (it converges a half-initialised database too):
 #   - the native stack (python -m stack up) runs it as the superuser on the cluster's Unix socket
 #     (PGHOST/PGPORT/PGUSER set);
-#   - the postgres container runs it from /docker-entrypoint-initdb.d on first start (local socket).
+#   - docker compose's one-shot `db-init` runs it in the postgres image over TCP (PGHOST=postgres), once
+#     the server answers there, with each password in a file named by NAME_FILE (the `secrets` volume).
 # Names come from the environment (.env): POSTGRES_DB, POSTGRES_USER, CONNECT_DB_USER, POWERBI_DB_USER,
 # REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE. Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD,
 # REGISTRY_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
@@ -15,6 +16,16 @@ set -euo pipefail
 : "${POSTGRES_DB:=crypto}"
 : "${REGISTRY_DB:=registry}"
 : "${REGISTRY_DB_USER:=registry}"
+# NAME_FILE: the password is that file's content (the postgres image's convention, used by compose).
+for var in POSTGRES_PASSWORD CONNECT_DB_PASSWORD POWERBI_DB_PASSWORD REGISTRY_DB_PASSWORD; do
+  file_var="${var}_FILE"
+  [[ -n "${!file_var:-}" ]] || continue
+  [[ -z "${!var:-}" ]] || { echo "ERROR: both $var and $file_var are set: set one" >&2; exit 1; }
+  [[ -r "${!file_var}" ]] || { echo "ERROR: $file_var: cannot read ${!file_var}" >&2; exit 1; }
+  export "$var=$(< "${!file_var}")"
+done
+# Over TCP the superuser signs in with its password (libpq reads PGPASSWORD from the environment).
+if [[ -n "${POSTGRES_PASSWORD:-}" && -z "${PGPASSWORD:-}" ]]; then export PGPASSWORD="$POSTGRES_PASSWORD"; fi
 INIT_SQL="${INIT_SQL:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/init.sql}"
 [[ -r "$INIT_SQL" ]] || { echo "ERROR: init.sql not found at $INIT_SQL (set INIT_SQL)" >&2; exit 1; }
 

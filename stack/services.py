@@ -52,6 +52,11 @@ def _java(minimum: int = 17) -> str:
     raise StackError(f"no Java {minimum}+ found (JAVA_HOME, PATH, /usr/lib/jvm): install a JDK {minimum} or newer")
 
 
+def heap_options(settings: Settings, service: str) -> list[str]:
+    """<SERVICE>_HEAP_OPTS from .env: the heap docker-compose.yml gives the same JVM in its container."""
+    return settings[f"{service}_HEAP_OPTS"].split()
+
+
 def _java_major(java: Path) -> int:
     out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)', out)
@@ -262,7 +267,7 @@ class Kafka(Service):
         if not libs.is_dir():
             raise StackError(f"Kafka jars missing in {libs}: run scripts/fetch_artifacts.sh")
         return [
-            _java(), "-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            _java(), *heap_options(self.settings, "BROKER"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
             "-cp", f"{libs}/*",
         ]
@@ -318,7 +323,7 @@ class Registry(Service):
             raise StackError(
                 f"Apicurio Registry missing in {self.settings.registry_home}: run scripts/fetch_artifacts.sh"
             )
-        return [_java(minimum=21), "-Xms128m", "-Xmx512m", "-jar", marker.read_text().strip()]
+        return [_java(minimum=21), *heap_options(self.settings, "REGISTRY"), "-jar", marker.read_text().strip()]
 
     def environment(self) -> dict[str, str]:
         s = self.settings
@@ -376,7 +381,7 @@ class Connect(Service):
         if not (self.settings.plugins_dir / ".complete").exists():
             raise StackError(f"Connect plugins missing in {self.settings.plugins_dir}: run scripts/fetch_artifacts.sh")
         return [
-            _java(), "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            _java(), *heap_options(self.settings, "CONNECT"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
             f"-Djava.security.auth.login.config={self.jaas_file}",
             "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from dotenv import dotenv_values
 
-from control.settings import PROJECT_ROOT
+from chart.pbids import pbids, powerbi_server
+from control.settings import PROJECT_ROOT, Settings
 
 PBIDS = PROJECT_ROOT / "powerbi" / "crypto-candles.pbids"
 
@@ -18,3 +20,13 @@ def test_pbids_opens_the_pipeline_database_in_direct_query_mode() -> None:
     assert connection["details"]["protocol"] == "postgresql"
     assert connection["details"]["address"] == {"server": f"localhost:{env['POSTGRES_PORT']}",
                                                 "database": env["POSTGRES_DB"]}
+
+
+def test_the_shipped_pbids_is_the_one_the_chart_page_serves_for_the_default_settings() -> None:
+    env = dotenv_values(PROJECT_ROOT / ".env")
+    assert PBIDS.read_text() == pbids(f"localhost:{env['POSTGRES_PORT']}", env["POSTGRES_DB"])
+
+
+def test_the_served_pbids_follows_a_changed_postgres_port() -> None:
+    settings = Settings(env={"POSTGRES_PORT": "5433", "POWERBI_SERVER": ""}, state_dir=Path("."), cache_dir=Path("."))
+    assert powerbi_server(settings) == "localhost:5433"

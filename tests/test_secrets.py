@@ -6,11 +6,20 @@ from __future__ import annotations
 import re
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from control.secrets import DB_ROLE_OF_SECRET, _quoted, ensure_secrets, read_pending
+from control.secrets import (
+    DB_ROLE_OF_SECRET,
+    REGISTRY_CONFIG_FILE,
+    _quoted,
+    ensure_secret_files,
+    ensure_secrets,
+    read_pending,
+    read_secret_files,
+)
 from control.settings import PROJECT_ROOT, SECRET_KEYS, Settings, SettingsError, read_env_file
 
 # The passwords the project used to ship, each equal to its role's name.
@@ -142,7 +151,7 @@ def test_a_secret_in_the_environment_wins_over_the_file(tmp_path: Path) -> None:
 
 
 def test_a_missing_secret_is_an_error_that_says_where_it_comes_from(tmp_path: Path) -> None:
-    with pytest.raises(SettingsError, match=r"POSTGRES_PASSWORD.*secrets\.env.*stack\.sh up.*\.env\.example"):
+    with pytest.raises(SettingsError, match=r"POSTGRES_PASSWORD.*secrets\.env.*stack\.sh up.*POSTGRES_PASSWORD_FILE"):
         settings_in(tmp_path)["POSTGRES_PASSWORD"]
     assert settings_in(tmp_path).get("POSTGRES_PASSWORD") is None
 
@@ -152,3 +161,53 @@ def test_any_password_survives_the_file_format(tmp_path: Path, value: str) -> No
     path = tmp_path / "f.env"
     path.write_text(f"KEY={_quoted(value)}\n")
     assert read_env_file(path) == {"KEY": value}
+
+
+# -- docker compose: one file per secret in the `secrets` volume (python -m control secrets) -------------------
+
+def run_control(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "control", *args], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+def test_compose_secrets_init_writes_every_secret_once_and_never_changes_one(tmp_path: Path) -> None:
+    first = run_control("secrets", "--dir", str(tmp_path), "init")
+    assert first.returncode == 0 and "created POSTGRES_PASSWORD" in first.stdout
+    values = read_secret_files(tmp_path)
+    assert values.keys() == set(SECRET_KEYS) and all(len(v) == 32 for v in values.values())
+    second = run_control("secrets", "--dir", str(tmp_path), "init")
+    assert second.returncode == 0 and "none changed" in second.stdout
+    assert read_secret_files(tmp_path) == values
+
+
+def test_compose_secrets_show_prints_the_one_asked_for(tmp_path: Path) -> None:
+    ensure_secret_files(tmp_path)
+    shown = run_control("secrets", "--dir", str(tmp_path), "show", "POWERBI_DB_PASSWORD")
+    assert shown.returncode == 0
+    assert shown.stdout == (tmp_path / "POWERBI_DB_PASSWORD").read_text()
+
+
+def test_compose_secrets_show_before_init_says_to_start_the_stack(tmp_path: Path) -> None:
+    shown = run_control("secrets", "--dir", str(tmp_path), "show", "POWERBI_DB_PASSWORD")
+    assert shown.returncode == 1 and "docker compose up" in shown.stderr and shown.stdout == ""
+
+
+def test_the_registry_config_file_carries_the_registry_password(tmp_path: Path) -> None:
+    ensure_secret_files(tmp_path)
+    password = (tmp_path / "REGISTRY_DB_PASSWORD").read_text().strip()
+    assert f"apicurio.datasource.password={password}\n" in (tmp_path / REGISTRY_CONFIG_FILE).read_text()
+
+
+def test_a_secret_file_named_by_name_file_wins_over_the_native_secrets_file(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("from-the-volume\n")
+    settings = settings_in(tmp_path, CONNECT_REST_PASSWORD_FILE=str(tmp_path / "pw"))
+    ensure_secrets(settings_in(tmp_path))
+    assert settings["CONNECT_REST_PASSWORD"] == "from-the-volume"
+
+
+def test_an_unreadable_or_empty_secret_file_is_an_error_that_names_it(tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match="POWERBI_DB_PASSWORD_FILE .*missing"):
+        settings_in(tmp_path, POWERBI_DB_PASSWORD_FILE=str(tmp_path / "missing"))["POWERBI_DB_PASSWORD"]
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(SettingsError, match="is empty"):
+        settings_in(tmp_path, POWERBI_DB_PASSWORD_FILE=str(tmp_path / "empty"))["POWERBI_DB_PASSWORD"]

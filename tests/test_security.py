@@ -260,7 +260,7 @@ def test_the_connector_config_connect_shows_holds_placeholders_not_secrets(stack
 
 def test_the_compose_entrypoint_and_healthcheck_authenticate_against_a_real_worker(stack: StackHandle,
                                                                                    tmp_path: Path) -> None:
-    """connect/entrypoint.sh and connect/healthcheck.sh, run here against the native worker: the same
+    """connect/entrypoint.sh and the healthcheck (scripts/http_ready.sh), run here against the native worker: the same
     credentials file as the native stack writes, 0600, the password gone from the worker's environment."""
     user, password = stack.settings.connect_auth
     stub = tmp_path / "connect-distributed.sh"
@@ -277,7 +277,8 @@ def test_the_compose_entrypoint_and_healthcheck_authenticate_against_a_real_work
     worker_env = (rest_dir / "worker.env").read_text()
     assert password not in worker_env and "rest-jaas.conf" in worker_env
     assert (rest_dir / "args").read_text().split() == ["/project/connect/worker.properties"]
-    healthcheck = ["bash", str(PROJECT_ROOT / "connect" / "healthcheck.sh")]
+    healthcheck = ["bash", str(PROJECT_ROOT / "scripts" / "http_ready.sh"), base["CONNECT_PORT"], "/connectors",
+                   str(rest_dir / "health-authorization")]
     assert subprocess.run(healthcheck, env=base, timeout=30, check=False).returncode == 0
     (rest_dir / "health-authorization").write_text("Basic " + "d3Jvbmc6d3Jvbmc=")  # wrong:wrong
     assert subprocess.run(healthcheck, env=base, timeout=30, check=False).returncode != 0
