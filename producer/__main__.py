@@ -13,7 +13,7 @@ from types import FrameType
 from producer.cli import parse_args
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.logs import setup_logging
-from producer.pipeline import EXIT_USAGE, Pipeline, Sink
+from producer.pipeline import EXIT_OK, EXIT_USAGE, Pipeline, Sink
 from producer.record_sink import JsonlSink
 from producer.registry import RegistryUnavailable, load_schema, register_schema, registry_client
 from producer.sources import Source
@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.info("producer starting: source=%s symbols=%s topic=%s", args.source, ",".join(symbols), args.topic)
-    return pipeline.run(sink)
+    code = pipeline.run(sink)
+    if code == EXIT_OK and args.stay_up and not stop.is_set():
+        pipeline.stay_up()
+    return code
 
 
 def cli() -> None:

@@ -150,6 +150,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                    help="seconds between one-line summaries on stderr; 0 = off (default %(default)s)")
     o.add_argument("--health-file", type=Path, help="rewrite this JSON file (counters, time) periodically; "
                                                     "check it with python -m producer.health PATH --max-age 120")
+    o.add_argument("--stay-up", action="store_true",
+                   help="when the source ends (a finished replay), keep running and rewriting the health file until "
+                        "stopped, instead of exiting (docker compose runs it so: `up --wait` expects it to stay up)")
     o.add_argument("--health-interval", type=float, default=10.0, help="seconds (default %(default)s)")
     o.add_argument("--log-format", choices=("text", "json"), default=env.get("PRODUCER_LOG_FORMAT", "text"),
                    help="text or one JSON object per line (default %(default)s)")

@@ -160,6 +160,14 @@ class Pipeline:
             except OSError as exc:
                 log.warning("cannot write health file %s: %s", self.health_file, exc)
 
+    def stay_up(self) -> None:
+        """After the source ended (a finished replay): keep rewriting the health file with the final counts
+        until stopped (SIGTERM/SIGINT), so a container that must stay up (`docker compose up --wait`) does."""
+        log.info("source %s finished; staying up until stopped (--stay-up)", self.source.name)
+        self.stats_interval = 0  # the final summary was printed once; no repeated stats lines
+        while not self.stop_event.wait(self.health_interval):
+            self.upkeep(force=True)
+
     def _finish(self, sink: Sink) -> int:
         in_flight = sink.in_flight()
         if in_flight:

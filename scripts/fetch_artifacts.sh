@@ -8,20 +8,20 @@
 #   chart     the chart page's library, lightweight-charts (npm) -> $CRYPTOPIPE_CACHE/lightweight-charts-<v>
 # Idempotent: a component already fetched is skipped (quietly); connect/plugin is rebuilt when its
 # sources change. Versions come from .env.
-# Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins|chart] [--plugins-dir DIR]
+# Usage: scripts/fetch_artifacts.sh [all|kafka|registry|plugins|chart ...] [--plugins-dir DIR]
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/settings.sh"
 load_settings
 
 usage() { sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
-what="all"
+what=()
 plugins_dir=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --plugins-dir) plugins_dir="$2"; shift 2 ;;
-    all|kafka|registry|plugins|chart) what="$1"; shift ;;
+    all|kafka|registry|plugins|chart) what+=("$1"); shift ;;
     *) echo "ERROR: unknown argument '$1' (expected all|kafka|registry|plugins|chart, --plugins-dir DIR)" >&2; exit 2 ;;
   esac
 done
@@ -147,13 +147,16 @@ fetch_chart() {
   touch "$CHART_ASSETS_DIR/.complete"
 }
 
-[[ "$what" == chart ]] || command -v mvn >/dev/null \
+[[ ${#what[@]} -gt 0 ]] || what=(all)
+[[ "${what[*]}" == chart ]] || command -v mvn >/dev/null \
   || { echo "ERROR: Maven (mvn) is required to fetch artifacts; install it (apt-get install maven)" >&2; exit 1; }
-case "$what" in
-  all) fetch_kafka; fetch_registry; fetch_plugins; build_project_plugin; fetch_chart ;;
-  chart) fetch_chart ;;
-  kafka) fetch_kafka ;;
-  registry) fetch_registry ;;
-  plugins) fetch_plugins; build_project_plugin ;;
-esac
-echo "artifacts ready ($what) in $CRYPTOPIPE_CACHE"
+for component in "${what[@]}"; do
+  case "$component" in
+    all) fetch_kafka; fetch_registry; fetch_plugins; build_project_plugin; fetch_chart ;;
+    chart) fetch_chart ;;
+    kafka) fetch_kafka ;;
+    registry) fetch_registry ;;
+    plugins) fetch_plugins; build_project_plugin ;;
+  esac
+done
+echo "artifacts ready (${what[*]}) in $CRYPTOPIPE_CACHE"

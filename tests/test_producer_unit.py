@@ -608,3 +608,21 @@ def test_the_health_file_is_rewritten_on_time_while_ticks_arrive_steadily(tmp_pa
     assert seen.get("received", 0) >= 20, seen
     assert seen["source"] == "steady"
     assert seen["last_minute"]["received"] == seen["received"] and seen["last_minute"]["produced"] == seen["produced"]
+
+
+def test_with_stay_up_a_finished_replay_keeps_reporting_its_final_counts_until_stopped(tmp_path: Path) -> None:
+    health = tmp_path / "health.json"
+    pipeline, stats = replay_pipeline(tmp_path, [{"symbol": "A", "price": 1.0 + i, "event_time": NOW + i}
+                                                 for i in range(5)], health_file=health, health_interval=0.1)
+    assert pipeline.run(FakeSink(stats)) == EXIT_OK
+    staying = threading.Thread(target=pipeline.stay_up)
+    staying.start()
+    finished_at = health.stat().st_mtime
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and health.stat().st_mtime == finished_at:
+        time.sleep(0.05)
+    assert staying.is_alive()
+    assert json.loads(health.read_text())["produced"] == 5 and health.stat().st_mtime > finished_at
+    pipeline.stop_event.set()
+    staying.join(10)
+    assert not staying.is_alive()

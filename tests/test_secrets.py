@@ -13,7 +13,6 @@ import pytest
 
 from control.secrets import (
     DB_ROLE_OF_SECRET,
-    REGISTRY_CONFIG_FILE,
     _quoted,
     ensure_secret_files,
     ensure_secrets,
@@ -190,12 +189,6 @@ def test_compose_secrets_show_prints_the_one_asked_for(tmp_path: Path) -> None:
 def test_compose_secrets_show_before_init_says_to_start_the_stack(tmp_path: Path) -> None:
     shown = run_control("secrets", "--dir", str(tmp_path), "show", "POWERBI_DB_PASSWORD")
     assert shown.returncode == 1 and "docker compose up" in shown.stderr and shown.stdout == ""
-
-
-def test_the_registry_config_file_carries_the_registry_password(tmp_path: Path) -> None:
-    ensure_secret_files(tmp_path)
-    password = (tmp_path / "REGISTRY_DB_PASSWORD").read_text().strip()
-    assert f"apicurio.datasource.password={password}\n" in (tmp_path / REGISTRY_CONFIG_FILE).read_text()
 
 
 def test_a_secret_file_named_by_name_file_wins_over_the_native_secrets_file(tmp_path: Path) -> None:
