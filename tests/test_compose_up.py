@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -124,13 +125,18 @@ class ComposeProject:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject]:
+def standins() -> None:
+    """A Docker engine with Compose v2, and the stand-in images built (cached layers make this quick)."""
     problem = engine_problem()
     if problem:
         if os.environ.get("CRYPTOPIPE_COMPOSE_TESTS") == "required":
             pytest.fail(f"CRYPTOPIPE_COMPOSE_TESTS=required but Docker Compose cannot run: {problem}")
         pytest.skip(f"no Docker engine with Compose v2 ({problem}); tests/compose/engine.sh install sets one up")
     subprocess.run(["bash", "tests/compose/build_standins.sh"], cwd=PROJECT_ROOT, check=True, timeout=2400)
+
+
+@pytest.fixture(scope="module")
+def project(standins: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject]:
     clone = tmp_path_factory.mktemp("compose") / "cryptopipe"
     subprocess.run(["git", "-c", "core.autocrlf=true", "clone", "-q", "--no-hardlinks",
                     "-c", "core.autocrlf=true", str(PROJECT_ROOT), str(clone)], check=True, timeout=300)
@@ -148,8 +154,20 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject
 def started(project: ComposeProject) -> subprocess.CompletedProcess:
     began = time.monotonic()
     result = project.up()
-    print(f"\ncompose up (first start, cold volumes) took {time.monotonic() - began:.0f} s")
+    record(project, "up_cold_seconds", round(time.monotonic() - began))
     return result
+
+
+def record(project: ComposeProject, key: str, value: object) -> None:
+    """Measurements (start-up, memory) for whoever reads the run later: printed (pytest -s) and kept in
+    $CRYPTOPIPE_ARTIFACTS/compose/measurements.json (default: <tmp>/cryptopipe-artifacts)."""
+    root = Path(os.environ.get("CRYPTOPIPE_ARTIFACTS") or Path(tempfile.gettempdir()) / "cryptopipe-artifacts")
+    path = root / "compose" / "measurements.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    found = json.loads(path.read_text()) if path.exists() else {}
+    found.setdefault(project.name, {})[key] = value
+    path.write_text(json.dumps(found, indent=1))
+    print(f"\ncompose measurement {key}: {value}")
 
 
 def sample_ticks(clone: Path) -> set[tuple[str, float, int]]:
@@ -183,12 +201,26 @@ def rows_of(project: ComposeProject, symbol: str) -> tuple[int, int]:
                          symbol)[0]
 
 
+# -- the stand-ins -----------------------------------------------------------------------------------------
+
+def test_the_postgres_stand_in_keeps_the_images_first_start_contract(standins: None) -> None:
+    """Init scripts on an empty volume only, run by a socket-only temporary server, *_FILE variables, SCRAM
+    for other containers (tests/compose/standins/postgres/check.sh; CONTRACT.md beside it)."""
+    check = subprocess.run(["bash", "tests/compose/standins/postgres/check.sh"], cwd=PROJECT_ROOT,
+                           capture_output=True, text=True, timeout=600, check=False)
+    assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+    assert re.search(r"(?m)^\d+ passed, 0 failed$", check.stdout)
+
+
 # -- the clone ------------------------------------------------------------------------------------------------
 
 def test_a_clone_made_with_autocrlf_checks_out_every_text_file_with_lf(project: ComposeProject) -> None:
     """Git for Windows' default (core.autocrlf=true) would give the containers' scripts CRLF endings."""
-    crlf = [str(path.relative_to(project.clone)) for path in project.clone.rglob("*")
-            if path.is_file() and ".git" not in path.parts and b"\r\n" in path.read_bytes()]
+    listing = subprocess.run(["git", "ls-files", "--eol"], cwd=project.clone, capture_output=True, text=True,
+                             check=True).stdout.splitlines()
+    text = [line.split()[-1] for line in listing if line.split()[0] == "i/lf"]
+    assert "scripts/init_db.sh" in text and "connect/entrypoint.sh" in text
+    crlf = [name for name in text if b"\r\n" in (project.clone / name).read_bytes()]
     assert crlf == []
 
 
@@ -235,9 +267,8 @@ def test_the_stack_fits_its_memory_budget_while_it_works(project: ComposeProject
     usage = {row["Name"]: row["MemUsage"].split(" / ")[0] for row in map(json.loads, out.splitlines())
              if row["Name"] in ours}
     total = sum(parse_bytes(value) for value in usage.values())
-    print("\ncontainer memory: " + ", ".join(f"{name.removeprefix(project.name + '-')} {value}"
-                                             for name, value in sorted(usage.items()))
-          + f"; total {total / 1024**3:.2f} GiB")
+    record(project, "memory", {name.removeprefix(project.name + "-"): value for name, value in sorted(usage.items())})
+    record(project, "memory_total_gib", round(total / 1024**3, 2))
     assert usage and total <= MEMORY_BUDGET_BYTES, usage
 
 
@@ -283,7 +314,7 @@ def test_down_then_up_keeps_the_data_and_the_passwords(project: ComposeProject,
     assert project.leftovers()["containers"] == []
     began = time.monotonic()
     project.up()
-    print(f"\ncompose up (warm: images and volumes there) took {time.monotonic() - began:.0f} s")
+    record(project, "up_warm_seconds", round(time.monotonic() - began))
     assert project.secret("POWERBI_DB_PASSWORD") == password
     assert landed_ticks(project) >= before
     symbol = f"AFT{uuid.uuid4().hex[:5].upper()}-USD"
