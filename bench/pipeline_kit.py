@@ -146,23 +146,28 @@ class NativeStack:
 
     # -- memory ------------------------------------------------------------------------------------
     def memory_mb(self) -> dict[str, float]:
-        """Proportional set size (shared pages split between the processes sharing them) per service,
-        the process and all its children (PostgreSQL's backends), in MB."""
-        out: dict[str, float] = {}
-        names = [s.name for s in all_services(self.settings)] + ["supervisor"]
-        for name in names:
-            try:
-                pid = int((self.state_dir / f"{name}.pid").read_text())
-                root = psutil.Process(pid)
-                procs = [root, *root.children(recursive=True)]
-            except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
-                continue
-            total = 0
-            for proc in procs:
-                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                    total += proc.memory_full_info().pss
-            out[name] = total / 2**20
-        return out
+        return stack_memory_mb(self.settings)
+
+
+def stack_memory_mb(settings: Settings) -> dict[str, float]:
+    """Proportional set size (shared pages split between the processes sharing them) per service of the
+    native stack in settings.state_dir, the process and all its children (PostgreSQL's backends), in MiB.
+    Services that do not run are left out."""
+    out: dict[str, float] = {}
+    names = [s.name for s in all_services(settings)] + ["supervisor"]
+    for name in names:
+        try:
+            pid = int((settings.state_dir / f"{name}.pid").read_text())
+            root = psutil.Process(pid)
+            procs = [root, *root.children(recursive=True)]
+        except (FileNotFoundError, ValueError, psutil.NoSuchProcess):
+            continue
+        total = 0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += proc.memory_full_info().pss
+        out[name] = total / 2**20
+    return out
 
 
 # -- ticks and the real producer ------------------------------------------------------------------

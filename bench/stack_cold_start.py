@@ -1,15 +1,20 @@
-"""Cold start of the native stack, artifacts cached: `stack up` to "all healthy, connector RUNNING".
+"""Warm start of the native stack (artifacts cached) and its idle memory.
 
 Each run uses a fresh state directory (new PostgreSQL cluster, new Kafka storage) on free ports, so it
-measures what a newcomer waits for after the first download. Writes bench/results/stack_cold_start.md
+measures what a newcomer waits for after the first download: `stack up --no-producer` until "all
+healthy, connector RUNNING" (PostgreSQL, Kafka, the registry, Connect, the connector, the supervisor and
+the chart page). Then the stack idles for --idle-seconds and the bench takes the PSS of every process of
+each service (bench/pipeline_kit.py: stack_memory_mb), before `down --purge`. The JVM heaps are the
+*_HEAP_OPTS of .env (the environment wins, as for `stack up`). Writes bench/results/stack_cold_start.md
 with --write.
 
-    python bench/stack_cold_start.py --runs 3 --write
+    python bench/stack_cold_start.py --runs 3 --idle-seconds 60 --write
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import statistics
@@ -17,50 +22,130 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from pipeline_kit import stack_memory_mb  # noqa: E402
+
+from control.settings import Settings  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
+HEAP_SETTINGS = ("BROKER_HEAP_OPTS", "REGISTRY_HEAP_OPTS", "CONNECT_HEAP_OPTS")
+TARGET_UP_S = 30.0
+TARGET_IDLE_MIB = 1024.0
 
-def one_run() -> tuple[float, dict[str, float]]:
+
+@dataclasses.dataclass
+class Run:
+    up_s: float
+    steps: dict[str, float]
+    memory_mib: dict[str, float]
+    load: float  # the machine's 1-minute load average when `up` started
+
+    @property
+    def total_mib(self) -> float:
+        return sum(self.memory_mib.values())
+
+
+def one_run(idle_seconds: float) -> Run:
     with tempfile.TemporaryDirectory(prefix="cold-start-") as state, claimed_ports() as ports:
         env = {**os.environ, "CRYPTOPIPE_STATE": state, **ports}
+        load = os.getloadavg()[0]
         started = time.monotonic()
         up = subprocess.run([sys.executable, "-m", "stack", "up", "--no-fetch", "--no-producer"], cwd=ROOT, env=env,
                             capture_output=True, text=True, check=False)
         elapsed = time.monotonic() - started
-        subprocess.run([sys.executable, "-m", "stack", "down", "--purge"], cwd=ROOT, env=env, capture_output=True,
-                       check=False)
-        if up.returncode != 0:
-            raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr[-3000:]}")
+        try:
+            if up.returncode != 0:
+                raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr[-3000:]}")
+            time.sleep(idle_seconds)
+            memory = stack_memory_mb(dataclasses.replace(Settings.load(), state_dir=Path(state)))
+        finally:
+            subprocess.run([sys.executable, "-m", "stack", "down", "--purge"], cwd=ROOT, env=env,
+                           capture_output=True, check=False)
         steps = {m[0]: float(m[1]) for m in re.findall(r"starting (\w+)\s+\.\.\. healthy .* in ([\d.]+)s", up.stdout)}
         if m := re.search(r"connector RUNNING in ([\d.]+)s", up.stdout):
             steps["connector"] = float(m.group(1))
-        return elapsed, steps
+        return Run(elapsed, steps, memory, load)
+
+
+def spread(values: list[float], fmt: str = "{:,.1f}") -> str:
+    """min / median / max"""
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def report(runs: list[Run], args: argparse.Namespace, heaps: dict[str, str]) -> list[str]:
+    steps = list(runs[0].steps)
+    services = sorted({name for run in runs for name in run.memory_mib},
+                      key=lambda n: -statistics.median(r.memory_mib.get(n, 0.0) for r in runs))
+    ups, totals = [r.up_s for r in runs], [r.total_mib for r in runs]
+    lines = [
+        "# Native stack: warm start and idle memory",
+        "",
+        f"{datetime.now(UTC):%Y-%m-%d}, {args.machine}. Command: "
+        f"`python bench/stack_cold_start.py --runs {args.runs} --idle-seconds {args.idle_seconds:g}`.",
+        "",
+        "Each run: a fresh state directory (new PostgreSQL cluster, new Kafka storage) on free ports, artifacts "
+        "already cached (\"warm\": `stack up --no-fetch`, nothing downloaded or built), `stack up --no-producer` "
+        "until every service is healthy and the connector and its task are RUNNING (the supervisor and the chart "
+        f"page started too). Then {args.idle_seconds:g} s idle (no producer, no ticks), then the proportional set "
+        "size (PSS: shared pages split between the processes sharing them) of each service's process and all its "
+        "children (PostgreSQL's backends), in MiB; then `down --purge`. Times depend on what else the machine runs: "
+        "each run's row gives the 1-minute load average when `up` started.",
+        "",
+        "JVM heaps (`.env`, the same values docker compose gives the containers): "
+        + ", ".join(f"`{k}={v}`" for k, v in heaps.items()) + ".",
+        "",
+        "## Summary (min / median / max over the runs)",
+        "",
+        "| measure | min / median / max | target |",
+        "|---|---|---|",
+        f"| `stack up` to all healthy, connector RUNNING, s | {spread(ups)} | <= {TARGET_UP_S:g} s warm |",
+        f"| idle PSS, all services, MiB | {spread(totals, '{:,.0f}')} | <= {TARGET_IDLE_MIB:,.0f} MiB (1.0 GiB) |",
+    ]
+    lines += [f"| idle PSS {name}, MiB | {spread([r.memory_mib.get(name, 0.0) for r in runs], '{:,.0f}')} | |"
+              for name in services]
+    lines += [f"| {step} ready, s | {spread([r.steps.get(step, 0.0) for r in runs])} | |" for step in steps]
+    lines += [
+        "",
+        "## Per run",
+        "",
+        "| run | load at start | up s | " + " | ".join(f"{s} s" for s in steps) + " | "
+        + " | ".join(f"{n} MiB" for n in services) + " | total MiB |",
+        "|---|---|---|" + "---|" * (len(steps) + len(services) + 1),
+    ]
+    for i, run in enumerate(runs, 1):
+        lines.append(f"| {i} | {run.load:.1f} | {run.up_s:.1f} | "
+                     + " | ".join(f"{run.steps.get(s, 0.0):.1f}" for s in steps) + " | "
+                     + " | ".join(f"{run.memory_mib.get(n, 0.0):,.0f}" for n in services)
+                     + f" | {run.total_mib:,.0f} |")
+    median_up, median_total = statistics.median(ups), statistics.median(totals)
+    lines += [
+        "",
+        f"Median up: **{median_up:.1f} s** (target <= {TARGET_UP_S:g} s warm: "
+        f"{'met' if median_up <= TARGET_UP_S else 'missed'}). "
+        f"Median idle PSS: **{median_total:,.0f} MiB** (target <= {TARGET_IDLE_MIB:,.0f} MiB: "
+        f"{'met' if median_total <= TARGET_IDLE_MIB else 'missed'}).",
+    ]
+    return lines
 
 
 def main(args: argparse.Namespace) -> None:
     subprocess.run(["bash", str(ROOT / "scripts" / "fetch_artifacts.sh"), "all"], check=True)
-    totals, per_step = [], []
+    settings = Settings.load()
+    heaps = {key: settings[key] for key in HEAP_SETTINGS}
+    runs = []
     for i in range(args.runs):
-        total, steps = one_run()
-        totals.append(total)
-        per_step.append(steps)
-        print(f"run {i + 1}/{args.runs}: {total:.1f}s  " + "  ".join(f"{k}={v:.1f}s" for k, v in steps.items()))
-    lines = [
-        "# Native stack cold start (artifacts cached)",
-        "",
-        f"Machine: {os.cpu_count()} cores. Command: `python bench/stack_cold_start.py --runs {args.runs}`.",
-        "From `stack up` to all four services healthy and the connector and its task RUNNING.",
-        "",
-        "| run | total s | " + " | ".join(per_step[0]) + " |",
-        "|---|---|" + "---|" * len(per_step[0]),
-    ]
-    for i, (total, steps) in enumerate(zip(totals, per_step, strict=True), 1):
-        lines.append(f"| {i} | {total:.1f} | " + " | ".join(f"{v:.1f}" for v in steps.values()) + " |")
-    lines += ["", f"Median: **{statistics.median(totals):.1f} s** (target: under 180 s)."]
+        run = one_run(args.idle_seconds)
+        runs.append(run)
+        print(f"run {i + 1}/{args.runs}: up {run.up_s:.1f}s  "
+              + "  ".join(f"{k}={v:.1f}s" for k, v in run.steps.items())
+              + f"  idle PSS {run.total_mib:,.0f} MiB: "
+              + "  ".join(f"{k}={v:,.0f}" for k, v in sorted(run.memory_mib.items())), flush=True)
+    lines = report(runs, args, heaps)
     print("\n".join(lines))
     if args.write:
         out = ROOT / "bench" / "results" / "stack_cold_start.md"
@@ -72,5 +157,9 @@ def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--idle-seconds", type=float, default=60.0,
+                        help="how long the stack idles after `up` before its memory is taken (default 60)")
+    parser.add_argument("--machine", default=f"{os.cpu_count()} cores",
+                        help="how the results file describes the machine (default: its core count)")
     parser.add_argument("--write", action="store_true", help="write bench/results/stack_cold_start.md")
     main(parser.parse_args())
