@@ -14,6 +14,7 @@ with --write.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import re
@@ -24,6 +25,8 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -44,6 +47,7 @@ class Run:
     steps: dict[str, float]
     memory_mib: dict[str, float]
     load: float  # the machine's 1-minute load average when `up` started
+    foreign_jvms: int  # processes outside the stack running its JVMs' java binaries when memory was taken
 
     @property
     def total_mib(self) -> float:
@@ -63,13 +67,30 @@ def one_run(idle_seconds: float) -> Run:
                 raise SystemExit(f"stack up failed:\n{up.stdout}\n{up.stderr[-3000:]}")
             time.sleep(idle_seconds)
             memory = stack_memory_mb(dataclasses.replace(Settings.load(), state_dir=Path(state)))
+            foreign = foreign_jvms(Path(state))
         finally:
             subprocess.run([sys.executable, "-m", "stack", "down", "--purge"], cwd=ROOT, env=env,
                            capture_output=True, check=False)
         steps = {m[0]: float(m[1]) for m in re.findall(r"starting (\w+)\s+\.\.\. healthy .* in ([\d.]+)s", up.stdout)}
         if m := re.search(r"connector RUNNING in ([\d.]+)s", up.stdout):
             steps["connector"] = float(m.group(1))
-        return Run(elapsed, steps, memory, load)
+        return Run(elapsed, steps, memory, load, foreign)
+
+
+def foreign_jvms(state_dir: Path) -> int:
+    """Processes outside the stack in state_dir that run one of its JVMs' java binaries. They map the same JDK
+    files (lib/modules, classes.jsa), and PSS splits a shared page between every process that maps it, so
+    while they run the stack's JVMs look smaller than they are alone."""
+    ours, binaries = set(), set()
+    for pid_file in state_dir.glob("*.pid"):
+        with contextlib.suppress(ValueError, OSError, psutil.Error):
+            root = psutil.Process(int(pid_file.read_text()))
+            for proc in [root, *root.children(recursive=True)]:
+                ours.add(proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    if proc.name() == "java":
+                        binaries.add(proc.exe())
+    return sum(1 for proc in psutil.process_iter(["exe"]) if proc.pid not in ours and proc.info["exe"] in binaries)
 
 
 def spread(values: list[float], fmt: str = "{:,.1f}") -> str:
@@ -94,7 +115,10 @@ def report(runs: list[Run], args: argparse.Namespace, heaps: dict[str, str]) -> 
         f"page started too). Then {args.idle_seconds:g} s idle (no producer, no ticks), then the proportional set "
         "size (PSS: shared pages split between the processes sharing them) of each service's process and all its "
         "children (PostgreSQL's backends), in MiB; then `down --purge`. Times depend on what else the machine runs: "
-        "each run's row gives the 1-minute load average when `up` started.",
+        "each run's row gives the 1-minute load average when `up` started. PSS splits a page that several "
+        "processes map between them, stack or not: `other JVMs` counts the processes outside the stack that ran "
+        "the same java binaries when the memory was taken (another stack, a test run); they share the JDK's files "
+        "(Connect alone maps about 115 MiB of the JDK's lib/modules), so a run with other JVMs reads low.",
         "",
         "JVM heaps (`.env`, the same values docker compose gives the containers): "
         + ", ".join(f"`{k}={v}`" for k, v in heaps.items()) + ".",
@@ -113,12 +137,12 @@ def report(runs: list[Run], args: argparse.Namespace, heaps: dict[str, str]) -> 
         "",
         "## Per run",
         "",
-        "| run | load at start | up s | " + " | ".join(f"{s} s" for s in steps) + " | "
+        "| run | load at start | other JVMs | up s | " + " | ".join(f"{s} s" for s in steps) + " | "
         + " | ".join(f"{n} MiB" for n in services) + " | total MiB |",
-        "|---|---|---|" + "---|" * (len(steps) + len(services) + 1),
+        "|---|---|---|---|" + "---|" * (len(steps) + len(services) + 1),
     ]
     for i, run in enumerate(runs, 1):
-        lines.append(f"| {i} | {run.load:.1f} | {run.up_s:.1f} | "
+        lines.append(f"| {i} | {run.load:.1f} | {run.foreign_jvms} | {run.up_s:.1f} | "
                      + " | ".join(f"{run.steps.get(s, 0.0):.1f}" for s in steps) + " | "
                      + " | ".join(f"{run.memory_mib.get(n, 0.0):,.0f}" for n in services)
                      + f" | {run.total_mib:,.0f} |")
@@ -143,7 +167,7 @@ def main(args: argparse.Namespace) -> None:
         runs.append(run)
         print(f"run {i + 1}/{args.runs}: up {run.up_s:.1f}s  "
               + "  ".join(f"{k}={v:.1f}s" for k, v in run.steps.items())
-              + f"  idle PSS {run.total_mib:,.0f} MiB: "
+              + f"  idle PSS {run.total_mib:,.0f} MiB ({run.foreign_jvms} other JVMs): "
               + "  ".join(f"{k}={v:,.0f}" for k, v in sorted(run.memory_mib.items())), flush=True)
     lines = report(runs, args, heaps)
     print("\n".join(lines))

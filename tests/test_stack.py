@@ -273,7 +273,7 @@ def test_up_applies_the_levels_of_compatibility_json(stack: StackHandle, second_
     assert second_up["levels"][f"{stack.settings['TICKS_TOPIC']}-value"] == "FULL"
 
 
-def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandle) -> None:
+def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandle, tmp_path: Path) -> None:
     """docker-compose.yml's register-connector command, run against the native stack."""
     service = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["register-connector"]
     command = service["command"]
@@ -283,6 +283,10 @@ def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandl
     assert registry_levels(stack) != expected
     env = {**stack.env(), **{k: v for k, v in service["environment"].items() if "${" not in str(v)},
            "SCHEMA_REGISTRY_URL": stack.registry_url, "CONNECT_URL": stack.connect_url}  # the containers' names
+    for key in [k for k in service["environment"] if k.endswith("_FILE")]:  # the container's secret files
+        secret = tmp_path / key
+        secret.write_text(stack.settings[key.removesuffix("_FILE")] + "\n")
+        env[key] = str(secret)
     try:
         result = subprocess.run([sys.executable, *command[1:]], env=env, cwd=PROJECT_ROOT, capture_output=True,
                                 text=True, timeout=300, check=False)

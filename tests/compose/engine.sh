@@ -96,11 +96,12 @@ start_engine() {
 }
 
 stop_engine() {
-  local pidfile="$ENGINE_STATE/dockerd.pid"
-  if [[ -s "$pidfile" ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
-    log "stopping dockerd"
-    kill "$(cat "$pidfile")"
-    for _ in $(seq 1 60); do kill -0 "$(cat "$pidfile")" 2>/dev/null || break; sleep 0.5; done
+  local pid
+  pid="$(cat "$ENGINE_STATE/dockerd.pid" 2>/dev/null || true)"
+  if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+    log "stopping dockerd (pid $pid)"
+    kill "$pid"
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
   fi
   pkill -x containerd 2>/dev/null || true
   if [[ -s "$ENGINE_STATE/ip_forward.before" ]]; then
