@@ -134,6 +134,11 @@ class Settings:
     def bootstrap_servers(self) -> str:
         return self.env.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{self.port('KAFKA')}"
 
+    def kafka_config(self, principal: str = "admin") -> dict[str, str]:
+        """librdkafka settings of a client that connects to the broker as `principal` (admin: setup,
+        status and tests; producer; connect; dlq)."""
+        return {"bootstrap.servers": self.bootstrap_servers}
+
     @property
     def registry_base(self) -> str:
         return f"http://127.0.0.1:{self.port('REGISTRY')}"

@@ -47,7 +47,7 @@ class TickProducer:
     def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
         self._serialize = value_serializer(registry_client(stack.registry_url), schema)
-        self._producer = Producer({"bootstrap.servers": stack.bootstrap_servers, "enable.idempotence": True})
+        self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})
 
     def send(self, ticks: Iterable[dict[str, Any]]) -> int:
         sent = 0
@@ -99,7 +99,7 @@ def consume(stack: StackHandle, topic: str, wanted: Callable[[Message], bool], e
             timeout: float = 60, settle: float = 2.0) -> list[Message]:
     """Records of `topic` (from the beginning) that `wanted` accepts: until `expected` arrived, then `settle`
     seconds more so that anything beyond `expected` (a duplicate) shows up too."""
-    consumer = Consumer({"bootstrap.servers": stack.bootstrap_servers, "group.id": f"tests-{uuid.uuid4().hex}",
+    consumer = Consumer({**stack.settings.kafka_config(), "group.id": f"tests-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     found: list[Message] = []
@@ -119,7 +119,7 @@ def consume(stack: StackHandle, topic: str, wanted: Callable[[Message], bool], e
 
 def end_offsets(stack: StackHandle, topic: str) -> dict[int, int]:
     """The topic's end offset per partition: what has been produced to it so far."""
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    admin = AdminClient(stack.settings.kafka_config())
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     futures = admin.list_offsets({TopicPartition(topic, p): OffsetSpec.latest() for p in partitions})
     return {tp.partition: future.result(30).offset for tp, future in futures.items()}

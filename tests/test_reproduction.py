@@ -102,7 +102,7 @@ def test_a_recreated_topic_never_overwrites_existing_rows(stack: StackHandle, fi
     assert api.put(f"/connectors/{CONNECTOR}/stop").status_code == 204
     poll_until(lambda: api.get(f"/connectors/{CONNECTOR}/status").json()["connector"]["state"],
                lambda state: state == "STOPPED", timeout=60)
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    admin = AdminClient(stack.settings.kafka_config())
     partitions = len(admin.list_topics(topic, timeout=10).topics[topic].partitions)
     admin.delete_topics([topic])[topic].result(60)
     poll_until(lambda: topic in admin.list_topics(timeout=10).topics, lambda present: not present, timeout=60)
