@@ -89,7 +89,7 @@ def sink_rate(settings: Settings, api: ConnectApi, ticks: int, tag: str) -> floa
     name = load_connector()["name"]
     topic = settings["TICKS_TOPIC"]
     symbols = one_symbol_per_partition(tag, partitions=3)  # every variant spreads the same over the tasks
-    serialize = value_serializer(registry_client(settings.ccompat_url), SCHEMA)
+    serialize = value_serializer(registry_client(settings.ccompat_url, settings.registry_auth("producer")), SCHEMA)
     now = int(time.time() * 1000) - 3_600_000
     assert api.put(f"/connectors/{name}/pause").status_code == 202
     time.sleep(5)  # the task stops consuming

@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
 from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: E402
 
+from control.settings import Settings  # noqa: E402
 from producer.cli import env_defaults  # noqa: E402
 from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
 from producer.pipeline import Pipeline  # noqa: E402
@@ -134,7 +135,7 @@ def main() -> int:
     except KafkaException as exc:
         print(f"no broker at {args.bootstrap} ({exc}); start the stack first: scripts/stack.sh up", file=sys.stderr)
         return 2
-    registry = registry_client(args.registry)
+    registry = registry_client(args.registry, Settings.load().registry_auth("producer"))
     schema = load_schema()
     topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
     register_schema(registry, f"{topic}-value", schema, wait_s=10)

@@ -57,9 +57,14 @@ class RulesError(RuntimeError):
     """schemas/compatibility.json cannot be read or does not follow its format."""
 
 
-def registry_client(url: str, timeout_s: float = REQUEST_TIMEOUT_S) -> SchemaRegistryClient:
-    """THE registry client. Its requests time out: httpx's default here is to wait forever on a silent registry."""
-    return SchemaRegistryClient({"url": url, "timeout": timeout_s})
+def registry_client(url: str, auth: tuple[str, str] | None = None,
+                    timeout_s: float = REQUEST_TIMEOUT_S) -> SchemaRegistryClient:
+    """THE registry client, as `auth` (Settings.registry_auth(identity); None: anonymous, reads only). Its
+    requests time out: httpx's default here is to wait forever on a silent registry."""
+    config: dict[str, object] = {"url": url, "timeout": timeout_s}
+    if auth is not None:
+        config["basic.auth.user.info"] = f"{auth[0]}:{auth[1]}"
+    return SchemaRegistryClient(config)
 
 
 def client_url(client: SchemaRegistryClient) -> str:
@@ -191,7 +196,7 @@ def delete_subject(client: SchemaRegistryClient, subject: str) -> None:
         raise RegistryError(f"registry {client_url(client)}: subject {subject} is still there after deleting it")
 
 
-def reasons(ccompat_url: str, subject: str, schema: str) -> list[str]:
+def reasons(ccompat_url: str, subject: str, schema: str, auth: tuple[str, str] | None = None) -> list[str]:
     """Why `schema` may not be added to `subject` under its rules. Apicurio's Confluent-compatible API answers
     is_compatible without messages (it ignores verbose=true); its native API's dry run names every
     incompatible difference. Empty when the registry is not Apicurio or gives no reason."""
@@ -200,7 +205,8 @@ def reasons(ccompat_url: str, subject: str, schema: str) -> list[str]:
         return []
     try:
         response = requests.post(f"{native}/groups/default/artifacts/{subject}/versions?dryRun=true", timeout=30,
-                                 json={"content": {"content": schema, "contentType": "application/json"}})
+                                 json={"content": {"content": schema, "contentType": "application/json"}},
+                                 auth=auth)
     except requests.RequestException:
         return []
     if response.ok:

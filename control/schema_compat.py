@@ -127,9 +127,11 @@ def history(repo: Path, path: str) -> tuple[list[Version], str]:
 class Registry:
     """The check's view of the registry: control.registry's client, with every failure a CheckError."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
+        """`auth`: the registry's admin (it registers and deletes throwaway subjects and sets their levels)."""
         self.url = url.rstrip("/")
-        self.client = registry.registry_client(self.url)
+        self.auth = auth
+        self.client = registry.registry_client(self.url, auth)
 
     def versions(self, subject: str) -> list[int] | None:
         with _could_not_check():
@@ -155,7 +157,7 @@ class Registry:
             return registry.is_compatible(self.client, subject, schema, version), []
 
     def reasons(self, subject: str, schema: str) -> list[str]:
-        return registry.reasons(self.url, subject, schema)
+        return registry.reasons(self.url, subject, schema, self.auth)
 
     def delete(self, subject: str) -> None:
         with _could_not_check():
@@ -247,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             raise CheckError(f"no entry in {args.config} for {', '.join(missing)}: add its subject (and level)")
         if not paths:
             raise CheckError(f"no schemas found under {repo / 'schemas'}")
-        target = Registry(args.registry or settings.ccompat_url)
+        target = Registry(args.registry or settings.ccompat_url, settings.registry_auth("admin"))
         worst = OK
         for path in paths:
             out: list[str] = []

@@ -23,8 +23,13 @@ URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL"
 # (docker compose's containers read the stack's generated secrets so); otherwise the native stack's secrets
 # file (control/secrets.py generates it on the first `up`, mode 0600).
 SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
-               "CONNECT_REST_PASSWORD")
+               "CONNECT_REST_PASSWORD",
+               "REGISTRY_PRODUCER_PASSWORD", "REGISTRY_ADMIN_PASSWORD")
 SECRET_FILE_KEYS = tuple(f"{key}_FILE" for key in SECRET_KEYS)
+# The schema registry's users (docs/registry-auth.md): name -> (Apicurio role, the secret holding its password).
+# Writes need one of them; reads are open. The names are fixed: the registry's configuration keys name them.
+REGISTRY_USERS = {"producer": ("sr-developer", "REGISTRY_PRODUCER_PASSWORD"),
+                  "admin": ("sr-admin", "REGISTRY_ADMIN_PASSWORD")}
 
 
 class SettingsError(RuntimeError):
@@ -147,6 +152,15 @@ class Settings:
     def ccompat_url(self) -> str:
         """The registry's Confluent-compatible API, what confluent-kafka's serializers talk to."""
         return self.env.get("SCHEMA_REGISTRY_URL") or f"{self.registry_base}/apis/ccompat/v7"
+
+    def registry_auth(self, identity: str) -> tuple[str, str] | None:
+        """User and password the registry knows `identity` by (producer: registers schemas; admin: setup,
+        levels, the schema check, tests); None when its password is not set here (a producer pointed at
+        another registry): the registry then refuses its writes (401) and answers its reads."""
+        if identity not in REGISTRY_USERS:
+            raise SettingsError(f"no registry identity {identity!r}: expected one of {', '.join(REGISTRY_USERS)}")
+        password = self.get(REGISTRY_USERS[identity][1])
+        return (identity, password) if password else None
 
     @property
     def connect_url(self) -> str:

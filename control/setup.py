@@ -13,7 +13,8 @@ from control.settings import Settings
 
 def apply_registry_levels(settings: Settings) -> dict[str, str]:
     """schemas/compatibility.json's levels on the settings' registry; prints and returns them."""
-    applied = apply_levels(registry_client(settings.ccompat_url), load_rules(settings.env))
+    applied = apply_levels(registry_client(settings.ccompat_url, settings.registry_auth("admin")),
+                           load_rules(settings.env))
     print("registry compatibility: " + ", ".join(f"{subject} {level}" for subject, level in applied.items()),
           flush=True)
     return applied

@@ -10,6 +10,7 @@ import sys
 import threading
 from types import FrameType
 
+from control.settings import Settings
 from producer.cli import parse_args
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.logs import setup_logging
@@ -52,10 +53,11 @@ def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
     ))
 
 
-def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline) -> Sink:
+def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline,
+               registry_auth: tuple[str, str] | None = None) -> Sink:
     if args.source == "record":
         return JsonlSink(args.out, stats)
-    registry = registry_client(args.schema_registry_url)
+    registry = registry_client(args.schema_registry_url, registry_auth)
     schema = load_schema()
     register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
     config = producer_config(args.bootstrap_servers, args.message_timeout_ms, args.buffer_max_messages,
@@ -86,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                         health_interval=args.health_interval, stats_interval=args.stats_interval,
                         max_ticks=args.max_ticks, flush_timeout=args.flush_timeout, stop_timeout=args.stop_timeout)
     try:
-        sink = build_sink(args, stats, pipeline)
+        # The registry takes schemas from its `producer` user only (docs/registry-auth.md); its password is a
+        # secret: from REGISTRY_PRODUCER_PASSWORD(_FILE) or the native stack's secrets file, never an argument.
+        sink = build_sink(args, stats, pipeline, Settings.load().registry_auth("producer"))
     except RegistryUnavailable as exc:
         log.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr)

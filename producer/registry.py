@@ -61,8 +61,12 @@ def register_schema(client: SchemaRegistryClient, subject: str, schema_str: str,
             with attempt:
                 schema_id = client.register_schema(subject, Schema(schema_str, "AVRO"))
     except Exception as exc:
+        hint = ""
+        if isinstance(exc, SchemaRegistryError) and exc.http_status_code in (401, 403):
+            hint = (" (the registry takes schemas from its `producer` user only: REGISTRY_PRODUCER_PASSWORD, or "
+                    "REGISTRY_PRODUCER_PASSWORD_FILE, or the native stack's .stack/secrets.env holds its password)")
         raise RegistryUnavailable(
             f"cannot register schema subject {subject!r} at {client_url(client)} within {wait_s:.0f}s: "
-            f"{type(exc).__name__}: {exc}") from exc
+            f"{type(exc).__name__}: {exc}{hint}") from exc
     log.info("schema registered: subject %s, id %s", subject, schema_id)
     return schema_id

@@ -24,7 +24,7 @@ from psycopg import sql
 
 from control.connector import ConnectApi
 from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
-from control.settings import PROJECT_ROOT, Settings
+from control.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
 from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
@@ -309,6 +309,16 @@ class Kafka(Service):
         return True
 
 
+def registry_user_env(settings: Settings) -> dict[str, str]:
+    """The registry's users (control.settings.REGISTRY_USERS) for Quarkus's embedded realm: role and password
+    of each. Compose gives the same names and roles, with each password read from its secret file."""
+    env = {}
+    for user, (role, secret) in REGISTRY_USERS.items():
+        env[f"QUARKUS_SECURITY_USERS_EMBEDDED_USERS_{user.upper()}"] = settings[secret]
+        env[f"QUARKUS_SECURITY_USERS_EMBEDDED_ROLES_{user.upper()}"] = role
+    return env
+
+
 class Registry(Service):
     """Apicurio Registry with durable storage in the stack's PostgreSQL."""
 
@@ -336,6 +346,7 @@ class Registry(Service):
             "APICURIO_DATASOURCE_URL": s.jdbc_url(s["REGISTRY_DB"]),
             "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
             "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
+            **registry_user_env(s),
         }
 
     def is_ready(self) -> bool:

@@ -46,7 +46,8 @@ class TickProducer:
 
     def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
-        self._serialize = value_serializer(registry_client(stack.registry_url), schema)
+        registry = registry_client(stack.registry_url, stack.settings.registry_auth("producer"))  # it registers
+        self._serialize = value_serializer(registry, schema)
         self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})
 
     def send(self, ticks: Iterable[dict[str, Any]]) -> int:

@@ -12,8 +12,8 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from control.settings import PROJECT_ROOT, SECRET_KEYS
-from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS
+from control.settings import PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
+from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS, registry_user_env
 
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
 TEXT = (PROJECT_ROOT / "docker-compose.yml").read_text()
@@ -36,7 +36,8 @@ def test_every_variable_the_compose_file_uses_is_defined_in_env() -> None:
 
 
 def test_no_secret_is_interpolated_or_defined_anywhere_only_read_from_the_generated_files(compose: dict) -> None:
-    assert not any(re.search(rf"\$\{{{key}\b", TEXT) for key in SECRET_KEYS)
+    # ($${KEY} is no interpolation: the registry's own expression, resolved from KEY_FILE inside the container)
+    assert not any(re.search(rf"(?<!\$)\$\{{{key}\b", TEXT) for key in SECRET_KEYS)
     assert ENV.keys().isdisjoint(SECRET_KEYS)
     for name, service in compose["services"].items():
         env = service.get("environment", {})
@@ -156,3 +157,27 @@ def test_the_image_leaves_out_the_native_stack_runner_and_needs_it_nowhere() -> 
                             timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert "setup" in result.stdout and "secrets" in result.stdout
+
+
+def test_the_registry_knows_the_users_and_roles_it_knows_natively_with_passwords_from_their_files(
+        compose: dict) -> None:
+    """docs/registry-auth.md: the same users and roles as stack/services.py gives the native registry; each
+    password is Apicurio's expression of the secret whose *_FILE the same container names."""
+    native = registry_user_env(Settings(env=dict.fromkeys(SECRET_KEYS, "x"), state_dir=PROJECT_ROOT,
+                                        cache_dir=PROJECT_ROOT))
+    env = compose["services"]["registry"]["environment"]
+    users = {k: v for k, v in env.items() if k.startswith("QUARKUS_SECURITY_USERS_EMBEDDED_")}
+    assert users.keys() == native.keys()
+    for user, (role, secret) in REGISTRY_USERS.items():
+        assert users[f"QUARKUS_SECURITY_USERS_EMBEDDED_ROLES_{user.upper()}"] == role
+        # the YAML text; compose hands the container ${SECRET} ($$ is its escape of $)
+        assert users[f"QUARKUS_SECURITY_USERS_EMBEDDED_USERS_{user.upper()}"] == f"$${{{secret}}}"
+        assert env[f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}"
+    registry_env = dotenv_values(PROJECT_ROOT / "stack" / "config" / "registry.env")
+    assert registry_env["QUARKUS_HTTP_AUTH_BASIC"] == registry_env["APICURIO_AUTH_ROLE_BASED_AUTHORIZATION"] == "true"
+
+
+@pytest.mark.parametrize(("service", "secret"), [("producer", "REGISTRY_PRODUCER_PASSWORD"),
+                                                 ("register-connector", "REGISTRY_ADMIN_PASSWORD")])
+def test_the_registry_writers_get_their_password_file(compose: dict, service: str, secret: str) -> None:
+    assert compose["services"][service]["environment"][f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}"

@@ -165,7 +165,7 @@ def test_a_tick_the_serializer_refuses_is_counted_and_the_others_are_delivered(
     ticks = [Tick(SYMBOLS[i % 3], 10.0 + i, now - 60_000 + i, None, Feed.REPLAY) for i in range(50)]
     path = tmp_path / "replay.jsonl"
     path.write_text("".join(json.dumps(t.to_json_dict()) + "\n" for t in ticks))
-    registry, schema = registry_client(stack.registry_url), load_schema()
+    registry, schema = registry_client(stack.registry_url, stack.settings.registry_auth("producer")), load_schema()
     avro = value_serializer(registry, schema)
     refused = ticks[25]
 

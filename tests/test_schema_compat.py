@@ -214,9 +214,10 @@ def test_live_check_against_the_latest_registered_version(stack: StackHandle, tm
     import requests
     repo = make_repo(tmp_path)
     subject = json.loads((repo / "schemas" / "compatibility.json").read_text())["schemas"][TICK]["subject"]
-    requests.put(f"{stack.registry_url}/config/{subject}", json={"compatibility": "FULL"}, timeout=10)
+    admin = stack.settings.registry_auth("admin")  # the registry takes writes with credentials only
+    requests.put(f"{stack.registry_url}/config/{subject}", json={"compatibility": "FULL"}, auth=admin, timeout=10)
     registered = requests.post(f"{stack.registry_url}/subjects/{subject}/versions",
-                               json={"schema": json.dumps(V1)}, timeout=10)
+                               json={"schema": json.dumps(V1)}, auth=admin, timeout=10)
     assert registered.ok, registered.text
     change(repo, lambda fields: field(fields, "price").update(type="string"))
     code, out = check(stack, repo, capsys, "--live")

@@ -78,8 +78,8 @@ def registry_levels(stack: StackHandle) -> dict[str, str]:
 
 
 def tamper_levels(stack: StackHandle) -> None:
-    """Levels nobody configured: NONE globally and on every configured subject."""
-    client = registry.registry_client(stack.registry_url)
+    """Levels nobody configured: NONE globally and on every configured subject (an admin could)."""
+    client = registry.registry_client(stack.registry_url, stack.settings.registry_auth("admin"))
     for subject in registry.load_rules(stack.settings.env).levels():
         registry.set_level(client, "NONE", None if subject == registry.GLOBAL else subject)
 
@@ -164,7 +164,7 @@ def test_status_names_a_stopped_service_and_exits_non_zero(record_from_before_a_
 
 def post_version(stack: StackHandle, subject: str, schema: dict) -> requests.Response:
     return requests.post(f"{stack.registry_url}/subjects/{subject}/versions", json={"schema": json.dumps(schema)},
-                         timeout=30)
+                         auth=stack.settings.registry_auth("producer"), timeout=30)
 
 
 def without(schema: dict, field: str) -> dict:
@@ -174,7 +174,7 @@ def without(schema: dict, field: str) -> dict:
 def test_the_tick_subject_is_full_and_rejects_a_removed_field_with_409(stack: StackHandle) -> None:
     """Removing a field passes BACKWARD (new readers ignore it) but not FULL (old readers need it)."""
     subject = f"{stack.settings['TICKS_TOPIC']}-value"
-    client = registry.registry_client(stack.registry_url)
+    client = registry.registry_client(stack.registry_url, stack.settings.registry_auth("producer"))
     assert registry.level(client, subject) == "FULL"
     registry.register(client, subject, json.dumps(TICK_SCHEMA))  # the subject exists (as the producer makes it)
     versions = registry.versions(client, subject)
@@ -185,7 +185,7 @@ def test_the_tick_subject_is_full_and_rejects_a_removed_field_with_409(stack: St
 
 def test_other_subjects_get_the_default_level_which_rejects_a_required_new_field(stack: StackHandle) -> None:
     subject = f"test-default-{uuid.uuid4().hex[:8]}-value"
-    client = registry.registry_client(stack.registry_url)
+    client = registry.registry_client(stack.registry_url, stack.settings.registry_auth("producer"))
     assert registry.level(client, subject) == registry.load_rules(stack.settings.env).default == "BACKWARD"
     registry.register(client, subject, json.dumps(TICK_SCHEMA))
     required = {**TICK_SCHEMA, "fields": [*TICK_SCHEMA["fields"], {"name": "exchange", "type": "string"}]}
@@ -228,7 +228,7 @@ def test_the_live_registry_rejects_what_the_check_rejects(stack: StackHandle, tm
     out = capsys.readouterr().out
 
     subject = f"{stack.settings['TICKS_TOPIC']}-value"
-    client = registry.registry_client(stack.registry_url)
+    client = registry.registry_client(stack.registry_url, stack.settings.registry_auth("producer"))
     registry.register(client, subject, json.dumps(TICK_SCHEMA))
     if check == 1:  # incompatible: the live registry must refuse to register it
         live = post_version(stack, subject, changed)
@@ -293,5 +293,6 @@ def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandl
         assert result.returncode == 0, result.stdout + result.stderr
         assert registry_levels(stack) == expected
     finally:  # whatever happened, the stack enforces its levels again for the tests after this one
-        registry.apply_levels(registry.registry_client(stack.registry_url), registry.load_rules(stack.settings.env))
+        admin = registry.registry_client(stack.registry_url, stack.settings.registry_auth("admin"))
+        registry.apply_levels(admin, registry.load_rules(stack.settings.env))
     assert "connector registered and RUNNING" in result.stdout
