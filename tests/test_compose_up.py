@@ -103,7 +103,8 @@ class ComposeProject:
 
     @cached_property
     def secrets(self) -> dict[str, str]:
-        return {key: self.secret(key) for key in ("POSTGRES_PASSWORD", "POWERBI_DB_PASSWORD")}
+        return {key: self.secret(key) for key in ("POSTGRES_PASSWORD", "POWERBI_DB_PASSWORD",
+                                                  "REGISTRY_PRODUCER_PASSWORD")}
 
     @cached_property
     def topic(self) -> str:
@@ -182,7 +183,9 @@ def landed_ticks(project: ComposeProject) -> int:
 def produce_ticks(project: ComposeProject, symbol: str, count: int) -> None:
     """Ticks from the host through the published ports, as any client with the schema would send them."""
     registry = f"http://127.0.0.1:{project.port('REGISTRY_PORT')}/apis/ccompat/v7"
-    serialize = value_serializer(registry_client(registry), TICK_SCHEMA)
+    # The serializer registers (a write): as the registry's producer user (docs/registry-auth.md).
+    auth = ("producer", project.secrets["REGISTRY_PRODUCER_PASSWORD"])
+    serialize = value_serializer(registry_client(registry, auth), TICK_SCHEMA)
     producer = Producer({"bootstrap.servers": f"127.0.0.1:{project.port('KAFKA_PORT')}",
                          "enable.idempotence": True})
     base = now_ms() - 120_000
