@@ -159,8 +159,10 @@ class Settings:
         another registry): the registry then refuses its writes (401) and answers its reads."""
         if identity not in REGISTRY_USERS:
             raise SettingsError(f"no registry identity {identity!r}: expected one of {', '.join(REGISTRY_USERS)}")
-        password = self.get(REGISTRY_USERS[identity][1])
-        return (identity, password) if password else None
+        secret = REGISTRY_USERS[identity][1]
+        if not (self.env.get(secret) or self.env.get(f"{secret}_FILE") or read_env_file(self.secrets_file).get(secret)):
+            return None
+        return identity, self[secret]  # a NAME_FILE that cannot be read is an error, never anonymous
 
     @property
     def connect_url(self) -> str:

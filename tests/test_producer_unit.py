@@ -626,3 +626,44 @@ def test_with_stay_up_a_finished_replay_keeps_reporting_its_final_counts_until_s
     pipeline.stop_event.set()
     staying.join(10)
     assert not staying.is_alive()
+
+
+def test_the_producer_registers_as_the_registrys_producer_user_and_a_refusal_says_which_password(
+        tmp_path: Path) -> None:
+    """docs/registry-auth.md: the serializer's registration carries the producer's credentials (basic auth,
+    from REGISTRY_PRODUCER_PASSWORD); a registry that refuses them (401) stops the producer at once (exit 2)
+    with the name of the secret to set. The registry here is a stub that records what it was sent."""
+    import base64
+    import http.server
+
+    seen: list[str | None] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"error_code": 401, "message": "User is not authenticated."}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"symbol": "A", "price": 1, "event_time": NOW}) + "\n")
+    env = {**os.environ, "REGISTRY_PRODUCER_PASSWORD": "pw-of-the-test", "CRYPTOPIPE_STATE": str(tmp_path)}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "producer", "--source", "replay", "--file", str(path), "--symbols", "A",
+             "--schema-registry-url", f"http://127.0.0.1:{server.server_port}/apis/ccompat/v7",
+             "--registry-wait", "20"],
+            cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr
+    assert seen == ["Basic " + base64.b64encode(b"producer:pw-of-the-test").decode()]  # once: 401 is not retried
+    assert "REGISTRY_PRODUCER_PASSWORD" in result.stderr

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from control import registry
-from control.settings import REGISTRY_USERS, Settings
+from control.settings import REGISTRY_USERS
 from tests.conftest import StackHandle
 from tests.support import TickProducer, new_symbol, tick, wait_for_rows
 
@@ -144,10 +144,3 @@ def test_settings_give_each_identity_its_generated_password(stack: StackHandle, 
     secret = REGISTRY_USERS[identity][1]
     assert stack.settings.registry_auth(identity) == (identity, stack.settings[secret])
     assert len(stack.settings[secret]) >= 24
-
-
-def test_an_unknown_identity_is_an_error_and_a_missing_password_means_anonymous(tmp_path) -> None:  # noqa: ANN001
-    settings = Settings(env={}, state_dir=tmp_path, cache_dir=tmp_path)
-    assert settings.registry_auth("producer") is None
-    with pytest.raises(Exception, match="expected one of"):
-        settings.registry_auth("converter")

@@ -204,3 +204,14 @@ def test_an_unreadable_or_empty_secret_file_is_an_error_that_names_it(tmp_path: 
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(SettingsError, match="is empty"):
         settings_in(tmp_path, POWERBI_DB_PASSWORD_FILE=str(tmp_path / "empty"))["POWERBI_DB_PASSWORD"]
+
+
+def test_registry_auth_an_unknown_identity_is_an_error_and_a_missing_password_means_anonymous(tmp_path: Path) -> None:
+    settings = Settings(env={}, state_dir=tmp_path, cache_dir=tmp_path)
+    assert settings.registry_auth("producer") is None
+    with pytest.raises(SettingsError, match="expected one of"):
+        settings.registry_auth("converter")
+    unreadable = Settings(env={"REGISTRY_ADMIN_PASSWORD_FILE": str(tmp_path / "missing")}, state_dir=tmp_path,
+                          cache_dir=tmp_path)
+    with pytest.raises(SettingsError, match="REGISTRY_ADMIN_PASSWORD_FILE"):
+        unreadable.registry_auth("admin")
