@@ -280,7 +280,8 @@ def redrive(settings: Settings, symbol: str | None, reasons: set[str] | None, dr
             _produce(producer, ledger, key=key.encode(), value=value, on_delivery=ledger_report(reason, key))
 
     producing = True
-    for letter in select(read_all(settings, dlq), symbol, reasons):
+    letters = list(select(read_all(settings, dlq), symbol, reasons))  # all read before anything is sent
+    for letter in letters:
         key = f"{dlq_id}:{letter.coordinates}"
         origin_topic = letter.origin[0]
         ok, why_not = retryable(letter)
