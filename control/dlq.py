@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -48,6 +49,9 @@ from control.settings import Settings
 
 CONTRACT_PREFIX = "tick contract violated: "
 REDRIVEN_FROM = "cryptopipe.redriven-from"
+# What a broker answers for a while after it (re)started.
+TRANSIENT = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError._TRANSPORT,
+                       KafkaError._TIMED_OUT, KafkaError._ALL_BROKERS_DOWN})
 # Contract reasons that depend on when the tick is checked, not on its bytes.
 RETRYABLE_CONTRACT_REASONS = frozenset({"future_time"})
 
@@ -101,7 +105,7 @@ def read_all(settings: Settings, topic: str) -> Iterator[DeadLetter]:
             return
         starts, ends = {}, {}
         for partition in metadata.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            low, high = _watermarks(consumer, TopicPartition(topic, partition))
             if high > low:
                 starts[partition], ends[partition] = low, high
         if not ends:
@@ -118,6 +122,18 @@ def read_all(settings: Settings, topic: str) -> Iterator[DeadLetter]:
                 ends.pop(message.partition(), None)
     finally:
         consumer.close()
+
+
+def _watermarks(consumer: Consumer, partition: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """Low and high watermark; a broker that just started may not lead its partitions yet: retried."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return consumer.get_watermark_offsets(partition, timeout=10)
+        except KafkaException as exc:
+            if exc.args[0].code() not in TRANSIENT or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def _dead_letter(message: Message) -> DeadLetter:
