@@ -175,9 +175,9 @@ def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
     producer_health_file(settings).unlink(missing_ok=True)  # its counts describe a run that is over
-    keeper_process(settings).stop()  # first: it would start the supervisor again
-    if supervisor_process(settings).stop():
-        print("supervisor stopped")
+    kept = keeper_process(settings).stop()  # first: it would start the supervisor again (it stops it too)
+    if supervisor_process(settings).stop() or kept:
+        print("supervisor stopped (and its keeper)")
     for service in reversed(all_services(settings)):
         stopped = service.down()
         print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")

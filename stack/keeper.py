@@ -5,7 +5,7 @@ it starts the command as its child, writes the child's pid to --pid-file (so `st
 supervisor as before), and when the child exits for any reason (kill -9 included) starts it again after
 a backoff: 1 s, doubling up to 30 s while it keeps dying, back to 1 s once it ran 60 s. So a supervisor
 killed after a minute of work is back within about 2 s (stated bound in the README: 10 s on a busy
-machine). SIGTERM/SIGINT (what `down` sends to the keeper's process group) stop the child, then the keeper.
+machine). SIGTERM/SIGINT (what `down` sends the keeper) stop the child, then the keeper.
 
     python -m stack.keeper --pid-file FILE --log FILE -- COMMAND [ARGS ...]
 
@@ -43,7 +43,10 @@ def keep(argv: list[str], pid_file: Path, log_file: Path, stop: threading.Event)
             log.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} keeper starting (#{starts + 1}): "
                       f"{' '.join(argv)}\n".encode())
             log.flush()
-            child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # A session of its own, like every process of the stack: ManagedProcess.stop() can stop it alone
+            # (`up` after the keeper was killed, `down`), and it outlives a keeper killed with -9.
+            child = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
         starts += 1
         pid_file.write_text(str(child.pid))
         note(f"started pid {child.pid} (start #{starts})")
