@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -351,3 +352,23 @@ def test_a_killed_supervisor_is_reported_and_back_within_the_stated_time(stack: 
     after = poll_until(lambda: status(stack), lambda s: s.code == 0, 60)
     assert after.code == 0 and after.states["supervisor"] == "running", after
     assert supervisor_restarts(stack) >= restarts + 5  # carried over, not reset to 0 by the restart
+
+
+def test_a_killed_keeper_is_reported_and_up_restores_both(stack: StackHandle) -> None:
+    """Nothing watches the keeper: `status` says `running, NO KEEPER` and exits 1 until `up` starts a keeper
+    (and a supervisor under it) again; the orphaned supervisor is stopped, not doubled."""
+    if not stack.owned:
+        pytest.skip("the stack was started outside the tests (CRYPTOPIPE_TEST_STACK=running): not killing it")
+    supervisor = ManagedProcess("supervisor", stack.settings.state_dir)
+    keeper = ManagedProcess("supervisor-keeper", stack.settings.state_dir)
+    orphan, keeper_pid = supervisor.pid(), keeper.pid()
+    assert orphan and keeper_pid
+    os.kill(keeper_pid, signal.SIGKILL)
+    wait_until(lambda: keeper.pid() is None, 10, "the killed keeper gone")
+    seen = status(stack)
+    assert seen.code == 1 and seen.states["supervisor"] == "running, NO KEEPER", seen
+    again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert keeper.pid() not in (None, keeper_pid) and supervisor.pid() not in (None, orphan)
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    assert status(stack).code == 0
