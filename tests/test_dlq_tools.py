@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import sys
 import time
 import uuid
 from collections import Counter
@@ -273,7 +274,7 @@ def test_a_broker_stopped_mid_redrive_leaves_only_delivered_records_in_the_ledge
     finally:
         stack.start_kafka()
     monkeypatch.undo()
-    print(first)
+    print(first, file=sys.stderr)  # shown on failure; stdout is what the second run prints
     done_first = outcomes(first)
     assert sum(done_first.values()) == total and done_first.get("re-driven", 0) >= 100
     assert done_first.get("failed to deliver", 0) >= 100  # everything after the stop
@@ -284,7 +285,7 @@ def test_a_broker_stopped_mid_redrive_leaves_only_delivered_records_in_the_ledge
 
     assert dlq_module.redrive(settings, None, None, dry_run=False, include_failed_redrives=False) == 0
     second = capsys.readouterr().out
-    print(second)
+    print(second, file=sys.stderr)
     assert redrove(second) == total - len(recorded_first)
     assert skipped(second) == {"already re-driven": len(recorded_first)}
     assert len(ledger_keys(settings)) == total
