@@ -224,11 +224,10 @@ def retryable(letter: DeadLetter) -> tuple[bool, str]:
         if letter.reason in RETRYABLE_CONTRACT_REASONS:
             return True, ""
         return False, f"contract violation {letter.reason}"
-    stage = letter.header("__connect.errors.stage")
-    if stage in ("KEY_CONVERTER", "VALUE_CONVERTER", "HEADER_CONVERTER"):
-        data = letter.key if stage == "KEY_CONVERTER" else letter.value
-        if stage == "VALUE_CONVERTER" and (data is None or len(data) < 5 or data[0] != 0):
-            return False, f"{letter.reason} of a value without Avro framing"
+    value = letter.value
+    if letter.header("__connect.errors.stage") == "VALUE_CONVERTER" and (value is None or len(value) < 5
+                                                                         or value[0] != 0):
+        return False, f"{letter.reason} of a value without Avro framing"
     return True, ""
 
 
@@ -293,7 +292,11 @@ def redrive(settings: Settings, symbol: str | None, reasons: set[str] | None, dr
     def record_acknowledged() -> None:
         while acknowledged:
             reason, key, value = acknowledged.pop(0)
-            _produce(producer, ledger, key=key.encode(), value=value, on_delivery=ledger_report(reason, key))
+            try:
+                _produce(producer, ledger, key=key.encode(), value=value, on_delivery=ledger_report(reason, key))
+            except KafkaException as exc:  # the producer failed for good: delivered, not recorded
+                report.outcomes[UNRECORDED] += 1
+                report.errors.append(f"{key}: delivered, ledger write refused: {exc}")
 
     producing = True
     letters = list(select(read_all(settings, dlq), symbol, reasons))  # all read before anything is sent
