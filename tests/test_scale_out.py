@@ -21,13 +21,16 @@ from pathlib import Path
 from unittest import mock
 
 import pandas as pd
+import psutil
 import psycopg
 import pytest
 import requests
 
 from control.connector import ConnectApi, connector_status, load_connector, upsert
 from control.settings import Settings
+from control.supervisor import read_health
 from stack.ports import claim_ports
+from stack.process import ManagedProcess
 from stack.services import Connect, Postgres, connect_workers
 from tests.conftest import StackHandle, run_stack_cli, stack_processes
 from tests.support import TickProducer, poll_until
@@ -236,3 +239,18 @@ def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_n
 def insert_tick(conn: psycopg.Connection, symbol: str, at: datetime) -> None:
     conn.execute("INSERT INTO crypto_prices (symbol, event_time, price, feed, __connect_partition, __connect_offset)"
                  " VALUES (%s, %s, 1, 'STREAM', 0, 0)", (symbol, at))
+
+
+def test_the_supervisor_watches_through_worker_1_when_worker_0_is_gone(two_workers: TwoWorkers) -> None:
+    """`up --connect-workers 2` gives the supervisor both workers' URLs; with worker 0 dead it gets the
+    connector's status through worker 1 (its health file names the worker that answered). Restarting a
+    FAILED task through that worker: tests/test_supervisor_unit.py (stand-in REST APIs)."""
+    worker_0, worker_1 = two_workers.workers()
+    command = psutil.Process(ManagedProcess("supervisor", two_workers.settings.state_dir).pid()).cmdline()
+    assert [command[i + 1] for i, arg in enumerate(command) if arg == "--connect-url"] == [worker_0.url, worker_1.url]
+    if (pid := worker_0.process.pid()) is not None:  # the failover test may have killed it already
+        os.kill(pid, signal.SIGKILL)
+    health_file = two_workers.settings.state_dir / "supervisor.json"
+    health = poll_until(lambda: read_health(health_file) or {},
+                        lambda h: h.get("worker") == worker_1.url and h.get("state") == "RUNNING", timeout=120)
+    assert health.get("worker") == worker_1.url and health.get("state") == "RUNNING", health
