@@ -154,7 +154,7 @@ def stack_memory_mb(settings: Settings) -> dict[str, float]:
     native stack in settings.state_dir, the process and all its children (PostgreSQL's backends), in MiB.
     Services that do not run are left out."""
     out: dict[str, float] = {}
-    names = [s.name for s in all_services(settings)] + ["supervisor"]
+    names = [s.name for s in all_services(settings)] + ["supervisor", "supervisor-keeper"]
     for name in names:
         try:
             pid = int((settings.state_dir / f"{name}.pid").read_text())

@@ -6,9 +6,18 @@ Every --interval seconds the supervisor reads the connector's status; when the c
 FAILED it asks Connect to restart the failed instances, then waits with exponential backoff
 (--interval doubling up to --max-backoff) before the next attempt, so an outage of any length ends
 in RUNNING once the database is back, without hammering Connect meanwhile. Every restart is logged
-and counted (also in --health-file); SIGTERM/SIGINT stop it cleanly.
+and counted (also in --health-file, and a supervisor started again over the same health file goes on
+counting from there); SIGTERM/SIGINT stop it cleanly.
 
-    python -m control.supervisor [--connect-url URL] [--connector NAME]
+Connect may run as several workers of one group (the native stack's CONNECT_WORKERS): give each worker's
+REST URL (--connect-url, repeatable). Each check asks the worker that answered last, then the others in
+order, and restarts the failed tasks through whichever answered (any worker forwards to the group's
+leader), so a dead worker does not blind the supervisor.
+
+Natively `scripts/stack.sh up` runs it under a keeper (stack/keeper.py) that starts it again when it dies;
+in docker compose the service's `restart: unless-stopped` does.
+
+    python -m control.supervisor [--connect-url URL ...] [--connector NAME]
 """
 
 from __future__ import annotations
@@ -47,28 +56,49 @@ class SupervisorState:
     last_restart: float | None = None
     last_state: str = "unknown"
     last_failure: str = ""
+    worker: str = ""
     started: float = field(default_factory=time.time)
 
     def snapshot(self) -> dict[str, object]:
         return {"time": time.time(), "pid": os.getpid(), "restarts": self.restarts, "last_restart": self.last_restart,
-                "state": self.last_state, "last_failure": self.last_failure}
+                "state": self.last_state, "last_failure": self.last_failure, "worker": self.worker}
 
 
 class Supervisor:
-    def __init__(self, api: ConnectApi, connector: str, interval: float = 5.0, max_backoff: float = 60.0,
-                 health_file: Path | None = None, stop: threading.Event | None = None) -> None:
-        self.api, self.connector = api, connector
+    def __init__(self, apis: ConnectApi | list[ConnectApi], connector: str, interval: float = 5.0,
+                 max_backoff: float = 60.0, health_file: Path | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.apis = [apis] if isinstance(apis, ConnectApi) else list(apis)
+        if not self.apis:
+            raise ValueError("the supervisor needs at least one Connect REST URL")
+        self.connector = connector
         self.interval, self.max_backoff = interval, max_backoff
         self.health_file = health_file
         self.stop = stop or threading.Event()
-        self.state = SupervisorState()
+        self.state = SupervisorState(restarts=previous_restarts(health_file))
+        self.api = self.apis[0]  # the worker that answered last: asked first next time
+
+    def _status(self) -> dict | None:
+        """The connector's status from the first worker that answers (the last one that did, first)."""
+        errors = []
+        for api in sorted(self.apis, key=lambda a: a is not self.api):
+            try:
+                status = connector_status(api, self.connector)
+            except (requests.RequestException, ValueError) as exc:
+                errors.append(f"{api.url}: {type(exc).__name__}")
+                continue
+            if api is not self.api:
+                log.info("asking Connect at %s now (%s)", api.url, "; ".join(errors) or "it answered first")
+            self.api = api
+            return status
+        raise ConnectionError("no Connect worker answered: " + "; ".join(errors))
 
     def check_once(self) -> bool:
         """One look at the connector; True when failed instances were found and a restart was asked for."""
         try:
-            status = connector_status(self.api, self.connector)
-        except (requests.RequestException, ValueError) as exc:
-            self._note("connect unreachable", f"{type(exc).__name__}: {exc}")
+            status = self._status()
+        except ConnectionError as exc:
+            self._note("connect unreachable", str(exc))
             return False
         if status is None:
             self._note("not registered", "")
@@ -81,8 +111,8 @@ class Supervisor:
         self.state.restarts += 1
         self.state.last_restart = time.time()
         self._note("FAILED", first_line)
-        log.warning("connector %s has %d failed instance(s) (%s); restart #%d",
-                    self.connector, len(traces), first_line, self.state.restarts)
+        log.warning("connector %s has %d failed instance(s) (%s); restart #%d through %s",
+                    self.connector, len(traces), first_line, self.state.restarts, self.api.url)
         try:
             restart_failed(self.api, self.connector)
         except (ConnectorError, requests.RequestException) as exc:
@@ -90,8 +120,9 @@ class Supervisor:
         return True
 
     def run(self) -> int:
-        log.info("supervising connector %s at %s (check every %.0fs, backoff up to %.0fs)",
-                 self.connector, self.api.url, self.interval, self.max_backoff)
+        log.info("supervising connector %s at %s (check every %.0fs, backoff up to %.0fs; %d restart(s) so far)",
+                 self.connector, ", ".join(a.url for a in self.apis), self.interval, self.max_backoff,
+                 self.state.restarts)
         backoff, healthy_since = self.interval, time.monotonic()
         while not self.stop.is_set():
             restarted = self.check_once()
@@ -115,6 +146,7 @@ class Supervisor:
     def _write_health(self) -> None:
         if self.health_file is None:
             return
+        self.state.worker = self.api.url
         self.health_file.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.health_file.parent, delete=False, suffix=".tmp") as tmp:
             json.dump(self.state.snapshot(), tmp)
@@ -140,11 +172,23 @@ def read_health(path: Path) -> dict[str, object] | None:
         return None
 
 
+def previous_restarts(health_file: Path | None) -> int:
+    """The count a previous supervisor left in the health file (0 without one): a restarted supervisor
+    goes on counting, so `status` shows every restart since the stack came up."""
+    health = read_health(health_file) if health_file else None
+    try:
+        return int((health or {}).get("restarts", 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.load()
     parser = argparse.ArgumentParser(prog="python -m control.supervisor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--connect-url", default=settings.connect_url, help="default %(default)s")
+    parser.add_argument("--connect-url", action="append", dest="connect_urls", metavar="URL",
+                        help="a Connect worker's REST URL; repeat it for each worker of the group "
+                             f"(default {settings.connect_url})")
     parser.add_argument("--connector", default=None, help="default: the name in connect/crypto-prices-jdbc-sink.json")
     parser.add_argument("--interval", type=float, default=5.0, help="seconds between checks (default %(default)s)")
     parser.add_argument("--max-backoff", type=float, default=60.0,
@@ -162,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     name = args.connector or load_connector()["name"]
-    api = ConnectApi(args.connect_url, settings.connect_auth)
-    return Supervisor(api, name, args.interval, args.max_backoff, args.health_file, stop).run()
+    apis = [ConnectApi(url, settings.connect_auth) for url in args.connect_urls or [settings.connect_url]]
+    return Supervisor(apis, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
             Connect (CONNECT_WORKERS workers in one group, or --connect-workers N), wait until each is
             healthy, apply the registry's compatibility levels and register the JDBC sink connector
             (python -m control setup, as compose's one-shot), start the supervisor (python -m
-            control.supervisor: restarts failed sink tasks with backoff), the chart page
+            control.supervisor: restarts failed sink tasks with backoff, asking every Connect worker)
+            under its keeper (python -m stack.keeper: starts it again within seconds if it dies), the chart page
             (http://127.0.0.1:CHART_PORT/) and the producer (python -m producer: PRODUCER_SOURCE in .env,
             default the live Yahoo stream; PRODUCER_SOURCE=replay replays PRODUCER_REPLAY_FILE).
             --no-producer leaves the producer out; --producer "ARGS" starts it with these arguments.
@@ -33,6 +34,8 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from control.connector import (
     DEFAULT_CONNECTOR_FILE,
     ConnectApi,
@@ -48,7 +51,7 @@ from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health
 from stack.process import ManagedProcess, StackError
-from stack.services import Postgres, Service, all_services
+from stack.services import Postgres, Service, all_services, connect_workers
 
 
 def fetch_artifacts() -> None:
@@ -72,7 +75,8 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
         pid = start_supervisor(settings)
-        print(f"supervisor started (pid {pid}): restarts failed sink tasks with backoff")
+        print(f"supervisor started (pid {pid}, kept by pid {keeper_process(settings).pid()}): restarts failed "
+              "sink tasks with backoff")
     else:
         apply_registry_levels(settings)
     start_service(chart, timings)
@@ -88,10 +92,38 @@ def supervisor_health_file(settings: Settings) -> Path:
     return settings.state_dir / "supervisor.json"
 
 
-def start_supervisor(settings: Settings) -> int:
-    return supervisor_process(settings).start(
-        [sys.executable, "-m", "control.supervisor", "--connect-url", settings.connect_url,
-         "--health-file", str(supervisor_health_file(settings))], cwd=PROJECT_ROOT)
+def keeper_process(settings: Settings) -> ManagedProcess:
+    """stack/keeper.py: starts the supervisor again whenever it exits; `down` stops it (and so the supervisor)."""
+    return ManagedProcess("supervisor-keeper", settings.state_dir)
+
+
+def keeper_command(settings: Settings) -> list[str]:
+    """The keeper with the supervisor's command: every Connect worker's URL (it asks the one that answers)."""
+    urls = [arg for worker in connect_workers(settings) for arg in ("--connect-url", worker.url)]
+    supervisor = [sys.executable, "-m", "control.supervisor", *urls,
+                  "--health-file", str(supervisor_health_file(settings))]
+    process = supervisor_process(settings)
+    return [sys.executable, "-m", "stack.keeper", "--pid-file", str(process.pid_file), "--log",
+            str(process.log_file), "--", *supervisor]
+
+
+def start_supervisor(settings: Settings, timeout: float = 30.0) -> int:
+    """The keeper, which starts the supervisor; nothing changes when both run with this command already.
+    A keeper with another command (e.g. another number of workers), or a supervisor left without its
+    keeper, is stopped first. Returns the supervisor's pid once it runs."""
+    keeper, supervisor, command = keeper_process(settings), supervisor_process(settings), keeper_command(settings)
+    if (pid := keeper.pid()) is not None and psutil.Process(pid).cmdline() == command and supervisor.is_running():
+        return supervisor.pid()  # type: ignore[return-value]
+    keeper.stop()
+    supervisor.stop()
+    supervisor_health_file(settings).unlink(missing_ok=True)  # restarts count from this `up` on
+    keeper.start(command, cwd=PROJECT_ROOT)
+    deadline = time.monotonic() + timeout
+    while (pid := supervisor.pid()) is None:
+        if not keeper.is_running() or time.monotonic() > deadline:
+            raise StackError(f"the supervisor's keeper did not start it within {timeout:.0f}s:\n{keeper.log_tail(20)}")
+        time.sleep(0.2)
+    return pid
 
 
 def start_service(service: Service, timings: dict[str, float]) -> None:
@@ -143,8 +175,9 @@ def down(settings: Settings, purge: bool = False) -> None:
     if producer_process(settings).stop():
         print("producer  stopped")
     producer_health_file(settings).unlink(missing_ok=True)  # its counts describe a run that is over
-    if supervisor_process(settings).stop():
-        print("supervisor stopped")
+    kept = keeper_process(settings).stop()  # first: it would start the supervisor again (it stops it too)
+    if supervisor_process(settings).stop() or kept:
+        print("supervisor stopped (and its keeper)")
     for service in reversed(all_services(settings)):
         stopped = service.down()
         print(f"{service.name:<9} {'stopped' if stopped else 'was not running'}")
@@ -165,10 +198,19 @@ def status(settings: Settings) -> int:
         healthy &= ok
         state = "healthy" if ok else ("running, NOT healthy" if pid else "stopped")
         print(f"{service.name:<9} {state:<22} pid={pid or '-'}  log={service.process.log_file}")
-    supervisor = supervisor_process(settings)
+    supervisor, keeper = supervisor_process(settings), keeper_process(settings)
     watch = read_health(supervisor_health_file(settings)) or {}
-    print(f"{'supervisor':<9} {'running' if supervisor.is_running() else 'not started':<22} "
-          f"pid={supervisor.pid() or '-'}  restarts={watch.get('restarts', 0)}  log={supervisor.log_file}")
+    if supervisor.is_running() and keeper.is_running():
+        supervisor_state, note = "running", ""
+    elif supervisor.is_running():
+        supervisor_state, note = "running, NO KEEPER", "  (not started again if it dies: run `up`)"
+    elif keeper.is_running():
+        supervisor_state, note = "DOWN", "  (its keeper starts it again within 10 s)"
+    else:
+        supervisor_state, note = "DOWN", "  (no keeper: `up` starts both)"
+    healthy &= supervisor_state == "running"
+    print(f"{'supervisor':<9} {supervisor_state:<22} pid={supervisor.pid() or '-'}  keeper={keeper.pid() or '-'}  "
+          f"restarts={watch.get('restarts', 0)}  log={supervisor.log_file}{note}")
     producer = producer_process(settings)
     producer_state = "running" if producer.is_running() else (
         "exited" if producer_health_file(settings).exists() else "not started")
@@ -255,7 +297,8 @@ def cli() -> None:
     p_down = sub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true",
                         help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
-    sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy)")
+    sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy, the "
+                                  "supervisor or its keeper included)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
     p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0), connect-N (worker N), "
                                         "chart, supervisor or producer")

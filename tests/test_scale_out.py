@@ -21,13 +21,16 @@ from pathlib import Path
 from unittest import mock
 
 import pandas as pd
+import psutil
 import psycopg
 import pytest
 import requests
 
 from control.connector import ConnectApi, connector_status, load_connector, upsert
 from control.settings import Settings
+from control.supervisor import read_health
 from stack.ports import claim_ports
+from stack.process import ManagedProcess
 from stack.services import Connect, Postgres, connect_workers
 from tests.conftest import StackHandle, run_stack_cli, stack_processes
 from tests.support import TickProducer, poll_until
@@ -236,3 +239,61 @@ def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_n
 def insert_tick(conn: psycopg.Connection, symbol: str, at: datetime) -> None:
     conn.execute("INSERT INTO crypto_prices (symbol, event_time, price, feed, __connect_partition, __connect_offset)"
                  " VALUES (%s, %s, 1, 'STREAM', 0, 0)", (symbol, at))
+
+
+def test_the_supervisor_watches_through_worker_1_when_worker_0_is_gone(two_workers: TwoWorkers) -> None:
+    """`up --connect-workers 2` gives the supervisor both workers' URLs; with worker 0 dead it gets the
+    connector's status through worker 1 (its health file names the worker that answered). Restarting a
+    FAILED task through that worker: tests/test_supervisor_unit.py (stand-in REST APIs)."""
+    worker_0, worker_1 = two_workers.workers()
+    command = psutil.Process(ManagedProcess("supervisor", two_workers.settings.state_dir).pid()).cmdline()
+    assert [command[i + 1] for i, arg in enumerate(command) if arg == "--connect-url"] == [worker_0.url, worker_1.url]
+    if (pid := worker_0.process.pid()) is not None:  # the failover test may have killed it already
+        os.kill(pid, signal.SIGKILL)
+    health_file = two_workers.settings.state_dir / "supervisor.json"
+    health = poll_until(lambda: read_health(health_file) or {},
+                        lambda h: h.get("worker") == worker_1.url and h.get("state") == "RUNNING", timeout=120)
+    assert health.get("worker") == worker_1.url and health.get("state") == "RUNNING", health
+
+
+def test_with_worker_0_gone_the_supervisor_restarts_a_failed_task_through_worker_1(two_workers: TwoWorkers) -> None:
+    """PostgreSQL away beyond the sink's retry budget while only worker 1 runs: the tasks FAIL, the
+    supervisor restarts them (it can only reach worker 1), and once PostgreSQL is back every tick lands."""
+    worker_0, worker_1 = two_workers.workers()
+    if (pid := worker_0.process.pid()) is not None:
+        os.kill(pid, signal.SIGKILL)
+    health_file = two_workers.settings.state_dir / "supervisor.json"
+    poll_until(lambda: read_health(health_file) or {}, lambda h: h.get("state") == "RUNNING", timeout=120)
+    restarts_before = int((read_health(health_file) or {}).get("restarts", 0))
+    symbols = one_symbol_per_partition(uuid.uuid4().hex[:5].upper())
+    producer, sent, stop = TickProducer(two_workers), [], threading.Event()
+    start_ms = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp() * 1000)
+
+    def stream() -> None:
+        while not stop.is_set():
+            i = len(sent)
+            value = {"symbol": symbols[i % PARTITIONS], "price": 100.0 + i, "event_time": start_ms + i,
+                     "volume": 1.0, "feed": "REPLAY", "produced_at": start_ms, "producer_id": "scale-test",
+                     "sequence": i}
+            producer.send([value])
+            sent.append(value)
+            stop.wait(0.2)
+
+    thread = threading.Thread(target=stream, daemon=True)
+    thread.start()
+    try:
+        poll_until(lambda: row_counts(two_workers, symbols)[0], lambda n: n >= 3, timeout=60)
+        two_workers.stop_postgres()
+        try:
+            health = poll_until(lambda: read_health(health_file) or {},
+                                lambda h: int(h.get("restarts", 0)) > restarts_before, timeout=300, interval=2)
+        finally:
+            two_workers.start_postgres()
+        assert int(health.get("restarts", 0)) > restarts_before, f"no task FAILED and was restarted: {health}"
+        assert health.get("worker") == worker_1.url, health
+    finally:
+        stop.set()
+        thread.join()
+    assert poll_until(lambda: row_counts(two_workers, symbols)[0], lambda n: n >= len(sent), timeout=300) == len(sent)
+    assert {t["state"] for t in poll_until(two_workers.tasks, lambda t: t and all(
+        x["state"] == "RUNNING" for x in t), timeout=120)} == {"RUNNING"}

@@ -6,14 +6,18 @@ registry rejects exactly what the pull-request check rejects."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 import requests
 import yaml
@@ -24,15 +28,28 @@ from control import registry
 from control.connector import load_connector
 from control.schema_compat import main as check_main
 from control.settings import PROJECT_ROOT
+from stack.process import ManagedProcess
 from tests.conftest import StackHandle, run_stack_cli
-from tests.support import TickProducer, consume, new_symbol, poll_until, query, tick, wait_for_rows
+from tests.support import (
+    TickProducer,
+    consume,
+    new_symbol,
+    poll_until,
+    query,
+    supervisor_restarts,
+    tick,
+    wait_for_rows,
+    wait_until,
+)
 
 pytestmark = pytest.mark.stack
 
 SERVICES = ("postgres", "kafka", "registry", "connect", "chart")
 TICK_SCHEMA = json.loads((PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text())
 SERVICE_LINE = re.compile(r"^(?P<name>\S+)\s+(?P<state>healthy|running, NOT healthy|stopped|running|not started|"
-                          r"exited)\s+pid=(?P<pid>\S+)")
+                          r"exited|running, NO KEEPER|DOWN)\s+pid=(?P<pid>\S+)")
+# stack/keeper.py starts a supervisor that died again within this many seconds (README, "Operating it")
+SUPERVISOR_BACK_WITHIN = 10.0
 FLOW_LINE = re.compile(r"^flow (?P<stage>\w+):\s+(?P<text>.*)$")
 
 
@@ -296,3 +313,63 @@ def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandl
         admin = registry.registry_client(stack.registry_url, stack.settings.registry_auth("admin"))
         registry.apply_levels(admin, registry.load_rules(stack.settings.env))
     assert "connector registered and RUNNING" in result.stdout
+
+
+# -- the supervisor is supervised too ------------------------------------------------------------------------
+
+def test_a_killed_supervisor_is_reported_and_back_within_the_stated_time(stack: StackHandle) -> None:
+    """kill -9 of the supervisor: while it is gone `status` says DOWN and exits 1 (its keeper is held
+    with SIGSTOP to look at that moment); let go, the keeper starts it again; a second kill -9 with the
+    keeper free is repaired within SUPERVISOR_BACK_WITHIN seconds (the keeper's backoff after two quick
+    deaths is 2 s); the restart count carries on from what the dead one left."""
+    if not stack.owned:
+        pytest.skip("the stack was started outside the tests (CRYPTOPIPE_TEST_STACK=running): not killing it")
+    supervisor = ManagedProcess("supervisor", stack.settings.state_dir)
+    keeper = ManagedProcess("supervisor-keeper", stack.settings.state_dir)
+    before = status(stack)
+    assert before.code == 0 and before.states["supervisor"] == "running", before
+    restarts = supervisor_restarts(stack)
+    keeper_pid, first = keeper.pid(), supervisor.pid()
+    assert keeper_pid and first
+
+    os.kill(keeper_pid, signal.SIGSTOP)
+    try:
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: supervisor.pid() is None, 10, "the killed supervisor gone")
+        while_down = status(stack)
+        health = stack.settings.state_dir / "supervisor.json"  # nobody writes it now: as if 5 restarts more
+        health.write_text(json.dumps({**json.loads(health.read_text()), "restarts": restarts + 5}))
+    finally:
+        os.kill(keeper_pid, signal.SIGCONT)
+    assert while_down.code == 1 and while_down.states["supervisor"] == "DOWN", while_down
+    wait_until(lambda: supervisor.pid() not in (None, first), SUPERVISOR_BACK_WITHIN, "the supervisor back")
+
+    second = supervisor.pid()
+    killed_at = time.monotonic()
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: supervisor.pid() not in (None, second), SUPERVISOR_BACK_WITHIN, "the supervisor back again")
+    print(f"supervisor back {time.monotonic() - killed_at:.1f}s after kill -9")
+    assert keeper.pid() == keeper_pid  # the keeper itself never stopped
+    after = poll_until(lambda: status(stack), lambda s: s.code == 0, 60)
+    assert after.code == 0 and after.states["supervisor"] == "running", after
+    assert supervisor_restarts(stack) >= restarts + 5  # carried over, not reset to 0 by the restart
+
+
+def test_a_killed_keeper_is_reported_and_up_restores_both(stack: StackHandle) -> None:
+    """Nothing watches the keeper: `status` says `running, NO KEEPER` and exits 1 until `up` starts a keeper
+    (and a supervisor under it) again; the orphaned supervisor is stopped, not doubled."""
+    if not stack.owned:
+        pytest.skip("the stack was started outside the tests (CRYPTOPIPE_TEST_STACK=running): not killing it")
+    supervisor = ManagedProcess("supervisor", stack.settings.state_dir)
+    keeper = ManagedProcess("supervisor-keeper", stack.settings.state_dir)
+    orphan, keeper_pid = supervisor.pid(), keeper.pid()
+    assert orphan and keeper_pid
+    os.kill(keeper_pid, signal.SIGKILL)
+    wait_until(lambda: keeper.pid() is None, 10, "the killed keeper gone")
+    seen = status(stack)
+    assert seen.code == 1 and seen.states["supervisor"] == "running, NO KEEPER", seen
+    again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert keeper.pid() not in (None, keeper_pid) and supervisor.pid() not in (None, orphan)
+    assert not psutil.pid_exists(orphan) or psutil.Process(orphan).status() == psutil.STATUS_ZOMBIE
+    assert status(stack).code == 0
