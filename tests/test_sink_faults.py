@@ -5,12 +5,16 @@
   around them lands and the supervisor restarts nothing;
 - the schema registry stopped for 60 s while ticks stream, and Connect restarted while it is down
   (its schema cache empty): the ticks wait and then land, once each, and none is dead-lettered;
+- the registry down for longer than the converter's outage budget (shortened here from 10 minutes to 15 s):
+  the task FAILS loudly, its trace and `stack status` say why, nothing is dead-lettered, and once the
+  registry is back the supervisor's restart lets every tick land;
 - PostgreSQL stopped for longer than the sink's retry budget, so that the task FAILS: the supervisor
   restarts it with backoff, and every tick produced meanwhile lands once the database is back.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from control.connector import load_connector, wait_running
+from control.connector import connector_status, load_connector, wait_running
 from control.registry import registry_client
 from producer.registry import value_serializer
 from tests.conftest import StackHandle, run_stack_cli
@@ -155,6 +159,63 @@ def test_every_tick_streamed_through_a_registry_outage_lands_once(stack: StackHa
     assert landed == registry_outage["sent"] > 500
     assert query(stack, "SELECT count(DISTINCT sequence) FROM crypto_prices WHERE symbol = %s",
                  registry_outage["symbol"])[0][0] == registry_outage["sent"]
+
+
+OUTAGE_BUDGET_MS = 15_000
+
+
+def failed_traces(stack: StackHandle) -> list[str]:
+    status = connector_status(stack.connect_api, CONNECTOR) or {"tasks": []}
+    return [t.get("trace", "") for t in status["tasks"] if t["state"] == "FAILED"]
+
+
+@pytest.fixture(scope="module")
+def registry_outage_beyond_the_budget(stack: StackHandle) -> Iterator[dict]:
+    """The connector with a 15 s outage budget; a schema Connect has never fetched (new content, so a new
+    id, registered while the registry is up); the registry stopped; ticks written with that schema."""
+    symbol = new_symbol("REGLONG")
+    definition = load_connector()
+    config = {**definition["config"], "value.converter.registry.outage.timeout.ms": str(OUTAGE_BUDGET_MS)}
+    api = stack.connect_api
+    assert api.put(f"/connectors/{CONNECTOR}/config", json=config, timeout=60).status_code == 200
+    wait_running(api, CONNECTOR)
+    schema = json.loads(TICK_SCHEMA)
+    schema["doc"] += f" (test variant {symbol})"  # new content: an id no converter has fetched yet
+    producer = TickProducer(stack, schema=json.dumps(schema))
+    ticks = [tick(symbol, n) for n in range(5)]
+    context = SerializationContext(stack.settings["TICKS_TOPIC"], MessageField.VALUE)
+    producer._serialize(ticks[0], context)  # registers it now and keeps its id: sending needs no registry
+    restarts_before = supervisor_restarts(stack)
+    stack.stop_registry()
+    try:
+        producer.send(ticks)
+        trace = poll_until(lambda: "\n".join(failed_traces(stack)), lambda t: "schema registry unavailable" in t,
+                           timeout=120, interval=1)
+        shown = poll_until(lambda: run_stack_cli("status", env=stack.env(), timeout=60).stdout,
+                           lambda out: "FAILED: " in out and "schema registry unavailable" in out,
+                           timeout=120, interval=1)
+    finally:
+        stack.start_registry()
+        assert api.put(f"/connectors/{CONNECTOR}/config", json=definition["config"], timeout=60).status_code == 200
+    landed = wait_for_rows(stack, [symbol], len(ticks), timeout=240)
+    yield {"symbol": symbol, "trace": trace, "status": shown, "landed": landed,
+           "restarts": supervisor_restarts(stack) - restarts_before}
+
+
+def test_a_registry_outage_beyond_the_budget_fails_the_task_saying_why(registry_outage_beyond_the_budget: dict) -> None:
+    trace = registry_outage_beyond_the_budget["trace"]
+    assert "RegistryOutageTooLong" in trace and "schema registry unavailable for 1" in trace, trace[:2000]
+    status = registry_outage_beyond_the_budget["status"]
+    assert any("FAILED: " in line and "schema registry unavailable" in line for line in status.splitlines()), status
+
+
+def test_after_a_long_registry_outage_nothing_is_lost_or_dead_lettered(stack: StackHandle,
+                                                                       registry_outage_beyond_the_budget: dict) -> None:
+    assert registry_outage_beyond_the_budget["landed"] == 5
+    assert registry_outage_beyond_the_budget["restarts"] >= 1
+    assert dead_letters(stack, registry_outage_beyond_the_budget["symbol"].encode(), 1, timeout=10) == []
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=120)
+    assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
 @pytest.fixture(scope="module")
