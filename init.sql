@@ -1,7 +1,9 @@
 -- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
 -- superuser, on every start of the native stack and on the first start of the postgres container.
 --
---   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER)
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER); the CHECK
+--                   tick_contract is the tick contract (tick_contract_violation(), schemas/tick_contract.json)
+--   crypto_prices_rejected  the sink's rows that broke it all the same, set aside with the reason
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
 --   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
