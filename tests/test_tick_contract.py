@@ -71,14 +71,14 @@ EDGE_TICKS = {
     "price 1e9": {"price": 1e9},
     "volume 0": {"volume": 0.0},
     "volume 1e15, twice in one candle": {"volume": 1e15},
-    "symbol of 32 characters": {"symbol": "{key}".ljust(32, "9")},
+    "symbol of 32 characters": {"symbol": "{key32}"},
     "symbol with . = ^": {"symbol": "{key}.B=X^"},
 }
 UNKNOWN_FEED = "MOON"
 
 
 def fill(symbol: str, key: str) -> str:
-    return symbol.replace("{key}", key).replace("{lower}", key.lower())
+    return symbol.replace("{key}", key).replace("{lower}", key.lower()).replace("{key32}", key.ljust(32, "9"))
 
 
 def framed_with_string_feed(stack: StackHandle, value: dict) -> bytes:
