@@ -12,6 +12,7 @@ import io
 import json
 import math
 import struct
+from collections.abc import Iterator
 
 import fastavro
 import pytest
@@ -27,6 +28,7 @@ from tests.support import (
     dlq_reason,
     new_symbol,
     now_ms,
+    poll_until,
     query,
     supervisor_restarts,
     tick,
@@ -200,3 +202,45 @@ def test_a_tick_at_the_limits_of_the_contract_lands_with_its_candles(stack: Stac
 def test_no_bad_tick_made_the_supervisor_restart_anything(written: dict) -> None:
     assert written["edges_landed"] == 2 * len(EDGE_TICKS)
     assert written["restarts"] == 0
+
+
+@pytest.fixture(scope="module")
+def past_a_looser_transform(stack: StackHandle, written: dict) -> Iterator[dict]:
+    """The database's own line of defence, through the real sink: the transform's price floor lowered to 0
+    (as if the contract had been changed in one place first), then a tick priced 1e-12 and a good tick
+    under one key. The database sets the first aside in crypto_prices_rejected instead of failing the
+    sink's batch, which used to crash-loop the task."""
+    definition = load_connector()
+    name, api = definition["name"], stack.connect_api
+    looser = {**definition["config"], "transforms.contract.price.min": "0"}
+    assert api.put(f"/connectors/{name}/config", json=looser, timeout=60).status_code == 200
+    try:
+        wait_running(api, name)
+        restarts_before = supervisor_restarts(stack)
+        key = new_symbol("SETASIDE")
+        bad, good = tick(key, 0, price=1e-12), tick(key, 1)
+        TickProducer(stack).send([bad, good])
+        landed = wait_for_rows(stack, [key], 1, timeout=60)
+        rejected = poll_until(lambda: query(stack, "SELECT reason, tick->>'price', __connect_topic, __connect_offset"
+                                                   " FROM crypto_prices_rejected WHERE tick->>'symbol' = %s", key),
+                              bool, timeout=30)
+        yield {"key": key, "landed": landed, "rejected": rejected, "status": wait_running(api, name, timeout=30),
+               "restarts": supervisor_restarts(stack) - restarts_before}
+    finally:
+        assert api.put(f"/connectors/{name}/config", json=definition["config"], timeout=60).status_code == 200
+        wait_running(api, name)
+
+
+def test_what_the_database_still_refuses_is_set_aside_with_its_reason(stack: StackHandle,
+                                                                      past_a_looser_transform: dict) -> None:
+    [(reason, price, topic, offset)] = past_a_looser_transform["rejected"]
+    assert (reason, float(price), topic) == ("bad_price", 1e-12, stack.settings["TICKS_TOPIC"])
+    assert offset is not None
+    assert past_a_looser_transform["landed"] == 1  # the good tick right after it, same key, same batch or next
+    assert query(stack, "SELECT count(*) FROM crypto_prices WHERE symbol = %s AND price < 1e-9",
+                 past_a_looser_transform["key"])[0][0] == 0
+
+
+def test_a_tick_the_database_refuses_crashes_nothing(past_a_looser_transform: dict) -> None:
+    assert past_a_looser_transform["restarts"] == 0
+    assert {t["state"] for t in past_a_looser_transform["status"]["tasks"]} == {"RUNNING"}
