@@ -39,6 +39,9 @@ import org.apache.kafka.connect.storage.Converter;
  * nothing is dead-lettered or committed, and the supervisor restarts it. Set errors.retry.timeout
  * somewhat above this timeout, so that Connect's limit never comes first.
  *
+ * <p>The registry refusing the worker's credentials (HTTP 401/403) is neither: every record would fail
+ * alike, so the task fails at once ({@link RegistryAccessDenied}) instead of dead-lettering them all.
+ *
  * <p>Config: {@code delegate.class} (default Apicurio's AvroConverter), {@code registry.outage.timeout.ms};
  * every other key is passed to the delegate unchanged. Lives in the delegate's plugin folder, so it loads
  * the delegate's classes.
@@ -157,8 +160,26 @@ public class RegistryOutageRetryingConverter implements Converter {
         }
     }
 
-    /** The failure as Connect should see it: retriable (an outage), fatal (an outage for too long) or as it was. */
+    /** Thrown when the registry refuses the worker's credentials: no record's fault, and no outage to wait out. */
+    public static final class RegistryAccessDenied extends Error {
+        private static final long serialVersionUID = 1L;
+
+        RegistryAccessDenied(String message, Throwable cause) {
+            super(message, cause);
+        }
+    }
+
+    /**
+     * The failure as Connect should see it: retriable (an outage), fatal (an outage for too long, or the
+     * registry refusing this worker's credentials, which would otherwise dead-letter every good record)
+     * or as it was (the record's fault).
+     */
     RuntimeException classify(RuntimeException failure) {
+        if (isAccessDenied(failure)) {
+            throw new RegistryAccessDenied("schema registry refused this worker's credentials (HTTP 401/403): failing"
+                    + " the task instead of dead-lettering good records; fix the registry credentials of the converter."
+                    + " Last failure: " + rootMessage(failure), failure);
+        }
         if (!isRegistryOutage(failure)) {
             return failure;
         }
@@ -199,6 +220,22 @@ public class RegistryOutageRetryingConverter implements Converter {
                 // No status: the request never got an HTTP answer. Apicurio's client wraps the I/O error in
                 // an exception without a cause, naming it only in getError().getName().
                 return errorName(t).map(CONNECTION_FAILURE_NAMES::contains).orElse(false);
+            }
+        }
+        return false;
+    }
+
+    /** HTTP 401 or 403 from the registry (Apicurio's NotAuthorizedException / ForbiddenException, or the status). */
+    static boolean isAccessDenied(Throwable failure) {
+        for (Throwable t = failure; t != null; t = t.getCause() == t ? null : t.getCause()) {
+            String name = t.getClass().getSimpleName();
+            if (name.equals("NotAuthorizedException") || name.equals("ForbiddenException")) {
+                return true;
+            }
+            Optional<Optional<Integer>> status = httpStatus(t);
+            if (status.isPresent() && status.get().isPresent()) {
+                int code = status.get().get();
+                return code == 401 || code == 403;
             }
         }
         return false;

@@ -174,9 +174,24 @@ class RegistryOutageRetryingConverterTest {
         assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(429)));
         assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(408)));
         assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(500)));
-        for (int code : new int[] {400, 401, 403, 409, 422}) {
+        for (int code : new int[] {400, 409, 422}) {
             RuntimeException refused = new RestClientException(code);
             assertSame(refused, thrownBy(refused));
+        }
+    }
+
+    static class NotAuthorizedException extends RuntimeException {
+    }
+
+    @Test
+    void refusedCredentialsFailTheTaskAtOnceInsteadOfDeadLetteringEveryRecord() {
+        for (RuntimeException denied : new RuntimeException[] {new RestClientException(401), new RestClientException(403),
+                new IllegalStateException(new NotAuthorizedException())}) {
+            var converter = new RegistryOutageRetryingConverter(failingWith(denied), Clock.systemUTC());
+            converter.configure(Map.of(), false);
+            var fatal = assertThrows(RegistryOutageRetryingConverter.RegistryAccessDenied.class,
+                    () -> converter.toConnectData("t", new byte[] {0, 0, 0, 0, 1}));
+            assertTrue(fatal.getMessage().contains("credentials"), fatal.getMessage());
         }
     }
 
