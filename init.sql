@@ -1,7 +1,9 @@
 -- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
 -- superuser, on every start of the native stack and on the first start of the postgres container.
 --
---   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER)
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER); the CHECK
+--                   tick_contract is the tick contract (tick_contract_violation(), schemas/tick_contract.json)
+--   crypto_prices_rejected  the sink's rows that broke it all the same, set aside with the reason
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
 --   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
@@ -117,9 +119,11 @@ SELECT format('SET ROLE %I', :'owner_role') \gexec
 -- offsets start again at 0 all land on the row the tick already has, and the first landing wins (see
 -- crypto_prices_first_landing_wins below): candles count every tick once. The Kafka coordinates are
 -- kept as lineage (Connect's InsertField transform) and break ties between equal event times.
--- The CHECKs are the tick contract (.env TICK_*; Connect's TickContract transform sends violations to
--- the dead-letter topic before they get here, so for the sink they never fire; they hold for anyone
--- else who writes here).
+-- The CHECK tick_contract is the tick contract (schemas/tick_contract.json, .env's TICK_MIN_EVENT_TIME;
+-- see tick_contract_violation() below). Connect's TickContract transform sends violations to the dead-letter
+-- topic before they get here; should one get through all the same (a looser transform config, a contract
+-- changed in one place first), the sink's row is set aside in crypto_prices_rejected with its reason instead
+-- of failing the sink's batch (crypto_prices_set_aside_contract_breakers); anyone else's insert is refused.
 CREATE TABLE IF NOT EXISTS crypto_prices (
     symbol              text             NOT NULL,
     event_time          timestamptz      NOT NULL,
@@ -152,7 +156,7 @@ CREATE TABLE IF NOT EXISTS crypto_prices_quarantine (
     reason         text        NOT NULL,
     tick           jsonb       NOT NULL
 );
-COMMENT ON TABLE crypto_prices_quarantine IS 'Rows of an older database that broke the tick contract when it was migrated, with the reason.';
+COMMENT ON TABLE crypto_prices_quarantine IS 'Rows of an older database that broke the tick contract (as it was then, or as it is now) when it was migrated, with the reason.';
 SELECT 'ALTER TABLE crypto_prices DISABLE TRIGGER USER' AS sql
  WHERE EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'crypto_prices_pkey') \gexec
 DO $$
@@ -187,13 +191,65 @@ BEGIN
 END $$;
 ALTER TABLE crypto_prices ENABLE TRIGGER USER;
 
--- NaN sorts above every number in PostgreSQL, so "< 'Infinity'" also refuses NaN. Added once (adding
--- validates every row); to change one, drop it in a migration above and it is re-added here.
-SELECT format('ALTER TABLE crypto_prices ADD CONSTRAINT %I CHECK (%s)', name, expression)
-  FROM (VALUES ('tick_price_finite_and_positive', $$price > 0 AND price < 'Infinity'$$),
-               ('tick_volume_null_or_finite_and_not_negative', $$volume IS NULL OR (volume >= 0 AND volume < 'Infinity')$$),
-               ('tick_event_time_plausible', $$event_time >= timestamptz '2009-01-03 00:00:00+00'$$)) AS c(name, expression)
- WHERE NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = c.name) \gexec
+-- THE tick contract in SQL: the reason a tick breaks it, in the order Connect's transform and the producer
+-- check, or NULL. The ranges, pattern and feeds are schemas/tick_contract.json's, the event-time floor is
+-- .env's TICK_MIN_EVENT_TIME (the future bound is Connect's and the producer's only: it depends on when a
+-- tick lands); tests/test_contract_definition.py checks this function against the file at each limit and
+-- just beyond it. NaN sorts above every number in PostgreSQL, so "<= max" refuses it, and +-Infinity fail
+-- the ranges too. The pattern is ASCII-only, so its length counts the same as in Python and Java. A plain
+-- SQL expression: the planner inlines it into the CHECK and the trigger condition below.
+CREATE OR REPLACE FUNCTION tick_contract_violation(p_symbol text, p_price double precision,
+                                                   p_volume double precision, p_feed text,
+                                                   p_event_time timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN p_symbol IS NULL OR p_symbol !~ '^[A-Z0-9][A-Z0-9.=^-]{0,31}$' THEN 'bad_symbol'
+        WHEN p_price IS NULL OR NOT (p_price >= float8 '1e-9' AND p_price <= float8 '1e9') THEN 'bad_price'
+        WHEN p_volume IS NOT NULL AND NOT (p_volume >= float8 '0' AND p_volume <= float8 '1e15') THEN 'bad_volume'
+        WHEN p_feed IS NULL OR p_feed NOT IN ('STREAM', 'POLL', 'JITTER', 'REPLAY') THEN 'bad_feed'
+        WHEN p_event_time IS NULL OR p_event_time < timestamptz '2009-01-03 00:00:00+00' THEN 'implausible_time'
+    END
+$$;
+COMMENT ON FUNCTION tick_contract_violation(text, double precision, double precision, text, timestamptz) IS
+    'Why a tick breaks the tick contract (schemas/tick_contract.json), or NULL: bad_symbol, bad_price, bad_volume, bad_feed, implausible_time.';
+
+-- The sink's ticks that break the contract all the same, set aside instead of failing its batch (which
+-- would fail the task again after every restart), with the reason and the record's Kafka coordinates
+-- (unique: a redelivered record is set aside once). Written by crypto_prices_set_aside() below.
+CREATE TABLE IF NOT EXISTS crypto_prices_rejected (
+    rejected_at         timestamptz NOT NULL DEFAULT now(),
+    reason              text        NOT NULL,
+    tick                jsonb       NOT NULL,
+    __connect_topic     text,
+    __connect_partition integer,
+    __connect_offset    bigint
+);
+CREATE UNIQUE INDEX IF NOT EXISTS crypto_prices_rejected_record
+    ON crypto_prices_rejected (__connect_topic, __connect_partition, __connect_offset);
+COMMENT ON TABLE crypto_prices_rejected IS 'Ticks the sink wrote that broke the tick contract: set aside with the reason (tick_contract_violation) and the Kafka record they came from, instead of failing the sink.';
+
+-- The contract's CHECK: one constraint, the function above. It replaced three older CHECKs (price > 0,
+-- volume >= 0, event time); rows of an older database that break the contract as it is now are moved to
+-- crypto_prices_quarantine with the reason first (their candles are rebuilt). Added once (adding validates
+-- every row); to change the contract, drop tick_contract in a migration here and it is re-added.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'tick_contract') THEN
+        RETURN;
+    END IF;
+    WITH bad AS (
+        DELETE FROM crypto_prices p
+         WHERE tick_contract_violation(p.symbol, p.price, p.volume, p.feed, p.event_time) IS NOT NULL
+        RETURNING p.*)
+    INSERT INTO crypto_prices_quarantine (reason, tick)
+    SELECT tick_contract_violation(b.symbol, b.price, b.volume, b.feed, b.event_time), to_jsonb(b)
+      FROM bad b;
+    ALTER TABLE crypto_prices DROP CONSTRAINT IF EXISTS tick_price_finite_and_positive,
+                              DROP CONSTRAINT IF EXISTS tick_volume_null_or_finite_and_not_negative,
+                              DROP CONSTRAINT IF EXISTS tick_event_time_plausible;
+    ALTER TABLE crypto_prices ADD CONSTRAINT tick_contract
+        CHECK (tick_contract_violation(symbol, price, volume, feed, event_time) IS NULL);
+END $$;
 
 -- ---------------------------------------------------------------------------------------------
 -- Candle rollup: one definition for every interval
@@ -417,6 +473,18 @@ END $$;
 CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
     LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 
+-- A row of the sink that breaks the contract: into crypto_prices_rejected with the reason, not into
+-- crypto_prices (returning NULL skips the row; the sink's statement goes on with the next).
+CREATE OR REPLACE FUNCTION crypto_prices_set_aside() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    INSERT INTO crypto_prices_rejected (reason, tick, __connect_topic, __connect_partition, __connect_offset)
+    VALUES (coalesce(tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time), 'unknown'),
+            to_jsonb(NEW), NEW.__connect_topic, NEW.__connect_partition, NEW.__connect_offset)
+    ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+
 -- Corrected or deleted ticks (an administrator's UPDATE or DELETE): rebuild the whole UTC days of
 -- candles they belonged to, and now belong to.
 CREATE OR REPLACE FUNCTION candle_rebuild_changed_days() RETURNS trigger
@@ -459,6 +527,7 @@ DROP TRIGGER IF EXISTS crypto_prices_rollup_update ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_delete ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_truncate ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_first_landing_wins ON crypto_prices;
+DROP TRIGGER IF EXISTS crypto_prices_set_aside_contract_breakers ON crypto_prices;
 DROP TRIGGER IF EXISTS candle_replay_merge ON candle_replay;
 CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
     REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
@@ -466,6 +535,13 @@ CREATE TRIGGER candle_replay_merge AFTER INSERT ON candle_replay
     REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
 SELECT format($t$CREATE TRIGGER crypto_prices_first_landing_wins BEFORE UPDATE ON crypto_prices FOR EACH ROW
     WHEN (current_user = %L) EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
+-- The sink's rows that break the contract go to crypto_prices_rejected, and the rest of its batch lands; the
+-- condition is the CHECK's own expression, evaluated per row (inlined, no function call for a good row),
+-- so a row is set aside exactly when the CHECK would refuse it. Other roles' rows meet the CHECK.
+SELECT format($t$CREATE TRIGGER crypto_prices_set_aside_contract_breakers BEFORE INSERT ON crypto_prices FOR EACH ROW
+    WHEN (current_user = %L
+          AND tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time) IS NOT NULL)
+    EXECUTE FUNCTION crypto_prices_set_aside()$t$, :'writer_role') \gexec
 -- Transition tables allow one event per trigger: UPDATE and DELETE get a trigger each.
 CREATE TRIGGER crypto_prices_rollup_update AFTER UPDATE ON crypto_prices
     REFERENCING OLD TABLE AS old_ticks NEW TABLE AS new_ticks
@@ -613,6 +689,10 @@ SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'writer_role
 SELECT format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM %I', :'writer_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'writer_role') \gexec
 SELECT format('GRANT SELECT, INSERT, UPDATE ON crypto_prices TO %I', :'writer_role') \gexec
+-- The contract's CHECK and the set-aside trigger's condition evaluate tick_contract_violation() as the
+-- inserting role.
+SELECT format('GRANT EXECUTE ON FUNCTION tick_contract_violation(text, double precision, double precision, text, timestamptz) TO %I',
+              :'writer_role') \gexec
 
 -- Power BI: the candle views and nothing else.
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec

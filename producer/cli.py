@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from control.settings import PROJECT_ROOT, Settings, SettingsError
-from producer.validate import TickContract
+from producer.validate import TickContract, contract_shape
 
 SOURCES = ("stream", "poll", "replay", "record")
 YAHOO_STREAM_URL = "wss://streamer.finance.yahoo.com/?version=2"  # yfinance.WebSocket's default (tested)
@@ -34,11 +34,11 @@ sources (--source, env PRODUCER_SOURCE; several --symbols at once):
 rejections: a bad tick is counted by reason (stats line, final summary, health file) and never stops the
 producer; received = produced + the sum of the rejections. In the order checked:
   malformed         a frame / line / quote that is not a tick (not UTF-8, not JSON, fields missing)
-the tick contract (.env; Kafka Connect enforces the same for every writer of the topic):
-  bad_symbol        empty, longer than TICK_SYMBOL_MAX_LENGTH ({symbol_max}) characters, control characters
-                    (incl. NUL), or not encodable as UTF-8
-  bad_price         price not a finite number > 0
-  bad_volume        volume present and not a finite number >= 0
+the tick contract (schemas/tick_contract.json and .env; Kafka Connect and PostgreSQL enforce the same):
+  bad_symbol        not a whole match of {symbol_pattern}
+  bad_price         price not a finite number within {price_min} .. {price_max}
+  bad_volume        volume present and not a finite number within {volume_min} .. {volume_max}
+  bad_feed          feed not one of {feeds}
   implausible_time  event_time before TICK_MIN_EVENT_TIME ({min_time})
   future_time       event_time more than --max-clock-skew s ahead of this machine's clock (at most
                     TICK_MAX_FUTURE_SECONDS, {max_future} s)
@@ -79,7 +79,13 @@ def kv_pair(text: str) -> tuple[str, str]:
 
 def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     env = env_defaults() if env is None else env
-    description = DESCRIPTION.format(symbol_max=env.get("TICK_SYMBOL_MAX_LENGTH", "?"),
+    try:
+        shape = TickContract(0, 0, **contract_shape())  # type: ignore[arg-type]
+    except SettingsError:
+        shape = TickContract(0, 0)  # --help still works; starting reports the broken file
+    description = DESCRIPTION.format(symbol_pattern=shape.symbol_pattern, price_min=f"{shape.price_min:g}",
+                                     price_max=f"{shape.price_max:g}", volume_min=f"{shape.volume_min:g}",
+                                     volume_max=f"{shape.volume_max:g}", feeds=", ".join(sorted(shape.feeds)),
                                      min_time=env.get("TICK_MIN_EVENT_TIME", "?"),
                                      max_future=env.get("TICK_MAX_FUTURE_SECONDS", "?"))
     p = argparse.ArgumentParser(prog="python -m producer", description=description, epilog=EPILOG,

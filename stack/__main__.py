@@ -49,7 +49,7 @@ from control.registry import RegistryError, RulesError
 from control.secrets import ensure_secrets
 from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.setup import apply_registry_levels, setup
-from control.supervisor import read_health
+from control.supervisor import read_health, root_cause
 from stack.process import ManagedProcess, StackError
 from stack.services import Postgres, Service, all_services, connect_workers
 
@@ -227,11 +227,25 @@ def status(settings: Settings) -> int:
         tasks = ", ".join(f"task {t['id']} {t['state']} on {t.get('worker_id', '?')}"
                           for t in st.get("tasks", [])) or "no tasks"
         print(f"connector {name}: {st['connector']['state']}; {tasks}")
+        for failed in [*st.get("tasks", []), st["connector"]]:
+            if failed["state"] == "FAILED":  # why, in one line: the trace's first line and its root cause
+                print(f"  {'task ' + str(failed['id']) if 'id' in failed else 'connector'} FAILED: "
+                      f"{failure_reason(failed.get('trace', ''))}")
         healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
     for line in flow_lines(settings, name, producer_health_file(settings), producer.is_running()):
         print(line)
     print(f"credentials: {settings.secrets_file}")
     return 0 if healthy else 1
+
+
+def failure_reason(trace: str) -> str:
+    """A Connect trace in one line: its first line (what failed, e.g. the converter's "schema registry
+    unavailable for 600 s ...") and, when it differs, the innermost cause."""
+    lines = [line.strip() for line in trace.strip().splitlines() if line.strip()]
+    if not lines:
+        return "(no trace)"
+    cause = root_cause(trace)
+    return lines[0][:400] + ("" if cause == lines[0][:300] else f" (cause: {cause})")
 
 
 def logs(settings: Settings, name: str, lines: int) -> None:

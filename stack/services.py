@@ -30,7 +30,7 @@ from stack.process import ManagedProcess, StackError, base_environment
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
 JDBC_SINK_CLASS = "io.debezium.connector.jdbc.JdbcSinkConnector"
 # The tick contract's limits (.env): the connector's TickContract transform reads them from the worker.
-TICK_CONTRACT_SETTINGS = ("TICK_MIN_EVENT_TIME", "TICK_MAX_FUTURE_SECONDS", "TICK_SYMBOL_MAX_LENGTH")
+TICK_CONTRACT_SETTINGS = ("TICK_MIN_EVENT_TIME", "TICK_MAX_FUTURE_SECONDS")
 # Server options both forms pass (docker-compose.yml's postgres `command` lists the same; a test compares):
 # pg_stat_statements shows which statements the sink, the chart and Power BI really send.
 POSTGRES_SERVER_OPTIONS = ("-c", "shared_preload_libraries=pg_stat_statements")

@@ -1,5 +1,6 @@
-"""The producer's validation: the tick contract from .env (the limits Kafka Connect enforces for every writer)
-for every source, then the producer's own checks; each rejection named by its reason."""
+"""The producer's validation: the tick contract (schemas/tick_contract.json and .env's time bounds: the limits
+Kafka Connect and PostgreSQL enforce for every writer) for every source, then the producer's own checks; each
+rejection named by its reason."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from producer.validate import Reason, TickContract, ValidationRules, Validator
 CONTRACT = TickContract.from_settings(Settings.load().env)  # the project's own limits
 NOW = 1_764_050_400_000
 SKEW_MS = CONTRACT.max_future_ms
-LONG = CONTRACT.symbol_max_length * "X"
+LONG = 32 * "X"  # the pattern's longest symbol
 AVRO_LONG_MAX = 2**63 - 1
 
 
@@ -35,21 +36,22 @@ def validator() -> Validator:
 
 def test_the_contract_is_read_from_the_settings() -> None:
     contract = TickContract.from_settings({"TICK_MIN_EVENT_TIME": "2009-01-03T00:00:00Z",
-                                           "TICK_MAX_FUTURE_SECONDS": "300", "TICK_SYMBOL_MAX_LENGTH": "32"})
-    assert contract == TickContract(min_event_time_ms=1_230_940_800_000, max_future_ms=300_000,
-                                    symbol_max_length=32)
+                                           "TICK_MAX_FUTURE_SECONDS": "300"})
+    assert contract == TickContract(min_event_time_ms=1_230_940_800_000, max_future_ms=300_000, price_min=1e-9,
+                                    price_max=1e9, volume_min=0.0, volume_max=1e15,
+                                    symbol_pattern="^[A-Z0-9][A-Z0-9.=^-]{0,31}$",
+                                    feeds=frozenset({"STREAM", "POLL", "JITTER", "REPLAY"}))
     offset = TickContract.from_settings({"TICK_MIN_EVENT_TIME": "2009-01-03T01:00:00+01:00",
-                                         "TICK_MAX_FUTURE_SECONDS": "1", "TICK_SYMBOL_MAX_LENGTH": "1"})
+                                         "TICK_MAX_FUTURE_SECONDS": "1"})
     assert offset.min_event_time_ms == 1_230_940_800_000
 
 
 @pytest.mark.parametrize(("key", "value"), [
     ("TICK_MIN_EVENT_TIME", None), ("TICK_MIN_EVENT_TIME", "2009-01-03T00:00:00"), ("TICK_MIN_EVENT_TIME", "soon"),
-    ("TICK_MAX_FUTURE_SECONDS", "0"), ("TICK_MAX_FUTURE_SECONDS", "5m"), ("TICK_SYMBOL_MAX_LENGTH", None),
+    ("TICK_MAX_FUTURE_SECONDS", "0"), ("TICK_MAX_FUTURE_SECONDS", "5m"), ("TICK_MAX_FUTURE_SECONDS", None),
 ])
 def test_a_missing_or_malformed_contract_setting_is_an_error_naming_it(key: str, value: str | None) -> None:
-    env = {"TICK_MIN_EVENT_TIME": "2009-01-03T00:00:00Z", "TICK_MAX_FUTURE_SECONDS": "300",
-           "TICK_SYMBOL_MAX_LENGTH": "32"}
+    env = {"TICK_MIN_EVENT_TIME": "2009-01-03T00:00:00Z", "TICK_MAX_FUTURE_SECONDS": "300"}
     if value is None:
         del env[key]
     else:
@@ -67,6 +69,11 @@ def test_a_missing_or_malformed_contract_setting_is_an_error_naming_it(key: str,
     (tick(symbol="BTC-USD\x85"), "bad_symbol"),  # C1 control (NEL)
     (tick(symbol="BTC-USD\udcff"), "bad_symbol"),  # lone surrogate: what a non-UTF-8 argv byte becomes
     (tick(symbol="DOGE\x00"), "bad_symbol"),  # checked before unknown_symbol
+    (tick(symbol="btc-usd"), "bad_symbol"),
+    (tick(symbol="BTC-USD\n"), "bad_symbol"),  # `$` alone would match before a final newline
+    (tick(symbol="-BTC"), "bad_symbol"),
+    (tick(symbol="BTC USD"), "bad_symbol"),
+    (tick(symbol="BTC-US\u00c9"), "bad_symbol"),
     (tick(price=math.nan), "bad_price"),
     (tick(price=math.inf), "bad_price"),
     (tick(price=-math.inf), "bad_price"),
@@ -74,11 +81,17 @@ def test_a_missing_or_malformed_contract_setting_is_an_error_naming_it(key: str,
     (tick(price=-5.0), "bad_price"),
     (tick(price=10**400), "bad_price"),  # an int no double can hold
     (tick(price=True), "bad_price"),
+    (tick(price=5e-324), "bad_price"),  # subnormal
+    (tick(price=math.nextafter(1e-9, 0)), "bad_price"),
+    (tick(price=math.nextafter(1e9, math.inf)), "bad_price"),
     (tick(volume=math.nan), "bad_volume"),
     (tick(volume=math.inf), "bad_volume"),
     (tick(volume=-3.0), "bad_volume"),
     (tick(volume=-1e-9), "bad_volume"),
     (tick(volume=10**400), "bad_volume"),
+    (tick(volume=1e308), "bad_volume"),
+    (tick(volume=math.nextafter(1e15, math.inf)), "bad_volume"),
+    (tick(feed="MOON"), "bad_feed"),  # type: ignore[arg-type]
     (tick(event_time=CONTRACT.min_event_time_ms - 1), "implausible_time"),
     (tick(event_time=0), "implausible_time"),
     (tick(event_time=-AVRO_LONG_MAX - 10), "implausible_time"),  # below Avro's long
@@ -95,7 +108,8 @@ def test_validation_reasons(validator: Validator, bad: Tick, reason: str) -> Non
 
 
 def test_every_reason_has_its_counter_name() -> None:
-    assert {r.value for r in Reason} == {"malformed", "bad_symbol", "bad_price", "bad_volume", "implausible_time",
+    assert {r.value for r in Reason} == {"malformed", "bad_symbol", "bad_price", "bad_volume", "bad_feed",
+                                         "implausible_time",
                                          "future_time", "unknown_symbol", "stale_time", "duplicate",
                                          "serialize_error"}
 
@@ -103,7 +117,9 @@ def test_every_reason_has_its_counter_name() -> None:
 def test_validation_accepts_the_edges_and_rejects_repeats(validator: Validator) -> None:
     assert validator.check(tick(event_time=NOW + SKEW_MS)) is None
     assert validator.check(tick(event_time=NOW - 24 * 3_600_000)) is None
-    assert validator.check(tick(symbol=LONG, volume=0.0)) is None  # exactly TICK_SYMBOL_MAX_LENGTH; volume 0
+    assert validator.check(tick(symbol=LONG, volume=0.0)) is None  # the longest symbol; volume 0
+    assert validator.check(tick(price=1e-9, volume=1e15)) is None  # the ends of the ranges
+    assert validator.check(tick(price=1e9)) is None
     assert validator.check(tick(volume=2.5)) is None
     assert validator.check(tick(volume=2.5)) == "duplicate"
     assert validator.check(tick(price=100.01)) is None  # same instant, other price: a real tick

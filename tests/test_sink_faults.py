@@ -1,24 +1,33 @@
 """Faults the sink must ride out on the real stack, with nobody's help:
 
-- poison records (no Avro framing, an unknown schema id, an empty value) go to the dead-letter topic
-  with the reason in their headers, while every good tick around them lands;
+- poison records (no Avro framing, an unknown schema id, an empty value, a real schema id followed by an
+  Avro body cut short) go to the dead-letter topic with the reason in their headers, while every good tick
+  around them lands and the supervisor restarts nothing;
 - the schema registry stopped for 60 s while ticks stream, and Connect restarted while it is down
   (its schema cache empty): the ticks wait and then land, once each, and none is dead-lettered;
+- the registry down for longer than the converter's outage budget (shortened here from 10 minutes to 15 s):
+  the task FAILS loudly, its trace and `stack status` say why, nothing is dead-lettered, and once the
+  registry is back the supervisor's restart lets every tick land;
 - PostgreSQL stopped for longer than the sink's retry budget, so that the task FAILS: the supervisor
   restarts it with backoff, and every tick produced meanwhile lands once the database is back.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
 
 import pytest
+from confluent_kafka.serialization import MessageField, SerializationContext
 
-from control.connector import load_connector, wait_running
+from control.connector import connector_status, load_connector, wait_running
+from control.registry import registry_client
+from producer.registry import value_serializer
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import (
+    TICK_SCHEMA,
     TickProducer,
     dead_letters,
     new_symbol,
@@ -39,29 +48,41 @@ POISON = [
 CONNECTOR = load_connector()["name"]
 
 
+def truncated_tick(stack: StackHandle, symbol: str) -> bytes:
+    """A real tick's record (magic byte, a content id the registry issued) with its Avro body cut short:
+    Avro's decoder fails with an EOFException, an IOException that is the record's fault, not an outage."""
+    serialize = value_serializer(registry_client(stack.registry_url), TICK_SCHEMA)
+    whole = serialize(tick(symbol, 99), SerializationContext(stack.settings["TICKS_TOPIC"], MessageField.VALUE))
+    return whole[:5 + (len(whole) - 5) // 2]
+
+
 @pytest.fixture(scope="module")
 def poisoned(stack: StackHandle) -> dict:
     """Good, poison, good, poison, ... on the ticks topic, all under one symbol key; returns once the
     poison has been consumed (it is on the dead-letter topic)."""
     symbol = new_symbol("POISON")
+    wait_running(stack.connect_api, CONNECTOR)
+    restarts_before = supervisor_restarts(stack)
     producer = TickProducer(stack)
-    good = [tick(symbol, n) for n in range(len(POISON) + 1)]
-    for good_tick, poison in zip(good, POISON, strict=False):
+    poison = [*POISON, truncated_tick(stack, symbol)]
+    good = [tick(symbol, n) for n in range(len(poison) + 1)]
+    for good_tick, record in zip(good, poison, strict=False):
         producer.send([good_tick])
-        producer.send_raw(symbol.encode(), poison)
+        producer.send_raw(symbol.encode(), record)
     producer.send([good[-1]])
-    letters = dead_letters(stack, symbol.encode(), len(POISON))
-    return {"symbol": symbol, "good": good, "letters": letters}
+    letters = dead_letters(stack, symbol.encode(), len(poison))
+    landed = wait_for_rows(stack, [symbol], len(good), timeout=60)
+    return {"symbol": symbol, "good": good, "poison": poison, "letters": letters, "landed": landed,
+            "restarts": supervisor_restarts(stack) - restarts_before}
 
 
 def test_good_ticks_around_poison_records_all_land(stack: StackHandle, poisoned: dict) -> None:
-    expected = len(poisoned["good"])
-    assert wait_for_rows(stack, [poisoned["symbol"]], expected) == expected
+    assert poisoned["landed"] == len(poisoned["good"])
 
 
 def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: StackHandle, poisoned: dict) -> None:
     letters = poisoned["letters"]
-    assert sorted(m.value() or b"" for m in letters) == sorted(POISON)
+    assert sorted(m.value() or b"" for m in letters) == sorted(poisoned["poison"])
     for message in letters:
         headers = {k: (v or b"").decode(errors="replace") for k, v in message.headers() or []}
         assert headers["__connect.errors.topic"] == stack.settings["TICKS_TOPIC"]
@@ -70,9 +91,17 @@ def test_poison_records_go_to_the_dead_letter_topic_with_the_reason(stack: Stack
 
 
 def test_the_connector_keeps_running_after_poison(stack: StackHandle, poisoned: dict) -> None:
-    assert len(poisoned["letters"]) == len(POISON), "the poison was not consumed yet"
+    assert len(poisoned["letters"]) == len(poisoned["poison"]), "the poison was not consumed yet"
     status = wait_running(stack.connect_api, CONNECTOR, timeout=30)
     assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
+    assert poisoned["restarts"] == 0
+
+
+def test_a_truncated_body_is_dead_lettered_as_a_bad_record(poisoned: dict) -> None:
+    """Not retried as if the registry were down (the task would then sit RUNNING and stuck for ever)."""
+    truncated = next(m for m in poisoned["letters"] if m.value() == poisoned["poison"][-1])
+    message = dict(truncated.headers())["__connect.errors.exception.message"].decode()
+    assert "schema registry unavailable" not in message
 
 
 class Streamer:
@@ -130,6 +159,63 @@ def test_every_tick_streamed_through_a_registry_outage_lands_once(stack: StackHa
     assert landed == registry_outage["sent"] > 500
     assert query(stack, "SELECT count(DISTINCT sequence) FROM crypto_prices WHERE symbol = %s",
                  registry_outage["symbol"])[0][0] == registry_outage["sent"]
+
+
+OUTAGE_BUDGET_MS = 15_000
+
+
+def failed_traces(stack: StackHandle) -> list[str]:
+    status = connector_status(stack.connect_api, CONNECTOR) or {"tasks": []}
+    return [t.get("trace", "") for t in status["tasks"] if t["state"] == "FAILED"]
+
+
+@pytest.fixture(scope="module")
+def registry_outage_beyond_the_budget(stack: StackHandle) -> Iterator[dict]:
+    """The connector with a 15 s outage budget; a schema Connect has never fetched (new content, so a new
+    id, registered while the registry is up); the registry stopped; ticks written with that schema."""
+    symbol = new_symbol("REGLONG")
+    definition = load_connector()
+    config = {**definition["config"], "value.converter.registry.outage.timeout.ms": str(OUTAGE_BUDGET_MS)}
+    api = stack.connect_api
+    assert api.put(f"/connectors/{CONNECTOR}/config", json=config, timeout=60).status_code == 200
+    wait_running(api, CONNECTOR)
+    schema = json.loads(TICK_SCHEMA)
+    schema["doc"] += f" (test variant {symbol})"  # new content: an id no converter has fetched yet
+    producer = TickProducer(stack, schema=json.dumps(schema))
+    ticks = [tick(symbol, n) for n in range(5)]
+    context = SerializationContext(stack.settings["TICKS_TOPIC"], MessageField.VALUE)
+    producer._serialize(ticks[0], context)  # registers it now and keeps its id: sending needs no registry
+    restarts_before = supervisor_restarts(stack)
+    stack.stop_registry()
+    try:
+        producer.send(ticks)
+        trace = poll_until(lambda: "\n".join(failed_traces(stack)), lambda t: "schema registry unavailable" in t,
+                           timeout=120, interval=1)
+        shown = poll_until(lambda: run_stack_cli("status", env=stack.env(), timeout=60).stdout,
+                           lambda out: "FAILED: " in out and "schema registry unavailable" in out,
+                           timeout=120, interval=1)
+    finally:
+        stack.start_registry()
+        assert api.put(f"/connectors/{CONNECTOR}/config", json=definition["config"], timeout=60).status_code == 200
+    landed = wait_for_rows(stack, [symbol], len(ticks), timeout=240)
+    yield {"symbol": symbol, "trace": trace, "status": shown, "landed": landed,
+           "restarts": supervisor_restarts(stack) - restarts_before}
+
+
+def test_a_registry_outage_beyond_the_budget_fails_the_task_saying_why(registry_outage_beyond_the_budget: dict) -> None:
+    trace = registry_outage_beyond_the_budget["trace"]
+    assert "RegistryOutageTooLong" in trace and "schema registry unavailable for 1" in trace, trace[:2000]
+    status = registry_outage_beyond_the_budget["status"]
+    assert any("FAILED: " in line and "schema registry unavailable" in line for line in status.splitlines()), status
+
+
+def test_after_a_long_registry_outage_nothing_is_lost_or_dead_lettered(stack: StackHandle,
+                                                                       registry_outage_beyond_the_budget: dict) -> None:
+    assert registry_outage_beyond_the_budget["landed"] == 5
+    assert registry_outage_beyond_the_budget["restarts"] >= 1
+    assert dead_letters(stack, registry_outage_beyond_the_budget["symbol"].encode(), 1, timeout=10) == []
+    status = wait_running(stack.connect_api, CONNECTOR, timeout=120)
+    assert {t["state"] for t in status["tasks"]} == {"RUNNING"}
 
 
 @pytest.fixture(scope="module")

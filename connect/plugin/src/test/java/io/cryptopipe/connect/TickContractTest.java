@@ -40,8 +40,10 @@ class TickContractTest {
     final TickContract<SinkRecord> contract = new TickContract<>(Clock.fixed(NOW, ZoneOffset.UTC));
 
     TickContractTest() {
+        // schemas/tick_contract.json's limits, as connect/crypto-prices-jdbc-sink.json passes them
         contract.configure(Map.of("min.event.time", "2009-01-03T00:00:00Z", "max.future.seconds", "300",
-                "symbol.max.length", "32"));
+                "price.min", "1e-9", "price.max", "1e9", "volume.min", "0", "volume.max", "1e15",
+                "symbol.pattern", "^[A-Z0-9][A-Z0-9.=^-]{0,31}$", "feeds", "STREAM,POLL,JITTER,REPLAY"));
     }
 
     static SinkRecord record(Consumer<Struct> change) {
@@ -71,15 +73,44 @@ class TickContractTest {
     }
 
     @ParameterizedTest
-    @ValueSource(doubles = {Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY, -5.0, 0.0, -0.0})
-    void aPriceThatIsNotFiniteAndPositiveIsRejected(double price) {
+    @ValueSource(doubles = {Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY, -5.0, 0.0, -0.0,
+            Double.MIN_VALUE, 9.999999999999999e-10, 1.0000000000000002e9, 1e308})
+    void aPriceThatIsNotFiniteWithinTheRangeIsRejected(double price) {
         assertEquals("bad_price", reason(record(t -> t.put("price", price))));
     }
 
     @ParameterizedTest
-    @ValueSource(doubles = {Double.NaN, Double.POSITIVE_INFINITY, -3.0})
-    void aVolumeThatIsNotFiniteAndNonNegativeIsRejected(double volume) {
+    @ValueSource(doubles = {1e-9, 1e9, 0.00001234})
+    void aPriceAtTheLimitsIsValid(double price) {
+        SinkRecord edge = record(t -> t.put("price", price));
+        assertSame(edge, contract.apply(edge));
+    }
+
+    @ParameterizedTest
+    @ValueSource(doubles = {Double.NaN, Double.POSITIVE_INFINITY, -3.0, -Double.MIN_VALUE, 1.0000000000000002e15, 1e308})
+    void aVolumeThatIsNotFiniteWithinTheRangeIsRejected(double volume) {
         assertEquals("bad_volume", reason(record(t -> t.put("volume", volume))));
+    }
+
+    @Test
+    void oneStepBeyondEachLimitIsRejected() {
+        assertEquals("bad_price", reason(record(t -> t.put("price", Math.nextDown(1e-9)))));
+        assertEquals("bad_price", reason(record(t -> t.put("price", Math.nextUp(1e9)))));
+        assertEquals("bad_volume", reason(record(t -> t.put("volume", Math.nextUp(1e15)))));
+        assertEquals("bad_volume", reason(record(t -> t.put("volume", Math.nextDown(-0.0)))));
+    }
+
+    @ParameterizedTest
+    @ValueSource(doubles = {0.0, -0.0, 1e15})
+    void aVolumeAtTheLimitsIsValid(double volume) {
+        SinkRecord edge = record(t -> t.put("volume", volume));
+        assertSame(edge, contract.apply(edge));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"MOON", "stream", "", "STREAM "})
+    void aFeedTheSchemaDoesNotNameIsRejected(String feed) {
+        assertEquals("bad_feed", reason(record(t -> t.put("feed", feed))));
     }
 
     @Test
@@ -95,9 +126,18 @@ class TickContractTest {
     }
 
     @ParameterizedTest
-    @ValueSource(strings = {"", "A-VERY-LONG-SYMBOL-NAME-OVER-32-CHARS", "BTC\u0000USD", "BTC\nUSD"})
-    void aSymbolThatIsEmptyTooLongOrHasControlCharactersIsRejected(String symbol) {
+    @ValueSource(strings = {"", "A-VERY-LONG-SYMBOL-NAME-OVER-32-CHARS", "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456",
+            "BTC\u0000USD", "BTC\nUSD", "BTC-USD\n", "btc-usd", "-BTC", ".BTC", "BTC USD", "BTC_USD", "BTC-US\u00c9",
+            "\uff22TC-USD", "BTC/USD"})
+    void aSymbolThatDoesNotMatchThePatternIsRejected(String symbol) {
         assertEquals("bad_symbol", reason(record(t -> t.put("symbol", symbol))));
+    }
+
+    @ParameterizedTest
+    @ValueSource(strings = {"B", "BTC-USD", "1INCH-USD", "BRK.B", "EURUSD=X", "GC=F", "X^Y", "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"})
+    void aSymbolMatchingThePatternIsValid(String symbol) {
+        SinkRecord edge = record(t -> t.put("symbol", symbol));
+        assertSame(edge, contract.apply(edge));
     }
 
     @Test
