@@ -1,7 +1,8 @@
 """python -m chart: the live candle page on 127.0.0.1:CHART_PORT (settings from .env, see README).
 
-It reads the view_crypto_candles* views only, as the read-only Power BI role, with two connections
-(one LISTENs on candles_changed, one runs the shared query), however many pages are open.
+It reads the view_crypto_candles* views only, as its own read-only role (CHART_DB_USER), with two
+connections (one LISTENs on candles_changed, one runs the shared query), however many pages are open
+(at most CHART_MAX_VIEWERS).
 """
 
 from __future__ import annotations

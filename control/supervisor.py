@@ -6,7 +6,8 @@ Every --interval seconds the supervisor reads the connector's status; when the c
 FAILED it asks Connect to restart the failed instances, then waits with exponential backoff
 (--interval doubling up to --max-backoff) before the next attempt, so an outage of any length ends
 in RUNNING once the database is back, without hammering Connect meanwhile. Every restart is logged
-and counted (also in --health-file); SIGTERM/SIGINT stop it cleanly.
+and counted (also in --health-file); SIGTERM/SIGINT stop it cleanly. It also runs the reader watchdog
+(control/reader_watchdog.py) in a thread: reader roles' statements cannot outlive their budget.
 
     python -m control.supervisor [--connect-url URL] [--connector NAME]
 """
@@ -28,6 +29,7 @@ from types import FrameType
 
 import requests
 
+from control import reader_watchdog
 from control.connector import (
     ConnectApi,
     ConnectorError,
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, handle)
     name = args.connector or load_connector()["name"]
     api = ConnectApi(args.connect_url, settings.connect_auth)
+    reader_watchdog.start(settings, stop)  # the readers' statement budget, in this process (both stack forms)
     return Supervisor(api, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 
