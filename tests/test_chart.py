@@ -457,7 +457,7 @@ def measure(db: psycopg.Connection, ticks: Ticks, role: str, symbol: str, update
 
 def test_twenty_viewers_cost_the_database_what_one_viewer_does(
         stack: StackHandle, chart_url: str, ticks: Ticks, db: psycopg.Connection) -> None:
-    role = stack.settings["POWERBI_DB_USER"]
+    role = stack.settings["CHART_DB_USER"]
     symbol = new_symbol()
     ticks.write(walk(symbol, 120, seed=11))
     updates = 12
