@@ -484,7 +484,7 @@ def test_twenty_viewers_cost_the_database_what_one_viewer_does(
 
 
 # -- caps: viewers, series and notifications cannot grow the server ------------------------------------
-CHART_RSS_BOUND_MB = 160  # README "Live chart": the chart process with CHART_MAX_VIEWERS pages open
+CHART_RSS_BOUND_MB = 120  # README "Live chart": the chart process with CHART_MAX_VIEWERS pages open
 FLOOD_VIEWERS = 500
 SPOOFED_SYMBOLS = 10_000
 
