@@ -104,8 +104,8 @@ def test_a_power_bi_query_that_spills_more_than_the_limit_fails(powerbi: psycopg
     """A sort of ~400 MB with work_mem at its smallest: it must spill, and the spill exceeds the limit."""
     powerbi.execute("SET work_mem = '64kB'")
     with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="temp_file_limit"):
-        powerbi.execute("SELECT max(pad) FROM (SELECT g, repeat('x', 1000) || g AS pad FROM generate_series(1, 400000) g"
-                        " ORDER BY g DESC OFFSET 0) s")
+        powerbi.execute("SELECT max(pad) FROM (SELECT g, repeat('x', 1000) || g AS pad"
+                        " FROM generate_series(1, 400000) g ORDER BY g DESC OFFSET 0) s")
 
 
 def test_a_small_power_bi_spill_within_the_limit_still_works(powerbi: psycopg.Connection) -> None:
