@@ -22,7 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
 
@@ -34,6 +34,7 @@ log = logging.getLogger("chart")
 Fetch = Callable[[sql.Composed, tuple], Awaitable[list[tuple]]]
 RETRY_AFTER_ERROR_SECONDS = 5.0
 SYMBOLS_RECHECK_SECONDS = 5.0
+MINUTE = timedelta(minutes=1)
 
 
 class Full(Exception):
@@ -310,10 +311,10 @@ class Hub:
         for row in rows:
             by_tag[row[0]].append(row[1:])
         for tag, plan in plans.items():
-            if plan.kind == "newest":
+            if plan.kind == "newest":  # the end of the newest 1-minute candle: its last tick is no later
                 newest = by_tag[tag][0][0] if by_tag[tag] else None
                 if newest is not None and plan.symbol not in self.last_tick:
-                    self.last_tick[plan.symbol] = newest
+                    self.last_tick[plan.symbol] = min(newest + MINUTE, datetime.now(UTC))
                 continue
             sub = plan.sub
             if sub is None or self.subs.get(sub.series) is not sub:

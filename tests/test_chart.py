@@ -554,6 +554,7 @@ def test_viewers_beyond_the_cap_are_refused_and_spoofed_notifications_grow_nothi
     assert cap < FLOOD_VIEWERS
     symbol = new_symbol()
     ticks.write(walk(symbol, 30, seed=21))
+    time.sleep(1)  # the pages of the tests before have gone (a stream ends when its page goes away)
     rss_before = chart_rss_mb(stack)
     result: list[dict] = []
 
