@@ -174,6 +174,10 @@ def test_a_power_bi_query_running_longer_than_the_timeout_is_cancelled(powerbi: 
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "POSTGRES_DB"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "postgres"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "template1"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "postgres"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "REGISTRY_DB"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "postgres"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "REGISTRY_DB"),
 ])
 def test_a_role_cannot_connect_to_a_database_it_does_not_need(stack: StackHandle, user: str, password: str,
                                                               database: str) -> None:
@@ -186,6 +190,8 @@ def test_a_role_cannot_connect_to_a_database_it_does_not_need(stack: StackHandle
     ("POWERBI_DB_USER", "POWERBI_DB_PASSWORD", "POSTGRES_DB"),
     ("CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "POSTGRES_DB"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "REGISTRY_DB"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "POSTGRES_DB"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "POSTGRES_DB"),
 ])
 def test_each_role_connects_to_the_database_it_needs(stack: StackHandle, user: str, password: str,
                                                      database: str) -> None:
