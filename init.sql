@@ -14,11 +14,15 @@
 --                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
 --   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
 --                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
---   POWERBI_DB_USER  powerbi_reader, Power BI and the chart: SELECT on the candle views, read-only
---                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT, at most
---                    POWERBI_CONNECTION_LIMIT sessions.
--- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD) are needed only to create a role, and set only
--- then: a password an admin rotated later is never reset by a re-run.
+--   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views, read-only transactions,
+--                    statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog cancels
+--                    a statement that outlives it even if the session SET it off), temp_file_limit
+--                    POWERBI_TEMP_FILE_LIMIT (superuser-only: binding), at most POWERBI_CONNECTION_LIMIT sessions.
+--   CHART_DB_USER    chart_reader, the chart page: the same rights and kind of budget, CHART_* settings.
+--   READER_WATCHDOG_DB_USER  reader_watchdog (control/reader_watchdog.py): member of pg_read_all_stats and
+--                    pg_signal_backend, read-only, no privilege on any table or view.
+-- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD) are
+-- needed only to create a role, and set only then: a password an admin rotated later is never reset by a re-run.
 \set ON_ERROR_STOP on
 
 \getenv owner_role DB_OWNER_ROLE
@@ -28,6 +32,14 @@
 \getenv reader_password POWERBI_DB_PASSWORD
 \getenv reader_statement_timeout POWERBI_STATEMENT_TIMEOUT
 \getenv reader_connection_limit POWERBI_CONNECTION_LIMIT
+\getenv reader_temp_file_limit POWERBI_TEMP_FILE_LIMIT
+\getenv chart_role CHART_DB_USER
+\getenv chart_password CHART_DB_PASSWORD
+\getenv chart_statement_timeout CHART_STATEMENT_TIMEOUT
+\getenv chart_connection_limit CHART_CONNECTION_LIMIT
+\getenv chart_temp_file_limit CHART_TEMP_FILE_LIMIT
+\getenv watchdog_role READER_WATCHDOG_DB_USER
+\getenv watchdog_password READER_WATCHDOG_DB_PASSWORD
 \if :{?owner_role} \else \set owner_role crypto_owner \endif
 \if :{?writer_role} \else \set writer_role crypto_writer \endif
 \if :{?writer_password} \else \set writer_password '' \endif
@@ -35,6 +47,14 @@
 \if :{?reader_password} \else \set reader_password '' \endif
 \if :{?reader_statement_timeout} \else \set reader_statement_timeout 30s \endif
 \if :{?reader_connection_limit} \else \set reader_connection_limit 20 \endif
+\if :{?reader_temp_file_limit} \else \set reader_temp_file_limit 256MB \endif
+\if :{?chart_role} \else \set chart_role chart_reader \endif
+\if :{?chart_password} \else \set chart_password '' \endif
+\if :{?chart_statement_timeout} \else \set chart_statement_timeout 10s \endif
+\if :{?chart_connection_limit} \else \set chart_connection_limit 6 \endif
+\if :{?chart_temp_file_limit} \else \set chart_temp_file_limit 64MB \endif
+\if :{?watchdog_role} \else \set watchdog_role reader_watchdog \endif
+\if :{?watchdog_password} \else \set watchdog_password '' \endif
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles
@@ -48,22 +68,39 @@ SELECT format('ALTER ROLE %I NOLOGIN', :'owner_role') \gexec
 SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
               format('role %s does not exist and %s is not set: it is needed to create the role', r, var))
   FROM (VALUES (:'writer_role', :'writer_password', 'CONNECT_DB_PASSWORD'),
-               (:'reader_role', :'reader_password', 'POWERBI_DB_PASSWORD')) AS v(r, pw, var)
+               (:'reader_role', :'reader_password', 'POWERBI_DB_PASSWORD'),
+               (:'chart_role', :'chart_password', 'CHART_DB_PASSWORD'),
+               (:'watchdog_role', :'watchdog_password', 'READER_WATCHDOG_DB_PASSWORD')) AS v(r, pw, var)
  WHERE pw = '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', r, pw)
-  FROM (VALUES (:'writer_role', :'writer_password'), (:'reader_role', :'reader_password')) AS v(r, pw)
+  FROM (VALUES (:'writer_role', :'writer_password'), (:'reader_role', :'reader_password'),
+               (:'chart_role', :'chart_password'), (:'watchdog_role', :'watchdog_password')) AS v(r, pw)
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
--- Power BI's role can never write, even by mistake: every transaction it opens is read-only.
-SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'reader_role') \gexec
--- DirectQuery sends many small queries; JIT compilation would add ~100 ms to each and win nothing.
-SELECT format('ALTER ROLE %I SET jit = off', :'reader_role') \gexec
--- One bad visual cannot hold the database: its statements end after the timeout, its sessions are capped.
-SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'reader_role', :'reader_statement_timeout') \gexec
-SELECT format('ALTER ROLE %I CONNECTION LIMIT %s', :'reader_role', (:'reader_connection_limit')::integer) \gexec
+-- The readers (Power BI's role, the chart's) can never write, even by mistake: every transaction they
+-- open is read-only. DirectQuery sends many small queries; JIT would add ~100 ms to each and win nothing.
+-- One bad visual cannot hold the database, whatever its session SETs: statement_timeout is the role's
+-- budget (a session may SET it, so control/reader_watchdog.py cancels what outlives the role default);
+-- temp_file_limit can be set by a superuser only, so the role default binds every session (a statement
+-- spilling more fails); sessions are capped. work_mem stays a session setting (no bound but the spill's).
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', r),
+       format('ALTER ROLE %I SET jit = off', r),
+       format('ALTER ROLE %I SET statement_timeout = %L', r, timeout),
+       format('ALTER ROLE %I SET temp_file_limit = %L', r, temp_limit),
+       format('ALTER ROLE %I CONNECTION LIMIT %s', r, conn_limit::integer)
+  FROM (VALUES (:'reader_role', :'reader_statement_timeout', :'reader_temp_file_limit', :'reader_connection_limit'),
+               (:'chart_role', :'chart_statement_timeout', :'chart_temp_file_limit', :'chart_connection_limit'))
+       AS v(r, timeout, temp_limit, conn_limit) \gexec
+-- The watchdog: sees every session's statement (pg_read_all_stats) and may cancel a non-superuser's
+-- (pg_signal_backend); reads no data (no grant below), writes nothing, holds two sessions at most.
+SELECT format('GRANT pg_read_all_stats, pg_signal_backend TO %I', :'watchdog_role') \gexec
+SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'watchdog_role'),
+       format('ALTER ROLE %I SET statement_timeout = %L', :'watchdog_role', '5s'),
+       format('ALTER ROLE %I CONNECTION LIMIT 2', :'watchdog_role') \gexec
 -- Only the sink and Power BI connect to this database (and the superuser); nobody else creates
 -- objects or temporary tables in it, and in schema public only the owner role creates objects.
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()) \gexec
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', current_database(), :'writer_role', :'reader_role') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I', current_database(), :'writer_role', :'reader_role',
+              :'chart_role', :'watchdog_role') \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SELECT format('GRANT USAGE, CREATE ON SCHEMA public TO %I', :'owner_role') \gexec
 -- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
@@ -694,14 +731,15 @@ SELECT format('GRANT SELECT, INSERT, UPDATE ON crypto_prices TO %I', :'writer_ro
 SELECT format('GRANT EXECUTE ON FUNCTION tick_contract_violation(text, double precision, double precision, text, timestamptz) TO %I',
               :'writer_role') \gexec
 
--- Power BI: the candle views and nothing else.
-SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'reader_role') \gexec
-SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'reader_role') \gexec
-SELECT format('GRANT SELECT ON %I TO %I', c.relname, :'reader_role')
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+-- Power BI and the chart: the candle views and nothing else. The watchdog: nothing at all.
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'watchdog_role') \gexec
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', r), format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r)
+  FROM unnest(ARRAY[:'reader_role', :'chart_role']) AS r \gexec
+SELECT format('GRANT SELECT ON %I TO %I', c.relname, r)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, unnest(ARRAY[:'reader_role', :'chart_role']) AS r
  WHERE n.nspname = 'public' AND c.relkind = 'v' AND c.relname LIKE 'view\_crypto\_candles%' \gexec
-SELECT DISTINCT format('GRANT EXECUTE ON ROUTINE %s TO %I', d.refobjid::regprocedure, :'reader_role')
-  FROM pg_class c
+SELECT DISTINCT format('GRANT EXECUTE ON ROUTINE %s TO %I', d.refobjid::regprocedure, rr.r)
+  FROM unnest(ARRAY[:'reader_role', :'chart_role']) AS rr(r), pg_class c
   JOIN pg_rewrite r ON r.ev_class = c.oid
   JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid AND d.refclassid = 'pg_proc'::regclass
   JOIN pg_proc p ON p.oid = d.refobjid

@@ -3,7 +3,7 @@
 Needs a running chart and its PostgreSQL (`scripts/stack.sh up`; ports from .env). Simulated pages are
 SSE clients of /api/stream spread over four series of one fresh symbol; ticks are written into
 crypto_prices as the sink writes them, one statement per update. Queries are counted in
-pg_stat_statements (statements of POWERBI_DB_USER on the candle views); latency is from the tick's
+pg_stat_statements (statements of CHART_DB_USER on the candle views); latency is from the tick's
 commit to the first page receiving the changed candle. Writes bench/results/chart.md with --write.
 
     python bench/chart_bench.py --viewers 1,20,100 --updates 40 --pauses 0.3,0.05 --write
@@ -110,7 +110,7 @@ def one_round(db: psycopg.Connection, url: str, role: str, viewers: int, updates
 def main(args: argparse.Namespace) -> None:
     settings = Settings.load()
     url = args.chart_url or f"http://127.0.0.1:{settings.port('CHART')}"
-    role = settings["POWERBI_DB_USER"]
+    role = settings["CHART_DB_USER"]
     rows = []
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as db:
         for pause in (float(p) for p in args.pauses.split(",")):

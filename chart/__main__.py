@@ -1,7 +1,8 @@
 """python -m chart: the live candle page on 127.0.0.1:CHART_PORT (settings from .env, see README).
 
-It reads the view_crypto_candles* views only, as the read-only Power BI role, with two connections
-(one LISTENs on candles_changed, one runs the shared query), however many pages are open.
+It reads the view_crypto_candles* views only, as its own read-only role (CHART_DB_USER), with two
+connections (one LISTENs on candles_changed, one runs the shared query), however many pages are open
+(at most CHART_MAX_VIEWERS).
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ def main(args: argparse.Namespace) -> int:
     logging.getLogger("chart").info("chart page on http://%s:%d/ (candle views as %s@%s:%s)", config.host,
                                     config.port, db.get("user"), db.get("host"), db.get("port"))
     try:
+        # handler_cancellation: a page that goes away ends its stream at once, so it frees its viewer slot
+        # (CHART_MAX_VIEWERS) then, not at the next failed keep-alive ping.
         web.run_app(build_app(config), host=config.host, port=config.port, shutdown_timeout=2,
-                    access_log=None, print=None, handle_signals=True)
+                    access_log=None, print=None, handle_signals=True, handler_cancellation=True)
     except OSError as exc:
         raise SettingsError(f"cannot listen on {config.host}:{config.port} (CHART_HOST/CHART_PORT): {exc}") from exc
     return 0

@@ -22,6 +22,9 @@ class ChartConfig:
     stale_seconds: float
     refresh_seconds: float
     max_candles: int
+    max_viewers: int
+    max_series: int
+    symbols_refresh_seconds: float
     assets_dir: Path
     symbols: tuple[str, ...]
     pbids: str
@@ -30,7 +33,7 @@ class ChartConfig:
     def from_settings(cls, settings: Settings, host: str | None = None, port: int | None = None) -> ChartConfig:
         dsn = make_conninfo(
             host=settings["CHART_DB_HOST"], port=settings.port("POSTGRES"), dbname=settings["POSTGRES_DB"],
-            user=settings["POWERBI_DB_USER"], password=settings["POWERBI_DB_PASSWORD"],
+            user=settings["CHART_DB_USER"], password=settings["CHART_DB_PASSWORD"],
             application_name=APPLICATION_NAME, connect_timeout=3,
             keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3,
         )
@@ -41,6 +44,9 @@ class ChartConfig:
             stale_seconds=_positive(settings, "CHART_STALE_SECONDS"),
             refresh_seconds=_positive(settings, "CHART_REFRESH_SECONDS"),
             max_candles=int(_positive(settings, "CHART_MAX_CANDLES")),
+            max_viewers=int(_positive(settings, "CHART_MAX_VIEWERS")),
+            max_series=int(_positive(settings, "CHART_MAX_SERIES")),
+            symbols_refresh_seconds=_positive(settings, "CHART_SYMBOLS_REFRESH_SECONDS"),
             assets_dir=settings.cache_dir / f"lightweight-charts-{settings['LIGHTWEIGHT_CHARTS_VERSION']}",
             symbols=tuple(s.strip() for s in (settings.get("SYMBOLS") or "").split(",") if s.strip()),
             pbids=pbids(powerbi_server(settings), settings["POSTGRES_DB"]),

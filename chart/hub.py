@@ -5,6 +5,13 @@ show it, learns from the rollup's notifications which candles changed, and asks 
 query per update for every series at once (at most one per CHART_REFRESH_SECONDS). It compares the
 answer with its cache and sends the pages only the candles that changed. Database load therefore
 follows the update rate and the number of distinct series, never the number of open pages.
+
+Nothing a client or a database role sends can grow it without bound: at most CHART_MAX_VIEWERS pages and
+CHART_MAX_SERIES series (more are refused, counted), and a notification counts only for a symbol the
+hub knows (SYMBOLS and the database's, re-read every CHART_SYMBOLS_REFRESH_SECONDS, and at most every
+SYMBOLS_RECHECK_SECONDS when a notification names one it does not know) or a page shows. Any role can
+NOTIFY candles_changed, so a notification is only a hint: a symbol's last tick (the stale banner) moves
+when the database's candles really changed, never on a notification alone.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from psycopg import sql
 
@@ -26,6 +33,17 @@ from chart.views import INTERVALS, VARIANTS, Candle, Series
 log = logging.getLogger("chart")
 Fetch = Callable[[sql.Composed, tuple], Awaitable[list[tuple]]]
 RETRY_AFTER_ERROR_SECONDS = 5.0
+SYMBOLS_RECHECK_SECONDS = 5.0
+MINUTE = timedelta(minutes=1)
+
+
+class Full(Exception):
+    """The hub serves its maximum of viewers or series; the message says which, for the HTTP 503."""
+
+
+def _worth_logging(count: int) -> bool:
+    """Log the 1st, 10th, 100th, ... and every 1000th of a repeated event: a flood cannot flood the log."""
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 def parse_payload(payload: str) -> dict[str, datetime]:
@@ -98,11 +116,28 @@ class Hub:
         self.query_error: str | None = None
         self.queries = 0
         self.bad_notifications = 0
+        self.ignored_notifications = 0
+        self.refused_viewers = 0
+        self._symbols_due = False
+        self._symbols_read_at = float("-inf")
         self._wake = asyncio.Event()
 
     # -- pages --------------------------------------------------------------------------------------
     def subscribe(self, series: Series) -> Viewer:
+        """A new page's viewer; Full when CHART_MAX_VIEWERS pages are open or its series would be one too many."""
         sub = self.subs.get(series)
+        refusal = None
+        if self.viewer_count >= self.config.max_viewers:
+            refusal = (f"The chart serves at most {self.config.max_viewers} viewers at a time (CHART_MAX_VIEWERS);"
+                       " try again later.")
+        elif sub is None and len(self.subs) >= self.config.max_series:
+            refusal = (f"The chart shows at most {self.config.max_series} different charts (symbol, interval,"
+                       " variant) at a time (CHART_MAX_SERIES); open one already shown or try again later.")
+        if refusal is not None:
+            self.refused_viewers += 1
+            if _worth_logging(self.refused_viewers):
+                log.warning("refused a page (%d so far): %s", self.refused_viewers, refusal)
+            raise Full(refusal)
         if sub is None:
             sub = self.subs[series] = Subscription(series)
             self._wake.set()
@@ -119,6 +154,11 @@ class Hub:
             sub.viewers.discard(viewer)
             if not sub.viewers:
                 del self.subs[viewer.series]
+                if viewer.series.symbol not in self._shown_symbols():
+                    self.last_tick.pop(viewer.series.symbol, None)  # the next page asks the database again
+
+    def _shown_symbols(self) -> set[str]:
+        return {series.symbol for series in self.subs}
 
     def close(self) -> None:
         for sub in self.subs.values():
@@ -131,36 +171,60 @@ class Hub:
 
     # -- the database side ------------------------------------------------------------------------
     def notify(self, payload: str) -> None:
-        """A candles_changed notification arrived: mark the series it touches, wake the update loop."""
-        now = datetime.now(UTC)
+        """A candles_changed notification arrived: mark the series it touches, wake the update loop. It is a
+        hint only (any role can send one): it adds no symbol and moves no last tick by itself."""
         try:
             touched = parse_payload(payload)
         except ValueError as exc:
             self.bad_notifications += 1
-            log.warning("%s; reloading every series", exc)
-            for sub in self.subs.values():
-                sub.needs_load = True
-            self._wake.set()
+            if _worth_logging(self.bad_notifications):
+                log.warning("%s (%d ignored so far)", exc, self.bad_notifications)
             return
         if "*" in touched:  # too many symbols for one notification: everything from that bucket on
             for sub in self.subs.values():
                 self._mark(sub, touched["*"])
-                self.last_tick[sub.series.symbol] = now
         else:
-            for symbol in touched:
-                self.symbols.add(symbol)
-                self.last_tick[symbol] = now
+            shown = self._shown_symbols()
+            unknown = [symbol for symbol in touched if symbol not in self.symbols and symbol not in shown]
+            if unknown:  # a new symbol, or made up: the database says which, at most every few seconds
+                self.ignored_notifications += 1
+                self._symbols_due = True
+                if _worth_logging(self.ignored_notifications):
+                    log.info("notification for unknown symbol(s) %s (%d so far); checking the database's",
+                             ", ".join(unknown[:3])[:200], self.ignored_notifications)
             for sub in self.subs.values():
                 if (at := touched.get(sub.series.symbol)) is not None:
                     self._mark(sub, at)
         self._wake.set()
+
+    async def watch_symbols(self, every: float = 1.0) -> None:
+        """The known symbols: SYMBOLS and the database's, re-read every CHART_SYMBOLS_REFRESH_SECONDS, or
+        after SYMBOLS_RECHECK_SECONDS when a notification named a symbol not known."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every)
+            since = loop.time() - self._symbols_read_at
+            if not self.db_up or not ((self._symbols_due and since >= SYMBOLS_RECHECK_SECONDS)
+                                      or since >= self.config.symbols_refresh_seconds):
+                continue
+            self._symbols_due, self._symbols_read_at = False, loop.time()
+            try:
+                rows = await self._fetch(query.SYMBOLS, ())
+            except Exception as exc:  # noqa: BLE001 - the next round tries again
+                log.warning("reading the symbols failed: %s: %s", type(exc).__name__, str(exc).strip()[:300])
+                continue
+            self.set_symbols([row[0] for row in rows])
+
+    def set_symbols(self, symbols: list[str]) -> None:
+        self.symbols = set(self.config.symbols) | set(symbols)
 
     def database_up(self, symbols: list[str]) -> None:
         """(Re)connected and listening: notifications may have been missed, so every series reloads."""
         if not self.db_up:
             log.info("database connected; listening on candles_changed")
         self.db_up, self.db_error, self.db_down_since = True, None, None
-        self.symbols.update(symbols)
+        self.set_symbols(symbols)
+        self._symbols_read_at = asyncio.get_running_loop().time()
         for sub in self.subs.values():
             sub.needs_load = True
         self._wake.set()
@@ -247,10 +311,10 @@ class Hub:
         for row in rows:
             by_tag[row[0]].append(row[1:])
         for tag, plan in plans.items():
-            if plan.kind == "newest":
+            if plan.kind == "newest":  # the end of the newest 1-minute candle: its last tick is no later
                 newest = by_tag[tag][0][0] if by_tag[tag] else None
                 if newest is not None and plan.symbol not in self.last_tick:
-                    self.last_tick[plan.symbol] = newest
+                    self.last_tick[plan.symbol] = min(newest + MINUTE, datetime.now(UTC))
                 continue
             sub = plan.sub
             if sub is None or self.subs.get(sub.series) is not sub:
@@ -272,6 +336,8 @@ class Hub:
         returned = {c.bucket: c for c in candles}
         vanished = [b for b in sub.candles if b >= since and b not in returned]
         changed = [c for c in candles if sub.candles.get(c.bucket) != c]
+        if changed or vanished:  # the database's candles changed: a tick really landed
+            self.last_tick[sub.series.symbol] = datetime.now(UTC)
         sub.candles.update(returned)
         for bucket in vanished:
             del sub.candles[bucket]
@@ -309,10 +375,10 @@ class Hub:
         last = self.last_tick.get(symbol)
         age = (datetime.now(UTC) - last).total_seconds() if last else None
         stale = sub.loaded and (age is None or age > self.config.stale_seconds)
-        return Event("status", json.dumps({
-            "db": self.db_up, "db_error": self.db_error,
+        return Event("status", json.dumps({  # no error text for the browser: the chart's log has it
+            "db": self.db_up, "db_error": None if self.db_up else "no connection",
             "db_down_since": self.db_down_since.isoformat() if self.db_down_since and not self.db_up else None,
-            "query_error": self.query_error, "symbol": symbol,
+            "query_error": "see the chart's log" if self.query_error else None, "symbol": symbol,
             "last_tick": last.isoformat() if last else None, "stale": stale,
             "stale_seconds": self.config.stale_seconds,
         }))

@@ -12,7 +12,7 @@ from psycopg import sql
 from psycopg_pool import AsyncConnectionPool
 
 from chart.config import ChartConfig
-from chart.hub import Hub
+from chart.hub import Full, Hub
 from chart.listener import listen
 from chart.views import Series
 
@@ -41,10 +41,9 @@ async def meta(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Up or not, and whether the database is reachable: no internals (the error is in the chart's log)."""
     hub = request.app[HUB]
-    return web.json_response({"status": "ok", "db": "up" if hub.db_up else "down", "db_error": hub.db_error,
-                              "series": len(hub.subs), "viewers": hub.viewer_count, "queries": hub.queries,
-                              "bad_notifications": hub.bad_notifications}, headers=NO_CACHE)
+    return web.json_response({"status": "ok", "db": "up" if hub.db_up else "down"}, headers=NO_CACHE)
 
 
 async def stream(request: web.Request) -> web.StreamResponse:
@@ -55,7 +54,10 @@ async def stream(request: web.Request) -> web.StreamResponse:
     except ValueError as exc:
         raise web.HTTPBadRequest(text=str(exc)) from None
     hub = request.app[HUB]
-    viewer = hub.subscribe(series)
+    try:
+        viewer = hub.subscribe(series)
+    except Full as exc:
+        raise web.HTTPServiceUnavailable(text=str(exc), headers={**NO_CACHE, "Retry-After": "10"}) from None
     closed: asyncio.Future | None = None
     try:
         async with sse_response(request, ping_interval=5) as resp:
@@ -96,7 +98,7 @@ def build_app(config: ChartConfig) -> web.Application:
     async def background(app: web.Application):  # noqa: ANN202 - aiohttp cleanup context
         await pool.open(wait=False)
         tasks = [asyncio.create_task(coro) for coro in
-                 (listen(config.dsn, hub), hub.run(), hub.watch_staleness())]
+                 (listen(config.dsn, hub), hub.run(), hub.watch_staleness(), hub.watch_symbols())]
         yield
         for task in tasks:
             task.cancel()

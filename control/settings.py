@@ -23,7 +23,7 @@ URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL"
 # (docker compose's containers read the stack's generated secrets so); otherwise the native stack's secrets
 # file (control/secrets.py generates it on the first `up`, mode 0600).
 SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
-               "CONNECT_REST_PASSWORD",
+               "CONNECT_REST_PASSWORD", "CHART_DB_PASSWORD", "READER_WATCHDOG_DB_PASSWORD",
                "REGISTRY_PRODUCER_PASSWORD", "REGISTRY_ADMIN_PASSWORD")
 SECRET_FILE_KEYS = tuple(f"{key}_FILE" for key in SECRET_KEYS)
 # The schema registry's users (docs/registry-auth.md): name -> (Apicurio role, the secret holding its password).

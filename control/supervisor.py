@@ -7,7 +7,8 @@ FAILED it asks Connect to restart the failed instances, then waits with exponent
 (--interval doubling up to --max-backoff) before the next attempt, so an outage of any length ends
 in RUNNING once the database is back, without hammering Connect meanwhile. Every restart is logged
 and counted (also in --health-file, and a supervisor started again over the same health file goes on
-counting from there); SIGTERM/SIGINT stop it cleanly.
+counting from there); SIGTERM/SIGINT stop it cleanly. It also runs the reader watchdog
+(control/reader_watchdog.py) in a thread: reader roles' statements cannot outlive their budget.
 
 Connect may run as several workers of one group (the native stack's CONNECT_WORKERS): give each worker's
 REST URL (--connect-url, repeatable). Each check asks the worker that answered last, then the others in
@@ -37,6 +38,7 @@ from types import FrameType
 
 import requests
 
+from control import reader_watchdog
 from control.connector import (
     ConnectApi,
     ConnectorError,
@@ -207,6 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, handle)
     name = args.connector or load_connector()["name"]
     apis = [ConnectApi(url, settings.connect_auth) for url in args.connect_urls or [settings.connect_url]]
+    reader_watchdog.start(settings, stop)  # the readers' statement budget, in this process (both stack forms)
     return Supervisor(apis, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 

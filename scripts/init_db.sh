@@ -7,8 +7,9 @@
 #   - docker compose's one-shot `db-init` runs it in the postgres image over TCP (PGHOST=postgres), once
 #     the server answers there, with each password in a file named by NAME_FILE (the `secrets` volume).
 # Names come from the environment (.env): POSTGRES_DB, POSTGRES_USER, CONNECT_DB_USER, POWERBI_DB_USER,
-# REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE. Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD,
-# REGISTRY_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
+# REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE, CHART_DB_USER, READER_WATCHDOG_DB_USER. Passwords
+# (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, REGISTRY_DB_PASSWORD, CHART_DB_PASSWORD,
+# READER_WATCHDOG_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
 # only then: a password rotated since is never reset.
 set -euo pipefail
 
@@ -17,7 +18,8 @@ set -euo pipefail
 : "${REGISTRY_DB:=registry}"
 : "${REGISTRY_DB_USER:=registry}"
 # NAME_FILE: the password is that file's content (the postgres image's convention, used by compose).
-for var in POSTGRES_PASSWORD CONNECT_DB_PASSWORD POWERBI_DB_PASSWORD REGISTRY_DB_PASSWORD; do
+for var in POSTGRES_PASSWORD CONNECT_DB_PASSWORD POWERBI_DB_PASSWORD REGISTRY_DB_PASSWORD CHART_DB_PASSWORD \
+           READER_WATCHDOG_DB_PASSWORD; do
   file_var="${var}_FILE"
   [[ -n "${!file_var:-}" ]] || continue
   [[ -z "${!var:-}" ]] || { echo "ERROR: both $var and $file_var are set: set one" >&2; exit 1; }

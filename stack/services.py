@@ -496,7 +496,7 @@ def connect_workers(settings: Settings) -> list[Connect]:
 
 
 class Chart(Service):
-    """The live candle page (python -m chart): the candle views as the Power BI role, pushed to browsers."""
+    """The live candle page (python -m chart): the candle views as its own role, pushed to browsers."""
 
     name = "chart"
     port_settings = ("CHART",)
@@ -507,8 +507,8 @@ class Chart(Service):
         return [sys.executable, "-m", "chart"]
 
     def environment(self) -> dict[str, str]:
-        """The stack's settings (ports included) and where its secrets file is: the page reads the Power
-        BI role's password from there, like every other client of the stack."""
+        """The stack's settings (ports included) and where its secrets file is: the page reads its
+        role's password from there, like every other client of the stack."""
         return {**self.settings.env, "CRYPTOPIPE_STATE": str(self.settings.state_dir),
                 "CRYPTOPIPE_CACHE": str(self.settings.cache_dir)}
 

@@ -7,6 +7,7 @@ A screenshot per test goes to $CRYPTOPIPE_ARTIFACTS/chart (default: <tmp>/crypto
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -16,12 +17,14 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
+import psutil
 import psycopg
 import pytest
 import requests
@@ -29,6 +32,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from control.settings import PROJECT_ROOT
 from stack.ports import PortClaims
+from stack.services import Chart
 from tests.conftest import StackHandle, run_stack_cli
 
 pytestmark = pytest.mark.stack
@@ -453,7 +457,7 @@ def measure(db: psycopg.Connection, ticks: Ticks, role: str, symbol: str, update
 
 def test_twenty_viewers_cost_the_database_what_one_viewer_does(
         stack: StackHandle, chart_url: str, ticks: Ticks, db: psycopg.Connection) -> None:
-    role = stack.settings["POWERBI_DB_USER"]
+    role = stack.settings["CHART_DB_USER"]
     symbol = new_symbol()
     ticks.write(walk(symbol, 120, seed=11))
     updates = 12
@@ -477,6 +481,112 @@ def test_twenty_viewers_cost_the_database_what_one_viewer_does(
     assert abs(with_twenty - with_one) <= 2
     assert all(e.get("candles", 0) >= updates // 2 for e in twenty.events), twenty.events
     assert connections == 2
+
+
+# -- caps: viewers, series and notifications cannot grow the server ------------------------------------
+CHART_RSS_BOUND_MB = 120  # README "Live chart": the chart process with CHART_MAX_VIEWERS pages open
+FLOOD_VIEWERS = 500
+SPOOFED_SYMBOLS = 10_000
+
+
+def chart_rss_mb(stack: StackHandle) -> float:
+    pid = Chart(stack.settings).process.pid()
+    assert pid is not None, "the stack's chart is not running"
+    return psutil.Process(pid).memory_info().rss / 2**20
+
+
+async def flood(url: str, symbol: str, spoof: Callable[[], None], tick: Callable[[], None],
+                measure: Callable[[], float], timeout: float = 10) -> dict:
+    """FLOOD_VIEWERS SSE streams on one series; then `spoof()` (the NOTIFY flood), `measure()` (the chart's
+    RSS with every stream open) and `tick()` (a real tick); returns the statuses, the refusal texts, the
+    RSS and whether an accepted page got the tick."""
+    got_candles = asyncio.Event()
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        async def open_one(i: int) -> tuple[int, str, aiohttp.ClientResponse | None]:
+            response = await session.get(f"{url}/api/stream", params={"symbol": symbol, "interval": "1m"})
+            if response.status != 200:
+                text = await response.text()
+                response.release()
+                return response.status, text, None
+            return 200, "", response
+
+        async def read(response: aiohttp.ClientResponse, first: bool) -> None:
+            async for line in response.content:
+                if first and line.startswith(b"event: candles"):
+                    got_candles.set()
+
+        opened = await asyncio.gather(*(open_one(i) for i in range(FLOOD_VIEWERS)))
+        accepted = [r for status, _, r in opened if status == 200 and r is not None]
+        readers = [asyncio.create_task(read(r, i == 0)) for i, r in enumerate(accepted)]
+        await asyncio.sleep(2)  # every accepted page has its snapshot
+        await asyncio.to_thread(spoof)
+        await asyncio.sleep(2)
+        rss = await asyncio.to_thread(measure)
+        await asyncio.to_thread(tick)
+        try:
+            await asyncio.wait_for(got_candles.wait(), timeout)
+            updated = True
+        except TimeoutError:
+            updated = False
+        result = {"statuses": [s for s, _, _ in opened], "refusals": {t for s, t, _ in opened if s != 200},
+                  "updated": updated, "rss": rss}
+        for task in readers:
+            task.cancel()
+        for response in accepted:
+            response.close()
+        return result
+
+
+def spoof_notifications(stack: StackHandle) -> None:
+    """The NOTIFY flood: made-up symbols (and junk) sent as the Power BI role, as any role can."""
+    s = stack.settings
+    dsn = s.pg_dsn(user=s["POWERBI_DB_USER"], password=s["POWERBI_DB_PASSWORD"])
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SELECT count(pg_notify('candles_changed', json_build_object('SPOOF' || g || '-USD',"
+                     " '2026-01-01T00:00:00Z')::text)) FROM generate_series(1, %s) g", (SPOOFED_SYMBOLS,))
+        conn.execute("SELECT count(pg_notify('candles_changed', 'junk ' || g)) FROM generate_series(1, 1000) g")
+
+
+def test_viewers_beyond_the_cap_are_refused_and_spoofed_notifications_grow_nothing(
+        stack: StackHandle, chart_url: str, ticks: Ticks) -> None:
+    cap = int(stack.settings["CHART_MAX_VIEWERS"])
+    assert cap < FLOOD_VIEWERS
+    symbol = new_symbol()
+    ticks.write(walk(symbol, 30, seed=21))
+    time.sleep(1)  # the pages of the tests before have gone (a stream ends when its page goes away)
+    rss_before = chart_rss_mb(stack)
+    result: list[dict] = []
+
+    def tick() -> None:
+        ticks.write([(symbol, 54_321.5, datetime.now(UTC), 1.0, "STREAM")])
+
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(flood(
+        chart_url, symbol, lambda: spoof_notifications(stack), tick, lambda: chart_rss_mb(stack)))))
+    runner.start()
+    runner.join(timeout=120)
+    assert result, "the flood did not finish"
+    outcome = result[0]
+    rss = outcome["rss"]
+    statuses = outcome["statuses"]
+    print(f"accepted {statuses.count(200)}, refused {statuses.count(503)}; chart RSS {rss_before:.0f} MB before,"
+          f" {rss:.0f} MB with every stream open after {SPOOFED_SYMBOLS} spoofed symbols")
+    assert statuses.count(200) == cap and statuses.count(503) == FLOOD_VIEWERS - cap, statuses
+    assert outcome["refusals"] == {f"The chart serves at most {cap} viewers at a time (CHART_MAX_VIEWERS);"
+                                   " try again later."}
+    assert outcome["updated"], "the accepted page got no update for a real tick"
+    meta = requests.get(f"{chart_url}/api/meta", timeout=5).json()
+    assert not [m for m in meta["symbols"] if m.startswith("SPOOF")]
+    assert symbol in meta["symbols"]
+    assert rss <= CHART_RSS_BOUND_MB
+    # the slots are free again
+    deadline = time.monotonic() + 10
+    while True:
+        with requests.get(f"{chart_url}/api/stream", params={"symbol": symbol}, stream=True, timeout=10) as r:
+            if r.status_code == 200:
+                break
+        assert time.monotonic() < deadline, "closed viewers still hold the cap"
+        time.sleep(0.5)
 
 
 # -- the database going away (last: it restarts PostgreSQL) -------------------------------------------

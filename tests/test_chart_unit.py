@@ -1,14 +1,17 @@
-"""The chart's pure parts: notification payloads, series names and bucket alignment, settings errors."""
+"""The chart's pure parts: notification payloads, series names and bucket alignment, settings errors, and the
+hub's caps (viewers, series, notifications for symbols it does not know) with a fake database."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from chart.config import ChartConfig
-from chart.hub import parse_payload
+from chart.hub import Full, Hub, parse_payload
 from chart.views import Series, view_name
 from control.settings import Settings, SettingsError
 
@@ -59,13 +62,74 @@ def test_settings_must_be_positive_numbers(tmp_path: Path, monkeypatch: pytest.M
         ChartConfig.from_settings(Settings.load())
 
 
-def test_the_chart_reads_as_the_powerbi_role(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("POWERBI_DB_USER", "reader x")
+def test_the_chart_reads_as_its_own_role(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHART_DB_USER", "chart x")
+    monkeypatch.setenv("CHART_DB_PASSWORD", "pw")
     dsn = ChartConfig.from_settings(Settings.load()).dsn
-    assert "user='reader x'" in dsn and "application_name=cryptopipe-chart" in dsn
+    assert "user='chart x'" in dsn and "application_name=cryptopipe-chart" in dsn
 
 
 def test_a_missing_chart_library_names_the_fetch_command(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("CRYPTOPIPE_CACHE", str(tmp_path))
     with pytest.raises(SettingsError, match="scripts/fetch_artifacts.sh chart"):
         ChartConfig.from_settings(Settings.load()).vendor_script  # noqa: B018
+
+
+def hub(max_viewers: int = 3, max_series: int = 2) -> Hub:
+    config = dataclasses.replace(ChartConfig.from_settings(Settings.load()), max_viewers=max_viewers,
+                                 max_series=max_series, symbols=("BTC-USD",))
+
+    async def fetch(statement: object, params: tuple) -> list[tuple]:
+        return []
+    return Hub(config, fetch)
+
+
+def run(coroutine_function: object) -> None:
+    asyncio.run(coroutine_function())  # the hub's queues and events want a running loop
+
+
+@pytest.fixture(autouse=True)
+def chart_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHART_DB_PASSWORD", "unit-test")
+
+
+def test_viewers_beyond_the_cap_are_refused_and_counted() -> None:
+    async def body() -> None:
+        h = hub(max_viewers=3)
+        series = Series.parse("BTC-USD", "1m", "all")
+        viewers = [h.subscribe(series) for _ in range(3)]
+        with pytest.raises(Full, match="at most 3 viewers"):
+            h.subscribe(series)
+        assert h.refused_viewers == 1
+        h.unsubscribe(viewers[0])
+        h.subscribe(series)
+    run(body)
+
+
+def test_series_beyond_the_cap_are_refused_but_a_shown_one_is_not() -> None:
+    async def body() -> None:
+        h = hub(max_viewers=10, max_series=2)
+        h.subscribe(Series.parse("BTC-USD", "1m", "all"))
+        h.subscribe(Series.parse("BTC-USD", "5m", "all"))
+        with pytest.raises(Full, match="at most 2 different charts"):
+            h.subscribe(Series.parse("ETH-USD", "1m", "all"))
+        h.subscribe(Series.parse("BTC-USD", "5m", "all"))
+        assert len(h.subs) == 2
+    run(body)
+
+
+def test_notifications_for_unknown_symbols_grow_nothing_and_move_no_last_tick() -> None:
+    async def body() -> None:
+        h = hub()
+        h.subscribe(Series.parse("BTC-USD", "1m", "all"))
+        for n in range(10_000):
+            h.notify(f'{{"SPOOF{n}-USD": "2026-01-01T00:00:00Z"}}')
+        h.notify('{"BTC-USD": "2026-01-01T00:00:00Z"}')
+        h.notify("junk")
+        assert h.symbols == {"BTC-USD"}
+        assert h.last_tick == {}
+        assert h.ignored_notifications == 10_000 and h.bad_notifications == 1
+        assert h.subs[Series.parse("BTC-USD", "1m", "all")].dirty_from is not None
+        h.set_symbols(["ETH-USD"])  # what the database holds, read on schedule
+        assert h.symbols == {"BTC-USD", "ETH-USD"}
+    run(body)

@@ -174,6 +174,10 @@ def test_a_power_bi_query_running_longer_than_the_timeout_is_cancelled(powerbi: 
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "POSTGRES_DB"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "postgres"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "template1"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "postgres"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "REGISTRY_DB"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "postgres"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "REGISTRY_DB"),
 ])
 def test_a_role_cannot_connect_to_a_database_it_does_not_need(stack: StackHandle, user: str, password: str,
                                                               database: str) -> None:
@@ -186,6 +190,8 @@ def test_a_role_cannot_connect_to_a_database_it_does_not_need(stack: StackHandle
     ("POWERBI_DB_USER", "POWERBI_DB_PASSWORD", "POSTGRES_DB"),
     ("CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "POSTGRES_DB"),
     ("REGISTRY_DB_USER", "REGISTRY_DB_PASSWORD", "REGISTRY_DB"),
+    ("CHART_DB_USER", "CHART_DB_PASSWORD", "POSTGRES_DB"),
+    ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD", "POSTGRES_DB"),
 ])
 def test_each_role_connects_to_the_database_it_needs(stack: StackHandle, user: str, password: str,
                                                      database: str) -> None:
@@ -327,13 +333,15 @@ def test_a_second_up_keeps_every_password(stack: StackHandle, admin: psycopg.Con
     if not stack.owned:
         pytest.skip("runs `up` on the stack the tests started")
     before, verifiers = stack.settings.secrets_file.read_bytes(), password_verifiers(admin)
-    assert len(verifiers) == 4  # superuser, sink, Power BI, registry
+    assert len(verifiers) == 6  # superuser, sink, Power BI, registry, chart, reader watchdog
     again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert str(stack.settings.secrets_file) in again.stdout  # tells where they are
     assert stack.settings.secrets_file.read_bytes() == before
     assert password_verifiers(admin) == verifiers  # not one password was set again
-    for user, password in [("CONNECT_DB_USER", "CONNECT_DB_PASSWORD"), ("POWERBI_DB_USER", "POWERBI_DB_PASSWORD")]:
+    for user, password in [("CONNECT_DB_USER", "CONNECT_DB_PASSWORD"), ("POWERBI_DB_USER", "POWERBI_DB_PASSWORD"),
+                           ("CHART_DB_USER", "CHART_DB_PASSWORD"),
+                           ("READER_WATCHDOG_DB_USER", "READER_WATCHDOG_DB_PASSWORD")]:
         connect_as(stack, user, password).close()
 
 

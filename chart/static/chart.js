@@ -189,7 +189,7 @@
     const banner = $('banner');
     let kind = '', text = '';
     if (!streamOk) {
-      kind = 'stream'; text = 'Chart server unreachable: reconnecting… (the chart shows the last candles received)';
+      kind = 'stream'; text = 'Chart server unreachable or full: reconnecting… (the chart shows the last candles received)';
     } else if (status && !status.db) {
       kind = 'db';
       const since = status.db_down_since ? ` since ${fmtTime(Date.parse(status.db_down_since) / 1000, ['seconds'])}` : '';
@@ -234,7 +234,11 @@
     });
     source.addEventListener('candles', (e) => applyCandles(JSON.parse(e.data).candles));
     source.addEventListener('status', (e) => { status = JSON.parse(e.data); renderBanner(); });
-    source.onerror = () => { streamOk = false; renderBanner(); };  // EventSource reconnects by itself
+    const opened = source;
+    source.onerror = () => {  // EventSource reconnects by itself, except after a refusal (503: the chart is full)
+      streamOk = false; renderBanner();
+      if (opened.readyState === EventSource.CLOSED) setTimeout(() => { if (source === opened) connect(); }, 10000);
+    };
   }
 
   // -- controls -----------------------------------------------------------------------------------------
