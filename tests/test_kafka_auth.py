@@ -1,0 +1,126 @@
+"""Kafka authentication and authorisation (issue #17), with real clients against the real native stack:
+SASL on every listener, ACLs per principal (admin, producer, connect, dlq), no topic auto-creation, and the
+host-client example of README's "Security" section."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import uuid
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from control.settings import PROJECT_ROOT
+from tests.conftest import StackHandle
+
+pytestmark = pytest.mark.stack
+
+CONNECT_INTERNAL_TOPICS = ("_connect-configs", "_connect-offsets", "_connect-status")
+
+
+def produce_error(config: dict[str, str], topic: str, timeout_ms: int = 8000) -> KafkaError | None:
+    """Produce one record to `topic` with `config`; the delivery error (None when it was written)."""
+    errors: list[KafkaError | None] = []
+    producer = Producer({**config, "message.timeout.ms": str(timeout_ms), "log_level": "0",
+                         "enable.idempotence": "false"})
+    producer.produce(topic, key=b"auth-test", value=b"x", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(timeout_ms / 1000 + 10)
+    assert errors, "no delivery report"
+    return errors[0]
+
+
+def anonymous(stack: StackHandle, port_setting: str = "KAFKA") -> dict[str, str]:
+    return {"bootstrap.servers": f"127.0.0.1:{stack.settings.port(port_setting)}", "log_level": "0"}
+
+
+def topics(stack: StackHandle) -> set[str]:
+    return set(AdminClient(stack.settings.kafka_config()).list_topics(timeout=10).topics)
+
+
+def test_anonymous_client_cannot_produce_consume_or_create(stack: StackHandle) -> None:
+    for port in ("KAFKA", "KAFKA_CONTROLLER"):
+        config = anonymous(stack, port)
+        with pytest.raises(KafkaException):
+            AdminClient(config).list_topics(timeout=5)  # no metadata: nothing to consume from
+        futures = AdminClient(config).create_topics([NewTopic(f"anon.{uuid.uuid4().hex[:8]}", 1, 1)],
+                                                    request_timeout=5)
+        for future in futures.values():
+            with pytest.raises(KafkaException):
+                future.result(15)
+        for topic in (stack.settings["TICKS_TOPIC"], "_connect-configs"):
+            assert produce_error(config, topic) is not None, f"an anonymous client wrote {topic} via {port}"
+
+
+def test_wrong_password_is_refused(stack: StackHandle) -> None:
+    config = {**stack.settings.kafka_config("producer"), "sasl.password": "not-the-password", "log_level": "0"}
+    error = produce_error(config, stack.settings["TICKS_TOPIC"])
+    assert error is not None
+
+
+def test_producer_writes_ticks_only(stack: StackHandle) -> None:
+    producer = stack.settings.kafka_config("producer")
+    assert produce_error(producer, stack.settings["TICKS_TOPIC"]) is None
+    for topic in (stack.settings["TICKS_DLQ_TOPIC"], *CONNECT_INTERNAL_TOPICS):
+        error = produce_error(producer, topic)
+        assert error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, (topic, error)
+
+    admin = AdminClient(producer)
+    new = f"producer.{uuid.uuid4().hex[:8]}"
+    with pytest.raises(KafkaException, match="(?i)authoriz"):
+        admin.create_topics([NewTopic(new, 1, 1)])[new].result(30)
+    ticks = stack.settings["TICKS_TOPIC"]
+    with pytest.raises(KafkaException, match="(?i)authoriz"):
+        admin.delete_topics([ticks])[ticks].result(30)
+    assert {ticks, new} & topics(stack) == {ticks}
+
+
+def test_connect_and_dlq_principals_are_confined(stack: StackHandle) -> None:
+    s = stack.settings
+    dlq = s.kafka_config("dlq")
+    assert produce_error(dlq, s["TICKS_TOPIC"]) is None  # re-drive
+    assert produce_error(dlq, "_connect-configs").code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    connect = s.kafka_config("connect")
+    assert produce_error(connect, s["TICKS_DLQ_TOPIC"]) is None
+    assert produce_error(connect, s["TICKS_TOPIC"]).code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_producing_to_a_missing_topic_does_not_create_it(stack: StackHandle) -> None:
+    missing = f"missing.{uuid.uuid4().hex[:8]}"
+    error = produce_error(stack.settings.kafka_config(), missing, timeout_ms=5000)  # admin: a super user
+    assert error is not None
+    assert missing not in topics(stack)
+
+
+def test_setup_created_the_topics_with_their_settings(stack: StackHandle) -> None:
+    s = stack.settings
+    metadata = AdminClient(s.kafka_config()).list_topics(timeout=10).topics
+    for topic in (s["TICKS_TOPIC"], s["TICKS_DLQ_TOPIC"], f"{s['TICKS_DLQ_TOPIC']}.redriven",
+                  *CONNECT_INTERNAL_TOPICS):
+        assert topic in metadata, f"{topic} missing"
+    assert len(metadata[s["TICKS_TOPIC"]].partitions) == 3
+
+
+def readme_host_client() -> str:
+    """The Python block under README's host-client example marker."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    match = re.search(r"<!-- host-client-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has no host-client example"
+    return match.group(1)
+
+
+def test_documented_host_client_example_works(stack: StackHandle) -> None:
+    s = stack.settings
+    assert produce_error(s.kafka_config("producer"), s["TICKS_TOPIC"]) is None
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+           "KAFKA_PASSWORD": s["KAFKA_ADMIN_PASSWORD"]}
+    result = subprocess.run([sys.executable, "-c", readme_host_client()], env=env, capture_output=True,
+                            text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert re.search(rf"{re.escape(s['TICKS_TOPIC'])} \[\d+\] @\d+", result.stdout), result.stdout
+    wrong = subprocess.run([sys.executable, "-c", readme_host_client()], env={**env, "KAFKA_PASSWORD": "wrong"},
+                           capture_output=True, text=True, timeout=120, check=False)
+    assert not re.search(r"@\d+", wrong.stdout)
