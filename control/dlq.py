@@ -74,9 +74,9 @@ class DeadLetter:
         return (self.key or b"").decode(errors="replace")
 
 
-def read_all(bootstrap: str, topic: str) -> Iterator[DeadLetter]:
+def read_all(kafka_config: dict[str, str], topic: str) -> Iterator[DeadLetter]:
     """Every record of `topic` from the beginning to its end as it is now (no consumer group involved)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"dlq-reader-{uuid.uuid4().hex}",
+    consumer = Consumer({**kafka_config, "group.id": f"dlq-reader-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics.get(topic)
@@ -121,7 +121,7 @@ def show(settings: Settings, symbol: str | None, reasons: set[str] | None, sampl
     topic = settings["TICKS_DLQ_TOPIC"]
     counts: Counter[str] = Counter()
     examples: dict[str, list[DeadLetter]] = {}
-    for letter in select(read_all(settings.bootstrap_servers, topic), symbol, reasons):
+    for letter in select(read_all(settings.kafka_config("dlq"), topic), symbol, reasons):
         counts[letter.reason] += 1
         if len(examples.setdefault(letter.reason, [])) < samples:
             examples[letter.reason].append(letter)
@@ -149,7 +149,7 @@ def ledger_topic(settings: Settings) -> str:
 
 def ensure_ledger(settings: Settings) -> str:
     topic = ledger_topic(settings)
-    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    admin = AdminClient(settings.kafka_config("dlq"))
     if topic not in admin.list_topics(timeout=10).topics:
         futures = admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1,
                                                 config={"cleanup.policy": "compact"})])
@@ -165,11 +165,11 @@ def ensure_ledger(settings: Settings) -> str:
 def redrive(settings: Settings, symbol: str | None, reasons: set[str] | None, dry_run: bool,
             include_failed_redrives: bool) -> int:
     ledger = ensure_ledger(settings)
-    done = {(letter.key or b"").decode() for letter in read_all(settings.bootstrap_servers, ledger)}
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "enable.idempotence": True})
+    done = {(letter.key or b"").decode() for letter in read_all(settings.kafka_config("dlq"), ledger)}
+    producer = Producer({**settings.kafka_config("dlq"), "enable.idempotence": True})
     redriven: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
-    for letter in select(read_all(settings.bootstrap_servers, settings["TICKS_DLQ_TOPIC"]), symbol, reasons):
+    for letter in select(read_all(settings.kafka_config("dlq"), settings["TICKS_DLQ_TOPIC"]), symbol, reasons):
         if letter.coordinates in done:
             skipped["already re-driven"] += 1
             continue

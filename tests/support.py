@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from control.settings import PROJECT_ROOT
 from control.supervisor import read_health
 from producer.registry import registry_client, value_serializer
-from tests.conftest import StackHandle
+from tests.conftest import StackHandle, writable_topic
 
 TICK_SCHEMA = (PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text()
 T = TypeVar("T")
@@ -46,6 +46,8 @@ class TickProducer:
 
     def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
+        if self.topic != stack.settings["TICKS_TOPIC"]:
+            writable_topic(stack, self.topic)
         self._serialize = value_serializer(registry_client(stack.registry_url), schema)
         self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})
 

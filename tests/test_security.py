@@ -387,7 +387,7 @@ def test_down_without_purge_keeps_ticks_schemas_topics_and_passwords(stack: Stac
     topic = f"test.keep.{uuid.uuid4().hex[:8]}"
     kafka_admin = AdminClient(stack.settings.kafka_config())  # kept alive until the topic exists
     kafka_admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
-    producer = Producer(stack.settings.kafka_config("producer"))
+    producer = Producer(stack.settings.kafka_config())
     for n in range(3):
         producer.produce(topic, value=str(n).encode())
     assert producer.flush(30) == 0
