@@ -56,12 +56,12 @@ def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
 def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline) -> Sink:
     if args.source == "record":
         return JsonlSink(args.out, stats)
-    # The principal `producer` with its password from the settings (the native stack's secrets file, or
-    # KAFKA_PRODUCER_PASSWORD_FILE in compose), never from the command line.
-    connection = {**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap_servers}
     registry = registry_client(args.schema_registry_url)
     schema = load_schema()
     register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
+    # The principal `producer` with its password from the settings (the native stack's secrets file, or
+    # KAFKA_PRODUCER_PASSWORD_FILE in compose), never from the command line.
+    connection = {**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap_servers}
     config = producer_config(connection, args.message_timeout_ms, args.buffer_max_messages,
                              args.linger_ms, dict(args.kafka_config))
     return KafkaSink(config, registry, schema, args.topic, stats, give_up=pipeline.give_up, on_wait=pipeline.upkeep)
