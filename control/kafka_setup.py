@@ -104,6 +104,10 @@ def admin_client(settings: Settings) -> AdminClient:
 
 def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
     """Credentials, ACLs, topics; prints one line per step."""
+    for secret in KAFKA_PRINCIPALS.values():
+        if any(c in settings[secret] for c in '"\\\r\n'):
+            raise KafkaSetupError(f"{secret} holds a quote, backslash or line break, which the JAAS settings of the "
+                                  "broker and of Connect cannot carry: choose another one")
     admin = admin_client(settings)
     try:
         _wait(admin.alter_user_scram_credentials([
