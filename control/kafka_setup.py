@@ -131,6 +131,20 @@ def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
         raise KafkaSetupError(f"Kafka set-up at {settings.bootstrap_servers} as admin failed: {exc}") from exc
 
 
+def writable_topic(settings: Settings, topic: str, partitions: int = TICKS_PARTITIONS,
+                   principal: str = "producer") -> str:
+    """A topic of its own for a test or a benchmark, created as the admin (the broker creates none by itself),
+    which `principal` may write (and describe): the principal `producer` may write only the ticks otherwise."""
+    admin = admin_client(settings)
+    _wait(admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)]), 30,
+          f"creating {topic}", tolerate="TOPIC_ALREADY_EXISTS")
+    _wait(admin.create_acls([
+        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, f"User:{principal}", "*", op,
+                   AclPermissionType.ALLOW) for op in (Op.WRITE, Op.DESCRIBE)
+    ]), 30, f"granting {principal} WRITE on {topic}")
+    return topic
+
+
 def _wait(futures: dict | list, timeout: float, what: str, tolerate: str | None = None) -> None:
     for future in (futures.values() if isinstance(futures, dict) else futures):
         try:

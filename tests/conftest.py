@@ -20,18 +20,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (
-    AclBinding,
-    AclOperation,
-    AclPermissionType,
-    AdminClient,
-    NewTopic,
-    ResourcePatternType,
-    ResourceType,
-)
 
 from control.connector import ConnectApi
+from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT, Settings
 from stack.ports import STACK_PORT_SETTINGS, claim_ports
 from stack.services import Connect, Kafka, Postgres, Registry
@@ -163,24 +154,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
         assert not leftovers, f"stack down left processes behind: {[p.pid for p in leftovers]}"
 
 
-def writable_topic(stack: StackHandle, topic: str, partitions: int = 3) -> str:
-    """A topic made for a test, as the admin: the broker creates none by itself (auto.create.topics.enable=false),
-    and the principal `producer` may write only crypto.ticks unless granted more, as here for this one topic."""
-    admin = AdminClient(stack.settings.kafka_config())
-    futures = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
-    try:
-        futures[topic].result(30)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
-    for future in admin.create_acls([
-        AclBinding(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:producer", "*", operation,
-                   AclPermissionType.ALLOW) for operation in (AclOperation.WRITE, AclOperation.DESCRIBE)
-    ]).values():
-        future.result(30)
-    return topic
-
-
 @pytest.fixture
 def unique_topic(stack: StackHandle) -> str:
-    return writable_topic(stack, f"test.{uuid.uuid4().hex[:12]}")
+    """A topic made for the test, which the principal `producer` may write (the broker creates none by itself)."""
+    return writable_topic(stack.settings, f"test.{uuid.uuid4().hex[:12]}")

@@ -15,10 +15,11 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT
 from control.supervisor import read_health
 from producer.registry import registry_client, value_serializer
-from tests.conftest import StackHandle, writable_topic
+from tests.conftest import StackHandle
 
 TICK_SCHEMA = (PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text()
 T = TypeVar("T")
@@ -47,7 +48,7 @@ class TickProducer:
     def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
         if self.topic != stack.settings["TICKS_TOPIC"]:
-            writable_topic(stack, self.topic)
+            writable_topic(stack.settings, self.topic)
         self._serialize = value_serializer(registry_client(stack.registry_url), schema)
         self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})
 
