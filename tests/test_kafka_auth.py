@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import uuid
 
 import pytest
@@ -107,9 +108,9 @@ def test_setup_created_the_topics_with_their_settings(stack: StackHandle) -> Non
 def readme_host_client() -> str:
     """The Python block under README's host-client example marker."""
     readme = (PROJECT_ROOT / "README.md").read_text()
-    match = re.search(r"<!-- host-client-example -->\s*```python\n(.*?)```", readme, re.S)
+    match = re.search(r"<!-- host-client-example -->\s*```python\n(.*?)^\s*```", readme, re.S | re.M)
     assert match, "README.md has no host-client example"
-    return match.group(1)
+    return textwrap.dedent(match.group(1))
 
 
 def test_documented_host_client_example_works(stack: StackHandle) -> None:
