@@ -10,6 +10,7 @@ answers; docker compose's one-shot `kafka-setup` runs `python -m control kafka-s
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,7 @@ def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
                                   "broker and of Connect cannot carry: choose another one")
     admin = admin_client(settings)
     try:
+        _wait_until_answering(admin, timeout * 4)
         _wait(admin.alter_user_scram_credentials([
             UserScramCredentialUpsertion(user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS),
                                          settings[secret].encode())
@@ -129,6 +131,19 @@ def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
               + (f" (created {', '.join(t.topic for t in missing)})" if missing else ""), flush=True)
     except KafkaException as exc:
         raise KafkaSetupError(f"Kafka set-up at {settings.bootstrap_servers} as admin failed: {exc}") from exc
+
+
+def _wait_until_answering(admin: AdminClient, timeout: float) -> None:
+    """compose's healthcheck sees the listener open, which can be before the broker answers the admin."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            admin.list_topics(timeout=5)
+            return
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
 
 
 def writable_topic(settings: Settings, topic: str, partitions: int = TICKS_PARTITIONS,
