@@ -245,7 +245,7 @@ def test_the_worker_runs_with_only_the_variables_it_needs(stack: StackHandle) ->
     environment = psutil.Process(pid).environ()
     assert set(environment) <= set(CONNECT_WORKER_VARIABLES) | set(BASE_ENV_KEYS)
     assert set(connect_worker_env(stack.settings)) == set(CONNECT_WORKER_VARIABLES) <= set(environment)
-    others = {v for k, v in secret_values(stack).items() if k != "CONNECT_DB_PASSWORD"}
+    others = {v for k, v in secret_values(stack).items() if k not in ("CONNECT_DB_PASSWORD", "KAFKA_CONNECT_PASSWORD")}
     assert others.isdisjoint(environment.values())
 
 
