@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "levels":
             apply_registry_levels(settings)
         elif args.command == "kafka-setup":
-            ensure_kafka(settings)
+            print("\n".join(ensure_kafka(settings)), flush=True)
         elif args.command == "register":
             register_connector(settings, args.file, args.timeout)
         else:

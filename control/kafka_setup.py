@@ -103,8 +103,8 @@ def admin_client(settings: Settings) -> AdminClient:
     return AdminClient({**settings.kafka_config("admin", mechanism=KAFKA_BOOTSTRAP_MECHANISM), "log_level": 0})
 
 
-def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
-    """Credentials, ACLs, topics; prints one line per step."""
+def ensure_kafka(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Credentials, ACLs, topics; returns one line per step, to print."""
     for secret in KAFKA_PRINCIPALS.values():
         if any(c in settings[secret] for c in '"\\\r\n'):
             raise KafkaSetupError(f"{secret} holds a quote, backslash or line break, which the JAAS settings of the "
@@ -117,20 +117,21 @@ def ensure_kafka(settings: Settings, timeout: float = 30.0) -> None:
                                          settings[secret].encode())
             for user, secret in KAFKA_PRINCIPALS.items()
         ], request_timeout=timeout), timeout, "setting the SCRAM credentials")
-        print(f"kafka: SCRAM-SHA-512 credentials of {', '.join(KAFKA_PRINCIPALS)} set from the secrets", flush=True)
+        done = [f"kafka: SCRAM-SHA-512 credentials of {', '.join(KAFKA_PRINCIPALS)} set from the secrets"]
         bindings = [AclBinding(g.resource, g.name, g.pattern, f"User:{g.principal}", "*", op, AclPermissionType.ALLOW)
                     for g in grants(settings) for op in g.operations]
         _wait(admin.create_acls(bindings, request_timeout=timeout), timeout, "creating the ACLs")
-        print(f"kafka: {len(bindings)} ACLs in place", flush=True)
+        done.append(f"kafka: {len(bindings)} ACLs in place")
         existing = set(admin.list_topics(timeout=timeout).topics)
         missing = [t for t in topics(settings) if t.topic not in existing]
         if missing:
             _wait(admin.create_topics(missing, request_timeout=timeout), timeout, "creating the topics",
                   tolerate="TOPIC_ALREADY_EXISTS")
-        print(f"kafka: topics {', '.join(t.topic for t in topics(settings))} present"
-              + (f" (created {', '.join(t.topic for t in missing)})" if missing else ""), flush=True)
+        done.append(f"kafka: topics {', '.join(t.topic for t in topics(settings))} present"
+                    + (f" (created {', '.join(t.topic for t in missing)})" if missing else ""))
     except KafkaException as exc:
         raise KafkaSetupError(f"Kafka set-up at {settings.bootstrap_servers} as admin failed: {exc}") from exc
+    return done
 
 
 def _wait_until_answering(admin: AdminClient, timeout: float) -> None:

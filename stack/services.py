@@ -256,7 +256,7 @@ class Kafka(Service):
 
     name = "kafka"
     port_settings = ("KAFKA", "KAFKA_CONTROLLER")
-    readiness = "the admin API lists topics"
+    readiness = "the admin API lists topics; credentials, ACLs and topics set"
 
     @property
     def config_file(self) -> Path:
