@@ -10,16 +10,19 @@ import subprocess
 import sys
 import textwrap
 import uuid
+from pathlib import Path
 
+import psycopg
 import pytest
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from control.settings import PROJECT_ROOT
+from control.settings import PROJECT_ROOT, Settings
 from producer.registry import registry_client, value_serializer
+from stack.ports import STACK_PORT_SETTINGS, claimed_ports
 from tests.conftest import StackHandle
-from tests.support import TICK_SCHEMA, new_symbol, tick
+from tests.support import TICK_SCHEMA, new_symbol, poll_until, tick
 
 pytestmark = pytest.mark.stack
 
@@ -137,3 +140,53 @@ def test_documented_host_client_example_works(stack: StackHandle) -> None:
     wrong = subprocess.run([sys.executable, "-c", readme_host_client()], env={**env, "KAFKA_PASSWORD": "wrong"},
                            capture_output=True, text=True, timeout=120, check=False)
     assert not re.search(r"@\d+", wrong.stdout)
+
+
+def last_tree_before_authentication(destination: Path) -> Path:
+    """The project as it was just before Kafka required authentication (the parent of the commit that took
+    `auto.create.topics.enable=true` out of the shared broker config), unpacked into `destination`."""
+    found = subprocess.run(["git", "-C", str(PROJECT_ROOT), "log", "-S", "auto.create.topics.enable=true",
+                            "--format=%H", "--", "stack/config/kafka-broker.properties"],
+                           capture_output=True, text=True, check=False).stdout.split()
+    if not found:
+        pytest.skip("no git history here to find the stack from before authentication")
+    archive = subprocess.run(["git", "-C", str(PROJECT_ROOT), "archive", f"{found[0]}^"], capture_output=True,
+                             check=True)
+    destination.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(destination)], input=archive.stdout, check=True)
+    return destination
+
+
+def test_a_stack_started_before_authentication_adopts_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The data (Kafka metadata and topics, Connect's internal topics and group offsets, the database) of a
+    native stack that ran without authentication: `up` with this code adds the credentials, ACLs and topics, an
+    anonymous client is refused, and a tick produced by the principal `producer` lands."""
+    old = last_tree_before_authentication(tmp_path / "before")
+    with claimed_ports(STACK_PORT_SETTINGS) as ports:
+        for key, value in {**ports, "CRYPTOPIPE_STATE": str(tmp_path / "state")}.items():
+            monkeypatch.setenv(key, value)
+        env = dict(os.environ)
+
+        def stack_cli(tree: Path, *args: str) -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "-m", "stack", *args], env=env, cwd=tree, capture_output=True,
+                                  text=True, timeout=900, check=False)
+
+        try:
+            for tree, command in ((old, ("up", "--no-fetch", "--no-producer")), (old, ("down",)),
+                                  (PROJECT_ROOT, ("up", "--no-fetch", "--no-producer"))):
+                done = stack_cli(tree, *command)
+                assert done.returncode == 0, f"{tree} {command}: {done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+            assert "generated KAFKA_ADMIN_PASSWORD" in done.stdout
+            settings = Settings.load()
+            with pytest.raises(KafkaException):
+                AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": "0"}).list_topics(timeout=5)
+            symbol, topic = new_symbol("UPG"), settings["TICKS_TOPIC"]
+            serialize = value_serializer(registry_client(settings.ccompat_url), TICK_SCHEMA)
+            value = serialize(tick(symbol, 1), SerializationContext(topic, MessageField.VALUE))
+            assert produce_error(settings.kafka_config("producer"), topic, record=(symbol.encode(), value)) is None
+            with psycopg.connect(settings.pg_dsn(), connect_timeout=5) as conn:
+                rows = poll_until(lambda: conn.execute("SELECT count(*) FROM crypto_prices WHERE symbol = %s",
+                                                       (symbol,)).fetchone()[0], bool, 120)
+            assert rows == 1
+        finally:
+            stack_cli(PROJECT_ROOT, "down", "--purge")
