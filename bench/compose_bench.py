@@ -393,7 +393,8 @@ def connector_state(project: Project, rest_password: str) -> dict[str, Any] | No
 
 def measure_load(project: Project, args: argparse.Namespace, work: Path) -> Load:
     topic = dotenv_values(project.folder / ".env")["TICKS_TOPIC"]
-    secrets = {key: project.secret(key) for key in ("POSTGRES_PASSWORD", "CONNECT_REST_PASSWORD")}
+    secrets = {key: project.secret(key) for key in ("POSTGRES_PASSWORD", "CONNECT_REST_PASSWORD",
+                                                     "KAFKA_PRODUCER_PASSWORD")}
     dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=project.port("POSTGRES_PORT"), dbname="crypto",
                                          user="postgres", password=secrets["POSTGRES_PASSWORD"], connect_timeout=5)
     symbols = spread_symbols(f"CB{uuid.uuid4().hex[:4].upper()}X", per_partition=-(-args.symbols // 3))
@@ -424,7 +425,10 @@ def measure_load(project: Project, args: argparse.Namespace, work: Path) -> Load
             sampler.phase = "load"
             log(f"  producing {args.ticks:,} ticks of {','.join(symbols)} from the host ...")
             started = time.monotonic()
-            proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            # The producer authenticates as `producer`: its password through the environment, not argv.
+            proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    env={**os.environ,
+                                         "KAFKA_PRODUCER_PASSWORD": secrets["KAFKA_PRODUCER_PASSWORD"]})
             deadline, next_report = started + args.timeout, started + 10
             while True:
                 landed = count()

@@ -93,7 +93,7 @@ def sink_rate(settings: Settings, api: ConnectApi, ticks: int, tag: str) -> floa
     now = int(time.time() * 1000) - 3_600_000
     assert api.put(f"/connectors/{name}/pause").status_code == 202
     time.sleep(5)  # the task stops consuming
-    producer = Producer({"bootstrap.servers": settings.bootstrap_servers, "linger.ms": 20,
+    producer = Producer({**settings.kafka_config("producer"), "linger.ms": 20,
                          "queue.buffering.max.messages": 200_000})
     context = SerializationContext(topic, MessageField.VALUE)
     for i in range(ticks):

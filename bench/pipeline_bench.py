@@ -76,6 +76,7 @@ from pipeline_kit import (  # noqa: E402
 )
 from pipeline_report import render_markdown, render_plots  # noqa: E402
 
+from control.kafka_setup import writable_topic  # noqa: E402
 from producer.registry import registry_client  # noqa: E402
 
 ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
@@ -247,9 +248,10 @@ class Bench:
         replay = self.work / "seed.jsonl"
         write_replay(replay, symbols, count, now_ms() - count - 60_000, 1)
         log(f"seed-style consumer: {count:,} ticks on {topic}, one INSERT + commit each, for {seconds:.0f} s ...")
+        writable_topic(self.stack.settings, topic)
         finish(run_producer(self.stack, replay, symbols, speed=0, topic=topic))
         deserialize = AvroDeserializer(registry_client(self.stack.settings.ccompat_url))
-        consumer = Consumer({"bootstrap.servers": self.stack.settings.bootstrap_servers,
+        consumer = Consumer({**self.stack.settings.kafka_config(),
                              "group.id": f"bench-seed-{uuid.uuid4().hex}", "auto.offset.reset": "earliest"})
         consumer.subscribe([topic])
         inserted, started = 0, None

@@ -277,7 +277,7 @@ def background_activity(stack: NativeStack) -> Callable[[], dict[str, int]]:
 
 
 def topic_end_offsets(stack: NativeStack, topic: str) -> Callable[[], float]:
-    consumer = Consumer({"bootstrap.servers": stack.settings.bootstrap_servers, "group.id": "bench-watermarks",
+    consumer = Consumer({**stack.settings.kafka_config(), "group.id": "bench-watermarks",
                          "enable.auto.commit": False})
 
     def total() -> float:

@@ -36,6 +36,7 @@ from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
 from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: E402
 
+from control.kafka_setup import writable_topic  # noqa: E402
 from control.settings import Settings  # noqa: E402
 from producer.cli import env_defaults  # noqa: E402
 from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
@@ -57,7 +58,8 @@ def make_ticks(n: int) -> list[Tick]:
 
 def new_sink(args: argparse.Namespace, topic: str, stats: Stats, registry: SchemaRegistryClient,
              schema: str, **kwargs: object) -> KafkaSink:
-    config = producer_config(args.bootstrap, linger_ms=args.linger_ms, buffer_max_messages=args.buffer)
+    config = producer_config({**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap},
+                             linger_ms=args.linger_ms, buffer_max_messages=args.buffer)
     return KafkaSink(config, registry, schema, topic, stats, **kwargs)  # type: ignore[arg-type]
 
 
@@ -131,13 +133,13 @@ def main() -> int:
     args = parser.parse_args()
 
     try:
-        AdminClient({"bootstrap.servers": args.bootstrap}).list_topics(timeout=10)
+        AdminClient({**Settings.load().kafka_config(), "bootstrap.servers": args.bootstrap}).list_topics(timeout=10)
     except KafkaException as exc:
         print(f"no broker at {args.bootstrap} ({exc}); start the stack first: scripts/stack.sh up", file=sys.stderr)
         return 2
     registry = registry_client(args.registry, Settings.load().registry_auth("producer"))
     schema = load_schema()
-    topic = f"bench.producer.{uuid.uuid4().hex[:8]}"
+    topic = writable_topic(Settings.load(), f"bench.producer.{uuid.uuid4().hex[:8]}")  # no auto-creation
     register_schema(registry, f"{topic}-value", schema, wait_s=10)
     ticks = make_ticks(args.ticks)
 

@@ -6,7 +6,7 @@
 # given worker file. The native stack writes the same two files in stack/services.py (Connect.prepare).
 set -euo pipefail
 # NAME_FILE: the secret is that file's content (compose passes the stack's generated secret files so).
-for var in CONNECT_REST_PASSWORD CONNECT_DB_PASSWORD; do
+for var in CONNECT_REST_PASSWORD CONNECT_DB_PASSWORD KAFKA_CONNECT_PASSWORD; do
   file_var="${var}_FILE"
   [[ -n "${!file_var:-}" ]] || continue
   [[ -r "${!file_var}" ]] || { echo "ERROR: $file_var: cannot read ${!file_var}" >&2; exit 1; }

@@ -3,6 +3,9 @@
   setup     apply the registry's compatibility levels, then register the sink connector and wait until it
             RUNs: what `scripts/stack.sh up` does once the services are healthy, and what docker compose's
             one-shot `register-connector` runs
+  kafka-setup  Kafka's principals (SCRAM-SHA-512 credentials from the secrets), their ACLs and the topics,
+            as the super user admin (control/kafka_setup.py): what `scripts/stack.sh up` does once the broker
+            answers, and what docker compose's one-shot `kafka-setup` runs before Connect starts
   levels    only the levels: the global one and one per subject, from schemas/compatibility.json
   register  only the connector (scripts/register_connector.sh): validate, create or update, wait for RUNNING
   secrets   docker compose's generated passwords, one file each in --dir (the `secrets` volume):
@@ -10,7 +13,8 @@
             prints one: `docker compose run --rm secrets show POWERBI_DB_PASSWORD`
 
 Addresses and credentials come from the settings (.env, the environment, the native stack's secrets file):
-SCHEMA_REGISTRY_URL / REGISTRY_PORT, CONNECT_URL / CONNECT_PORT, CONNECT_REST_USER / CONNECT_REST_PASSWORD.
+SCHEMA_REGISTRY_URL / REGISTRY_PORT, CONNECT_URL / CONNECT_PORT, CONNECT_REST_USER / CONNECT_REST_PASSWORD,
+KAFKA_BOOTSTRAP_SERVERS / KAFKA_PORT, KAFKA_*_PASSWORD.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import sys
 from pathlib import Path
 
 from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError
+from control.kafka_setup import KafkaSetupError, ensure_kafka
 from control.registry import RegistryError, RulesError
 from control.secrets import ensure_secret_files, read_secret_files
 from control.settings import SECRET_KEYS, Settings, SettingsError
@@ -36,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="connector JSON (default: %(default)s)")
         p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for Connect and RUNNING")
     sub.add_parser("levels", help="the registry's compatibility levels only")
+    sub.add_parser("kafka-setup", help="Kafka's credentials, ACLs and topics")
     secrets = sub.add_parser("secrets", help="compose's generated passwords: init, or show one")
     secrets.add_argument("--dir", type=Path, required=True, help="folder of the secret files")
     secrets_sub = secrets.add_subparsers(dest="action", required=True)
@@ -49,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.load()
         if args.command == "levels":
             apply_registry_levels(settings)
+        elif args.command == "kafka-setup":
+            print("\n".join(ensure_kafka(settings)), flush=True)
         elif args.command == "register":
             register_connector(settings, args.file, args.timeout)
         else:
             setup(settings, args.file, args.timeout)
-    except (SettingsError, RulesError, RegistryError, ConnectorError) as exc:
+    except (SettingsError, RulesError, RegistryError, ConnectorError, KafkaSetupError) as exc:
         print(f"ERROR: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -75,10 +75,10 @@ class Lag:
     committed: int  # partitions with a committed offset
 
 
-def connector_lag(bootstrap_servers: str, group: str, topic: str, timeout: float = 10.0) -> Lag:
+def connector_lag(kafka_config: dict[str, str], group: str, topic: str, timeout: float = 10.0) -> Lag:
     """Records of `topic` the consumer group has not committed yet; a partition without a committed offset
     counts from its earliest offset."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "log_level": 0})
+    admin = AdminClient({**kafka_config, "log_level": 0})
     metadata = admin.list_topics(topic, timeout=timeout).topics[topic]
     if metadata.error is not None:
         raise KafkaException(metadata.error)
@@ -100,7 +100,7 @@ def connector_lag(bootstrap_servers: str, group: str, topic: str, timeout: float
 def connector_line(settings: Settings, connector: str) -> str:
     group, topic = f"connect-{connector}", settings["TICKS_TOPIC"]
     try:
-        lag = connector_lag(settings.bootstrap_servers, group, topic)
+        lag = connector_lag(settings.kafka_config(), group, topic)
     except Exception as exc:  # noqa: BLE001 - shown instead of the number
         return f"connector: lag unknown ({type(exc).__name__}: {exc})"
     return (f"connector: {lag.records} records behind on {topic} (consumer group {group}, "

@@ -24,12 +24,22 @@ URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL"
 # file (control/secrets.py generates it on the first `up`, mode 0600).
 SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
                "CONNECT_REST_PASSWORD", "CHART_DB_PASSWORD", "READER_WATCHDOG_DB_PASSWORD",
-               "REGISTRY_PRODUCER_PASSWORD", "REGISTRY_ADMIN_PASSWORD")
+               "REGISTRY_PRODUCER_PASSWORD", "REGISTRY_ADMIN_PASSWORD",
+               "KAFKA_ADMIN_PASSWORD", "KAFKA_PRODUCER_PASSWORD", "KAFKA_CONNECT_PASSWORD", "KAFKA_DLQ_PASSWORD")
 SECRET_FILE_KEYS = tuple(f"{key}_FILE" for key in SECRET_KEYS)
 # The schema registry's users (docs/registry-auth.md): name -> (Apicurio role, the secret holding its password).
 # Writes need one of them; reads are open. The names are fixed: the registry's configuration keys name them.
 REGISTRY_USERS = {"producer": ("sr-developer", "REGISTRY_PRODUCER_PASSWORD"),
                   "admin": ("sr-admin", "REGISTRY_ADMIN_PASSWORD")}
+# Kafka's principals (SASL user names) and the secret holding each one's password. admin is the super user
+# (setup, status, tests); the others get only their ACLs (control/kafka_setup.py).
+KAFKA_PRINCIPALS = {"admin": "KAFKA_ADMIN_PASSWORD", "producer": "KAFKA_PRODUCER_PASSWORD",
+                    "connect": "KAFKA_CONNECT_PASSWORD", "dlq": "KAFKA_DLQ_PASSWORD"}
+# Every client authenticates with SCRAM-SHA-512 (credentials in the cluster's metadata, set by setup). PLAIN,
+# checked against the broker's own config, exists for the admin only: the broker itself and the setup step that
+# creates the SCRAM credentials (before it, none exists).
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+KAFKA_BOOTSTRAP_MECHANISM = "PLAIN"
 
 
 class SettingsError(RuntimeError):
@@ -139,10 +149,15 @@ class Settings:
     def bootstrap_servers(self) -> str:
         return self.env.get("KAFKA_BOOTSTRAP_SERVERS") or f"127.0.0.1:{self.port('KAFKA')}"
 
-    def kafka_config(self, principal: str = "admin") -> dict[str, str]:
+    def kafka_config(self, principal: str = "admin", mechanism: str = KAFKA_SASL_MECHANISM) -> dict[str, str]:
         """librdkafka settings of a client that connects to the broker as `principal` (admin: setup,
-        status and tests; producer; connect; dlq)."""
-        return {"bootstrap.servers": self.bootstrap_servers}
+        status and tests; producer; connect; dlq): SASL (SCRAM-SHA-512) with the principal's password from the
+        secrets. The password is read here, on every call, and never leaves the returned dict."""
+        if principal not in KAFKA_PRINCIPALS:
+            raise SettingsError(f"unknown Kafka principal {principal!r}: one of {', '.join(KAFKA_PRINCIPALS)}")
+        return {"bootstrap.servers": self.bootstrap_servers, "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": mechanism, "sasl.username": principal,
+                "sasl.password": self[KAFKA_PRINCIPALS[principal]]}
 
     @property
     def registry_base(self) -> str:

@@ -10,7 +10,7 @@ import sys
 import threading
 from types import FrameType
 
-from control.settings import Settings
+from control.settings import Settings, SettingsError
 from producer.cli import parse_args
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.logs import setup_logging
@@ -60,7 +60,10 @@ def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline,
     registry = registry_client(args.schema_registry_url, registry_auth)
     schema = load_schema()
     register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
-    config = producer_config(args.bootstrap_servers, args.message_timeout_ms, args.buffer_max_messages,
+    # The principal `producer` with its password from the settings (the native stack's secrets file, or
+    # KAFKA_PRODUCER_PASSWORD_FILE in compose), never from the command line.
+    connection = {**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap_servers}
+    config = producer_config(connection, args.message_timeout_ms, args.buffer_max_messages,
                              args.linger_ms, dict(args.kafka_config))
     return KafkaSink(config, registry, schema, args.topic, stats, give_up=pipeline.give_up, on_wait=pipeline.upkeep)
 
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         # The registry takes schemas from its `producer` user only (docs/registry-auth.md); its password is a
         # secret: from REGISTRY_PRODUCER_PASSWORD(_FILE) or the native stack's secrets file, never an argument.
         sink = build_sink(args, stats, pipeline, Settings.load().registry_auth("producer"))
-    except RegistryUnavailable as exc:
+    except (RegistryUnavailable, SettingsError) as exc:
         log.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_USAGE

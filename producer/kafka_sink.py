@@ -35,10 +35,12 @@ def producer_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def producer_config(bootstrap: str, message_timeout_ms: int = 300_000, buffer_max_messages: int = 100_000,
-                    linger_ms: int = 20, extra: dict[str, str] | None = None) -> dict[str, Any]:
+def producer_config(connection: dict[str, str], message_timeout_ms: int = 300_000,
+                    buffer_max_messages: int = 100_000, linger_ms: int = 20,
+                    extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """`connection`: where the broker is and how to authenticate (Settings.kafka_config("producer"))."""
     return {
-        "bootstrap.servers": bootstrap,
+        **connection,
         "client.id": f"cryptopipe-producer-{producer_id()}",
         "enable.idempotence": True,
         "acks": "all",

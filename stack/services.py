@@ -18,11 +18,11 @@ from pathlib import Path
 
 import psycopg
 import requests
-from confluent_kafka.admin import AdminClient
 from dotenv import dotenv_values
 from psycopg import sql
 
 from control.connector import ConnectApi
+from control.kafka_setup import KafkaSetupError, admin_client, ensure_kafka
 from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
 from control.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
 from stack.process import ManagedProcess, StackError, base_environment
@@ -256,7 +256,7 @@ class Kafka(Service):
 
     name = "kafka"
     port_settings = ("KAFKA", "KAFKA_CONTROLLER")
-    readiness = "the admin API lists topics"
+    readiness = "the admin API lists topics; credentials, ACLs and topics set"
 
     @property
     def config_file(self) -> Path:
@@ -279,9 +279,9 @@ class Kafka(Service):
         self.config_file.write_text(
             shared
             + "\n# --- native stack: loopback listeners ---\n"
-            + f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}\n"
-            + f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
-            + "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+            + f"listeners=INTERNAL://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}\n"
+            + f"advertised.listeners=INTERNAL://127.0.0.1:{port}\n"
+            + "listener.security.protocol.map=INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n"
             + f"controller.quorum.voters=1@127.0.0.1:{ctrl}\n"
             + f"log.dirs={self.data_dir / 'logs'}\n"
         )
@@ -294,7 +294,7 @@ class Kafka(Service):
         result = subprocess.run(
             [*self._java_base(), "kafka.tools.StorageTool", "format", "-t", cluster_id,
              "-c", str(self.config_file), "--ignore-formatted"],
-            capture_output=True, text=True, check=False,
+            capture_output=True, text=True, check=False, env={**base_environment(), **self.environment()},
         )
         if result.returncode != 0:
             raise StackError(f"formatting Kafka storage failed:\n{result.stdout}\n{result.stderr}")
@@ -302,11 +302,23 @@ class Kafka(Service):
     def command(self) -> list[str]:
         return [*self._java_base(), "kafka.Kafka", str(self.config_file)]
 
+    def environment(self) -> dict[str, str]:
+        """The super user's password, which the broker config resolves through its env config provider."""
+        return {"BROKER_ADMIN_PASSWORD": self.settings["KAFKA_ADMIN_PASSWORD"]}
+
     def is_ready(self) -> bool:
         # log_level 0: "connection refused" while the broker boots is expected, not worth printing
-        admin = AdminClient({"bootstrap.servers": self.settings.bootstrap_servers, "log_level": 0})
-        admin.list_topics(timeout=2)
+        admin_client(self.settings).list_topics(timeout=2)
         return True
+
+    def up(self) -> float:
+        """Start, then credentials, ACLs and topics (idempotent: also adopts a cluster formatted before them)."""
+        waited = super().up()
+        try:
+            ensure_kafka(self.settings)
+        except KafkaSetupError as exc:
+            raise StackError(str(exc)) from exc
+        return waited
 
 
 def registry_user_env(settings: Settings) -> dict[str, str]:
@@ -455,7 +467,7 @@ def rest_jaas_config(credentials_file: Path) -> str:
 CONNECT_WORKER_VARIABLES = (
     "CONNECT_BOOTSTRAP_SERVERS", "CONNECT_LISTEN_HOST", "CONNECT_ADVERTISED_HOST", "CONNECT_PORT", "CONNECT_JDBC_URL",
     "CONNECT_DB_USER", "CONNECT_DB_PASSWORD", "CONNECT_REGISTRY_URL", "TICKS_TOPIC", "TICKS_DLQ_TOPIC",
-    *TICK_CONTRACT_SETTINGS,
+    *TICK_CONTRACT_SETTINGS, "KAFKA_CONNECT_PASSWORD",
 )
 
 
@@ -473,6 +485,7 @@ def connect_worker_env(s: Settings, rest_port: int | None = None) -> dict[str, s
         "TICKS_TOPIC": s["TICKS_TOPIC"],
         "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
         **{key: s[key] for key in TICK_CONTRACT_SETTINGS},
+        "KAFKA_CONNECT_PASSWORD": s["KAFKA_CONNECT_PASSWORD"],
     }
 
 

@@ -22,6 +22,7 @@ import psutil
 import pytest
 
 from control.connector import ConnectApi
+from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT, Settings
 from stack.ports import STACK_PORT_SETTINGS, claim_ports
 from stack.services import Connect, Kafka, Postgres, Registry
@@ -155,4 +156,5 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
 
 @pytest.fixture
 def unique_topic(stack: StackHandle) -> str:
-    return f"test.{uuid.uuid4().hex[:12]}"
+    """A topic made for the test, which the principal `producer` may write (the broker creates none by itself)."""
+    return writable_topic(stack.settings, f"test.{uuid.uuid4().hex[:12]}")

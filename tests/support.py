@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT
 from control.supervisor import read_health
 from producer.registry import registry_client, value_serializer
@@ -46,6 +47,8 @@ class TickProducer:
 
     def __init__(self, stack: StackHandle, schema: str = TICK_SCHEMA, topic: str | None = None) -> None:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
+        if self.topic != stack.settings["TICKS_TOPIC"]:
+            writable_topic(stack.settings, self.topic)
         registry = registry_client(stack.registry_url, stack.settings.registry_auth("producer"))  # it registers
         self._serialize = value_serializer(registry, schema)
         self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})

@@ -12,12 +12,16 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from control.settings import PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
+from control.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
 from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS, registry_user_env
 
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
 TEXT = (PROJECT_ROOT / "docker-compose.yml").read_text()
 SECRETS_DIR = "/run/cryptopipe-secrets"
+# File variables named after their consumer's convention rather than the secret (the broker's may not start with
+# KAFKA_: the image would copy it into server.properties).
+SECRET_OF_FILE_VARIABLE = {"APICURIO_DATASOURCE_PASSWORD_FILE": "REGISTRY_DB_PASSWORD",
+                           "BROKER_ADMIN_PASSWORD_FILE": "KAFKA_ADMIN_PASSWORD"}
 
 
 def interpolate(value: str) -> str:
@@ -43,7 +47,7 @@ def test_no_secret_is_interpolated_or_defined_anywhere_only_read_from_the_genera
         env = service.get("environment", {})
         assert env.keys().isdisjoint(SECRET_KEYS), name
         for key, value in env.items():
-            secret = "REGISTRY_DB_PASSWORD" if key == "APICURIO_DATASOURCE_PASSWORD_FILE" else key.removesuffix("_FILE")
+            secret = SECRET_OF_FILE_VARIABLE.get(key) or key.removesuffix("_FILE")
             if secret in SECRET_KEYS:
                 assert value == f"{SECRETS_DIR}/{secret}", (name, key)
                 assert f"secrets:{SECRETS_DIR}:ro" in service["volumes"], name
@@ -181,3 +185,39 @@ def test_the_registry_knows_the_users_and_roles_it_knows_natively_with_passwords
                                                  ("register-connector", "REGISTRY_ADMIN_PASSWORD")])
 def test_the_registry_writers_get_their_password_file(compose: dict, service: str, secret: str) -> None:
     assert compose["services"][service]["environment"][f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}"
+def test_kafka_takes_sasl_only_and_setup_runs_before_its_clients(compose: dict) -> None:
+    """Every listener SASL (no PLAINTEXT one left), the admin's password from the secrets volume through the
+    broker's entrypoint, the credentials / ACLs / topics one-shot before Connect and the producer, and every Kafka
+    client container with its own principal's password."""
+    services = compose["services"]
+    broker = services["broker"]
+    env = broker["environment"]
+    protocols = dict(pair.split(":") for pair in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = {entry.split("://")[0] for entry in broker["environment"]["KAFKA_LISTENERS"].split(",")}
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"} and listeners == set(protocols)
+    assert broker["entrypoint"] == ["bash", "/opt/cryptopipe/broker-entrypoint.sh"]
+    assert "./stack/config/broker-entrypoint.sh:/opt/cryptopipe/broker-entrypoint.sh:ro" in broker["volumes"]
+    assert not [key for key in broker["environment"] if key.startswith("KAFKA_") and "PASSWORD" in key]
+    assert services["kafka-setup"]["command"] == ["python", "-m", "control", "kafka-setup"]
+    assert services["kafka-setup"]["depends_on"]["broker"]["condition"] == "service_healthy"
+    for name in ("connect", "producer"):
+        assert services[name]["depends_on"]["kafka-setup"]["condition"] == "service_completed_successfully", name
+    principal_of = {"connect": "KAFKA_CONNECT_PASSWORD", "connect-2": "KAFKA_CONNECT_PASSWORD",
+                    "producer": "KAFKA_PRODUCER_PASSWORD"}
+    for name, secret in principal_of.items():
+        assert services[name]["environment"][f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}", name
+    setup_env = services["kafka-setup"]["environment"]
+    assert {f"{secret}_FILE" for secret in KAFKA_PRINCIPALS.values()} <= setup_env.keys()
+
+
+def test_the_shared_broker_config_names_the_listeners_both_forms_use(compose: dict) -> None:
+    """The JAAS settings are per listener: the names compose uses (and the native stack: INTERNAL, CONTROLLER)
+    must have theirs, and the password comes only through the env config provider."""
+    config = (PROJECT_ROOT / "stack" / "config" / "kafka-broker.properties").read_text()
+    listeners = compose["services"]["broker"]["environment"]["KAFKA_LISTENERS"]
+    names = {entry.split("://")[0].lower() for entry in listeners.split(",")}
+    for name in names:
+        assert f"listener.name.{name}.plain.sasl.jaas.config=" in config, name
+    assert "auto.create.topics.enable=false" in config
+    assert re.findall(r'password="([^"]*)"', config) and set(re.findall(r'password="([^"]*)"', config)) == {
+        "${env:BROKER_ADMIN_PASSWORD}"}

@@ -43,7 +43,7 @@ from tests.support import TICK_SCHEMA, now_ms, poll_until
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 PUBLISHED_PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "REGISTRY_PORT", "CONNECT_PORT", "CHART_PORT")
-ONE_SHOTS = {"secrets", "db-init", "connect-plugins", "register-connector", "chart-assets"}
+ONE_SHOTS = {"secrets", "db-init", "kafka-setup", "connect-plugins", "register-connector", "chart-assets"}
 HEALTHY = {"postgres", "broker", "registry", "connect", "connect-supervisor", "chart"}
 SAMPLE = "tests/fixtures/producer/sample_ticks.jsonl"
 MEMORY_BUDGET_BYTES = 3 * 1024**3
@@ -186,7 +186,10 @@ def produce_ticks(project: ComposeProject, symbol: str, count: int) -> None:
     # The serializer registers (a write): as the registry's producer user (docs/registry-auth.md).
     auth = ("producer", project.secrets["REGISTRY_PRODUCER_PASSWORD"])
     serialize = value_serializer(registry_client(registry, auth), TICK_SCHEMA)
+    # The broker takes SASL only: the principal `producer`, its password from the secrets volume (README "Security").
     producer = Producer({"bootstrap.servers": f"127.0.0.1:{project.port('KAFKA_PORT')}",
+                         "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512",
+                         "sasl.username": "producer", "sasl.password": project.secret("KAFKA_PRODUCER_PASSWORD"),
                          "enable.idempotence": True})
     base = now_ms() - 120_000
     for n in range(count):

@@ -179,7 +179,7 @@ def test_a_tick_the_serializer_refuses_is_counted_and_the_others_are_delivered(
     validator = Validator(ValidationRules(frozenset(SYMBOLS), TickContract.from_settings(settings)))
     pipeline = Pipeline(ReplaySource(path, 0, stats, stop_event=stop), validator, stats, stop, stats_interval=0)
     register_schema(registry, f"{unique_topic}-value", schema, wait_s=30)
-    sink = KafkaSink(producer_config(stack.bootstrap_servers), registry, schema, unique_topic, stats,
+    sink = KafkaSink(producer_config(stack.settings.kafka_config("producer")), registry, schema, unique_topic, stats,
                      value_serializer_=serializer)
     assert pipeline.run(sink) == EXIT_OK
     assert (stats.received, stats.produced, stats.delivered, stats.failed) == (50, 49, 49, 0)

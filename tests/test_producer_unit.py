@@ -329,7 +329,8 @@ def test_a_tick_the_serializer_refuses_is_a_counted_rejection(caplog: pytest.Log
         return json.dumps(record).encode()
 
     stats = Stats()
-    sink = KafkaSink(producer_config("127.0.0.1:9", message_timeout_ms=1000), None, "", "t", stats,  # type: ignore
+    config = producer_config({"bootstrap.servers": "127.0.0.1:9"}, message_timeout_ms=1000)
+    sink = KafkaSink(config, None, "", "t", stats,  # type: ignore
                      value_serializer_=serializer)
     with caplog.at_level(logging.WARNING, logger="producer.kafka_sink"):
         for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):

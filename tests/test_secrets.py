@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from control.kafka_setup import KafkaSetupError, ensure_kafka
 from control.secrets import (
     DB_ROLE_OF_SECRET,
     _quoted,
@@ -19,7 +20,7 @@ from control.secrets import (
     read_pending,
     read_secret_files,
 )
-from control.settings import PROJECT_ROOT, SECRET_KEYS, Settings, SettingsError, read_env_file
+from control.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, SECRET_KEYS, Settings, SettingsError, read_env_file
 
 # The passwords the project used to ship, each equal to its role's name.
 OLD_DEFAULTS = ("postgres", "crypto_writer", "powerbi_reader", "registry")
@@ -215,3 +216,30 @@ def test_registry_auth_an_unknown_identity_is_an_error_and_a_missing_password_me
                           cache_dir=tmp_path)
     with pytest.raises(SettingsError, match="REGISTRY_ADMIN_PASSWORD_FILE"):
         unreadable.registry_auth("admin")
+def test_kafka_config_authenticates_each_principal_with_its_own_generated_password(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path, KAFKA_PORT="19092")
+    ensure_secrets(settings)
+    configs = {principal: settings.kafka_config(principal) for principal in KAFKA_PRINCIPALS}
+    for principal, config in configs.items():
+        assert config == {"bootstrap.servers": "127.0.0.1:19092", "security.protocol": "SASL_PLAINTEXT",
+                          "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": principal,
+                          "sasl.password": read_env_file(settings.secrets_file)[KAFKA_PRINCIPALS[principal]]}
+    assert len({config["sasl.password"] for config in configs.values()}) == len(KAFKA_PRINCIPALS)
+    assert settings.kafka_config() == configs["admin"]
+    with pytest.raises(SettingsError, match="unknown Kafka principal"):
+        settings.kafka_config("anonymous")
+
+
+def test_compose_containers_get_a_kafka_password_from_its_file(tmp_path: Path) -> None:
+    secret = tmp_path / "KAFKA_PRODUCER_PASSWORD"
+    secret.write_text("from-the-volume\n")
+    settings = settings_in(tmp_path, KAFKA_BOOTSTRAP_SERVERS="broker:29092", KAFKA_PRODUCER_PASSWORD_FILE=str(secret))
+    config = settings.kafka_config("producer")
+    assert (config["bootstrap.servers"], config["sasl.password"]) == ("broker:29092", "from-the-volume")
+
+
+def test_kafka_setup_refuses_a_password_the_jaas_settings_cannot_carry(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path, KAFKA_PORT="9", KAFKA_DLQ_PASSWORD='with"quote')
+    ensure_secrets(settings)
+    with pytest.raises(KafkaSetupError, match="KAFKA_DLQ_PASSWORD"):
+        ensure_kafka(settings)
