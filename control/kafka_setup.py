@@ -80,7 +80,9 @@ def grants(settings: Settings) -> list[Grant]:
         *(Grant("connect", topic, worker[key], internal)
           for key in ("config.storage.topic", "offset.storage.topic", "status.storage.topic")),
         Grant("connect", group, worker["group.id"], (Op.READ, Op.DESCRIBE)),
-        Grant("connect", group, CONNECT_SINK_GROUP_PREFIX, (Op.READ, Op.DESCRIBE), ResourcePatternType.PREFIXED),
+        # DELETE: resetting a sink connector's offsets (DELETE /connectors/NAME/offsets) deletes its group.
+        Grant("connect", group, CONNECT_SINK_GROUP_PREFIX, (Op.READ, Op.DESCRIBE, Op.DELETE),
+              ResourcePatternType.PREFIXED),
         Grant("dlq", topic, dlq, (Op.READ, Op.DESCRIBE)),
         Grant("dlq", topic, ticks, (Op.WRITE, Op.DESCRIBE)),
         Grant("dlq", topic, ledger, (Op.CREATE, Op.READ, Op.WRITE, Op.DESCRIBE)),

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import psycopg
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.kafka_setup import writable_topic
@@ -42,6 +43,11 @@ def tick(key: str, n: int, **fields: Any) -> dict[str, Any]:
     return value
 
 
+def writer_registry(stack: StackHandle) -> SchemaRegistryClient:
+    """The registry as its `producer` user: registering a schema is a write (docs/registry-auth.md)."""
+    return registry_client(stack.registry_url, stack.settings.registry_auth("producer"))
+
+
 class TickProducer:
     """Any client with the schema: confluent-kafka's AvroSerializer against the registry, key = symbol."""
 
@@ -49,8 +55,7 @@ class TickProducer:
         self.topic = topic or stack.settings["TICKS_TOPIC"]
         if self.topic != stack.settings["TICKS_TOPIC"]:
             writable_topic(stack.settings, self.topic)
-        registry = registry_client(stack.registry_url, stack.settings.registry_auth("producer"))  # it registers
-        self._serialize = value_serializer(registry, schema)
+        self._serialize = value_serializer(writer_registry(stack), schema)
         self._producer = Producer({**stack.settings.kafka_config("producer"), "enable.idempotence": True})
 
     def send(self, ticks: Iterable[dict[str, Any]]) -> int:

@@ -603,6 +603,9 @@ def test_a_banner_shows_while_postgresql_is_down_and_clears_when_it_is_back(
     try:
         chart.page.wait_for_selector("#banner[data-kind='db']", timeout=10_000)
         assert "Database unreachable" in chart.banner()[2]
+        # /healthz says the database is down and nothing else: no error text, host or port (README "Security")
+        assert requests.get(f"{chart.base_url}/healthz", timeout=5).text.replace(" ", "") == \
+            '{"status":"ok","db":"down"}'
         chart.screenshot(f"{chart.name}-down")
         assert chart.candles() == drawn  # the last candles received stay on screen
     finally:

@@ -22,7 +22,7 @@ from control.settings import PROJECT_ROOT, Settings
 from producer.registry import registry_client, value_serializer
 from stack.ports import STACK_PORT_SETTINGS, claimed_ports
 from tests.conftest import StackHandle
-from tests.support import TICK_SCHEMA, new_symbol, poll_until, tick
+from tests.support import TICK_SCHEMA, new_symbol, poll_until, tick, writer_registry
 
 pytestmark = pytest.mark.stack
 
@@ -45,7 +45,7 @@ def valid_tick(stack: StackHandle) -> tuple[bytes, bytes]:
     """A tick the sink writes (never garbage on the ticks topic: the sink commits no partition holding only
     records it dead-lettered, which other tests of the session would see as lag)."""
     symbol, topic = new_symbol("AUTH"), stack.settings["TICKS_TOPIC"]
-    serialize = value_serializer(registry_client(stack.registry_url), TICK_SCHEMA)
+    serialize = value_serializer(writer_registry(stack), TICK_SCHEMA)
     return symbol.encode(), serialize(tick(symbol, 1), SerializationContext(topic, MessageField.VALUE))
 
 
@@ -181,7 +181,8 @@ def test_a_stack_started_before_authentication_adopts_it(tmp_path: Path, monkeyp
             with pytest.raises(KafkaException):
                 AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": "0"}).list_topics(timeout=5)
             symbol, topic = new_symbol("UPG"), settings["TICKS_TOPIC"]
-            serialize = value_serializer(registry_client(settings.ccompat_url), TICK_SCHEMA)
+            serialize = value_serializer(
+                registry_client(settings.ccompat_url, settings.registry_auth("producer")), TICK_SCHEMA)
             value = serialize(tick(symbol, 1), SerializationContext(topic, MessageField.VALUE))
             assert produce_error(settings.kafka_config("producer"), topic, record=(symbol.encode(), value)) is None
             with psycopg.connect(settings.pg_dsn(), connect_timeout=5) as conn:

@@ -23,7 +23,6 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import connector_status, load_connector, wait_running
-from control.registry import registry_client
 from producer.registry import value_serializer
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import (
@@ -36,6 +35,7 @@ from tests.support import (
     supervisor_restarts,
     tick,
     wait_for_rows,
+    writer_registry,
 )
 
 pytestmark = pytest.mark.stack
@@ -51,7 +51,7 @@ CONNECTOR = load_connector()["name"]
 def truncated_tick(stack: StackHandle, symbol: str) -> bytes:
     """A real tick's record (magic byte, a content id the registry issued) with its Avro body cut short:
     Avro's decoder fails with an EOFException, an IOException that is the record's fault, not an outage."""
-    serialize = value_serializer(registry_client(stack.registry_url), TICK_SCHEMA)
+    serialize = value_serializer(writer_registry(stack), TICK_SCHEMA)
     whole = serialize(tick(symbol, 99), SerializationContext(stack.settings["TICKS_TOPIC"], MessageField.VALUE))
     return whole[:5 + (len(whole) - 5) // 2]
 

@@ -19,7 +19,6 @@ import pytest
 from confluent_kafka.schema_registry import Schema
 
 from control.connector import load_connector, wait_running
-from control.registry import registry_client
 from tests.conftest import StackHandle
 from tests.support import (
     TICK_SCHEMA,
@@ -33,6 +32,7 @@ from tests.support import (
     supervisor_restarts,
     tick,
     wait_for_rows,
+    writer_registry,
 )
 
 pytestmark = pytest.mark.stack
@@ -91,7 +91,7 @@ def framed_with_string_feed(stack: StackHandle, value: dict) -> bytes:
         if field["name"] == "feed":
             field["type"], field["default"] = "string", "STREAM"
     schema["name"] = "CryptoTickLooseFeed"
-    schema_id = registry_client(stack.registry_url).register_schema("tests-loose-feed-value",
+    schema_id = writer_registry(stack).register_schema("tests-loose-feed-value",
                                                                     Schema(json.dumps(schema), "AVRO"))
     body = io.BytesIO()
     fastavro.schemaless_writer(body, fastavro.parse_schema(schema), value)
