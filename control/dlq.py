@@ -45,6 +45,7 @@ from datetime import UTC, datetime
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicCollection, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from control.kafka_setup import ledger_topic
 from control.settings import Settings
 
 CONTRACT_PREFIX = "tick contract violated: "
@@ -174,10 +175,6 @@ def show(settings: Settings, symbol: str | None, reasons: set[str] | None, sampl
             print(f"  key={letter.symbol!r} from {origin_topic}[{origin_partition}]@{origin_offset} at {when}"
                   f" (dlq {letter.coordinates}){': ' + detail if detail else ''}")
     return 0
-
-
-def ledger_topic(settings: Settings) -> str:
-    return f"{settings['TICKS_DLQ_TOPIC']}.redriven"
 
 
 def ensure_ledger(settings: Settings) -> str:
