@@ -1,28 +1,34 @@
--- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
--- superuser, on every start of the native stack and on the first start of the postgres container.
+-- The schema of the crypto pipeline: tables, functions, views, roles and grants, as they are now. Idempotent:
+-- scripts/init_db.sh applies it as the superuser on every start of either form, after the pending
+-- migrations (migrations/NNNN_*.sql: what turns an older database into this shape; schema_migrations).
 --
---   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER); the CHECK
---                   tick_contract is the tick contract (tick_contract_violation(), schemas/tick_contract.json)
---   crypto_prices_rejected  the sink's rows that broke it all the same, set aside with the reason
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER), partitioned by
+--                   UTC day (crypto_prices_pYYYYMMDD, crypto_prices_default for days without a partition);
+--                   the CHECK tick_contract is the tick contract (schemas/tick_contract.sql)
+--   crypto_prices_rejected     the sink's rows that broke it all the same, and ticks of dropped days, set aside
+--   crypto_prices_dropped_days the days retention dropped (raw_ticks_maintenance_step); their candles are final
+--   crypto_prices_quarantine   (migrations/0002) rows an older database held that broke the contract
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
 --   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
---                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
+--                   what Power BI reads (role POWERBI_DB_USER), with view_crypto_ticks / crypto_prices (raw ticks)
 --
 -- Roles (names from the environment through psql's \getenv, defaults as in .env):
 --   DB_OWNER_ROLE    crypto_owner, NOLOGIN: owns every table, view, sequence and function of schema public;
---                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
+--                    the trigger and maintenance functions run as it (SECURITY DEFINER). Nobody logs in as it.
 --   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
 --                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
---   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views, read-only transactions,
---                    statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog cancels
---                    a statement that outlives it even if the session SET it off), temp_file_limit
+--   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views and the raw ticks, read-only
+--                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog
+--                    cancels a statement that outlives it even if the session SET it off), temp_file_limit
 --                    POWERBI_TEMP_FILE_LIMIT (superuser-only: binding), at most POWERBI_CONNECTION_LIMIT sessions.
---   CHART_DB_USER    chart_reader, the chart page: the same rights and kind of budget, CHART_* settings.
+--   CHART_DB_USER    chart_reader, the chart page: the candle views, the same kind of budget, CHART_* settings.
 --   READER_WATCHDOG_DB_USER  reader_watchdog (control/reader_watchdog.py): member of pg_read_all_stats and
 --                    pg_signal_backend, read-only, no privilege on any table or view.
--- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD) are
--- needed only to create a role, and set only then: a password an admin rotated later is never reset by a re-run.
+--   TICK_MAINTAINER_DB_USER  tick_maintainer (control/tick_maintenance.py): executes raw_ticks_maintenance_step().
+-- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD,
+-- TICK_MAINTAINER_DB_PASSWORD) are needed only to create a role, and set only then: a password an admin
+-- rotated later is never reset by a re-run.
 \set ON_ERROR_STOP on
 
 \getenv owner_role DB_OWNER_ROLE
@@ -113,6 +119,7 @@ SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I, %I', current_data
               :'chart_role', :'watchdog_role', :'maintainer_role') \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SELECT format('GRANT USAGE, CREATE ON SCHEMA public TO %I', :'owner_role') \gexec
+COMMENT ON TABLE schema_migrations IS 'The migrations (migrations/NNNN_*.sql) applied to this database, by scripts/init_db.sh.';
 -- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
