@@ -48,6 +48,7 @@
 \getenv watchdog_password READER_WATCHDOG_DB_PASSWORD
 \getenv maintainer_role TICK_MAINTAINER_DB_USER
 \getenv maintainer_password TICK_MAINTAINER_DB_PASSWORD
+\getenv premake_days RAW_TICKS_PREMAKE_DAYS
 \if :{?owner_role} \else \set owner_role crypto_owner \endif
 \if :{?writer_role} \else \set writer_role crypto_writer \endif
 \if :{?writer_password} \else \set writer_password '' \endif
@@ -65,6 +66,7 @@
 \if :{?watchdog_password} \else \set watchdog_password '' \endif
 \if :{?maintainer_role} \else \set maintainer_role tick_maintainer \endif
 \if :{?maintainer_password} \else \set maintainer_password '' \endif
+\if :{?premake_days} \else \set premake_days 3 \endif
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles
@@ -261,6 +263,7 @@ INSERT INTO candle_intervals (resolution, width, max_fill) VALUES
     ('1m', '1 minute', 1440), ('5m', '5 minutes', 2016), ('15m', '15 minutes', 2880), ('1h', '1 hour', 2160),
     ('1d', '1 day', 1830)
 ON CONFLICT (resolution) DO NOTHING;
+COMMENT ON TABLE candle_intervals IS 'The candle intervals (resolution, width); each gets its views view_crypto_candles_<resolution>[_real|_filled].';
 COMMENT ON COLUMN candle_intervals.max_fill IS 'Gap-filled views fill at most this many empty buckets after a candle (1m: a day, 1d: five years).';
 
 -- A point of the price path, as float8[] {event time in epoch seconds, Kafka partition, Kafka offset,
@@ -585,6 +588,8 @@ BEGIN
                    ' INSERT INTO %I (%s) SELECT * FROM moved', columns, name, columns) USING p_day, next_day;
     GET DIAGNOSTICS moved = ROW_COUNT;
     EXECUTE format('ALTER TABLE crypto_prices ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, p_day, next_day);
+    EXECUTE format('COMMENT ON TABLE %I IS %L', name,
+                   format('Raw ticks of %s (UTC); dropped whole by the retention.', to_char(p_day AT TIME ZONE 'UTC', 'YYYY-MM-DD')));
     RETURN format('created %s', name) || CASE WHEN moved > 0 THEN format(' (moved %s ticks of its day into it from the default partition)', moved) ELSE '' END;
 END $$;
 
@@ -652,6 +657,11 @@ BEGIN
 END $$;
 COMMENT ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz, interval) IS
     'One raw-tick partition maintenance action (move default-partition ticks, create ahead, drop expired); NULL when none is due.';
+
+-- The partitions ahead exist before the first tick (the supervisor's tick maintainer keeps them ahead, and
+-- applies the retention: nothing is dropped here).
+SELECT format('DO $d$ BEGIN WHILE raw_ticks_maintenance_step(NULL, %s) IS NOT NULL LOOP END LOOP; END $d$',
+              :'premake_days'::integer) \gexec
 
 -- Ticks without candles (a migration emptied them, ticks loaded before the rollup existed): build them once.
 SELECT 'SELECT rebuild_candles()'

@@ -28,4 +28,5 @@ BEGIN
     first_day := coalesce(first_day, end_day - interval '1 day');
     EXECUTE format('ALTER TABLE crypto_prices ATTACH PARTITION crypto_prices_legacy FOR VALUES FROM (%L) TO (%L)',
                    first_day, end_day);
+    COMMENT ON TABLE crypto_prices_legacy IS 'Raw ticks of the days before crypto_prices was partitioned (migrations/0007); dropped whole once its newest day has expired.';
 END $$;

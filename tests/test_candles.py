@@ -486,7 +486,8 @@ def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Conne
     "SELECT * FROM schema_migrations LIMIT 1",
     "SELECT raw_ticks_maintenance_step(NULL)",
 ])
-def test_the_power_bi_role_cannot_read_the_rollup_internals_nor_what_was_set_aside(powerbi: psycopg.Connection, statement: str) -> None:
+def test_the_power_bi_role_cannot_read_the_rollup_internals_nor_what_was_set_aside(
+        powerbi: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
         powerbi.execute(statement)
 
