@@ -1,28 +1,34 @@
--- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
--- superuser, on every start of the native stack and on the first start of the postgres container.
+-- The schema of the crypto pipeline: tables, functions, views, roles and grants, as they are now. Idempotent:
+-- scripts/init_db.sh applies it as the superuser on every start of either form, after the pending
+-- migrations (migrations/NNNN_*.sql: what turns an older database into this shape; schema_migrations).
 --
---   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER); the CHECK
---                   tick_contract is the tick contract (tick_contract_violation(), schemas/tick_contract.json)
---   crypto_prices_rejected  the sink's rows that broke it all the same, set aside with the reason
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER), partitioned by
+--                   UTC day (crypto_prices_pYYYYMMDD, crypto_prices_default for days without a partition);
+--                   the CHECK tick_contract is the tick contract (schemas/tick_contract.sql)
+--   crypto_prices_rejected     the sink's rows that broke it all the same, and ticks of dropped days, set aside
+--   crypto_prices_dropped_days the days retention dropped (raw_ticks_maintenance_step); their candles are final
+--   crypto_prices_quarantine   (migrations/0002) rows an older database held that broke the contract
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
 --   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
---                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
+--                   what Power BI reads (role POWERBI_DB_USER), with view_crypto_ticks / crypto_prices (raw ticks)
 --
 -- Roles (names from the environment through psql's \getenv, defaults as in .env):
 --   DB_OWNER_ROLE    crypto_owner, NOLOGIN: owns every table, view, sequence and function of schema public;
---                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
+--                    the trigger and maintenance functions run as it (SECURITY DEFINER). Nobody logs in as it.
 --   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
 --                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
---   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views, read-only transactions,
---                    statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog cancels
---                    a statement that outlives it even if the session SET it off), temp_file_limit
+--   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views and the raw ticks, read-only
+--                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog
+--                    cancels a statement that outlives it even if the session SET it off), temp_file_limit
 --                    POWERBI_TEMP_FILE_LIMIT (superuser-only: binding), at most POWERBI_CONNECTION_LIMIT sessions.
---   CHART_DB_USER    chart_reader, the chart page: the same rights and kind of budget, CHART_* settings.
+--   CHART_DB_USER    chart_reader, the chart page: the candle views, the same kind of budget, CHART_* settings.
 --   READER_WATCHDOG_DB_USER  reader_watchdog (control/reader_watchdog.py): member of pg_read_all_stats and
 --                    pg_signal_backend, read-only, no privilege on any table or view.
--- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD) are
--- needed only to create a role, and set only then: a password an admin rotated later is never reset by a re-run.
+--   TICK_MAINTAINER_DB_USER  tick_maintainer (control/tick_maintenance.py): executes raw_ticks_maintenance_step().
+-- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD,
+-- TICK_MAINTAINER_DB_PASSWORD) are needed only to create a role, and set only then: a password an admin
+-- rotated later is never reset by a re-run.
 \set ON_ERROR_STOP on
 
 \getenv owner_role DB_OWNER_ROLE
@@ -113,6 +119,7 @@ SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I, %I', current_data
               :'chart_role', :'watchdog_role', :'maintainer_role') \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SELECT format('GRANT USAGE, CREATE ON SCHEMA public TO %I', :'owner_role') \gexec
+COMMENT ON TABLE schema_migrations IS 'The migrations (migrations/NNNN_*.sql) applied to this database, by scripts/init_db.sh.';
 -- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
@@ -466,13 +473,13 @@ CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
 CREATE OR REPLACE FUNCTION crypto_prices_set_aside() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
-    reason text := tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time);
+    reason text := 'raw_ticks_dropped';
 BEGIN
-    IF reason IS NULL AND TG_NARGS > 0 AND TG_ARGV[0] = 'dropped_days' THEN
-        IF NOT EXISTS (SELECT FROM crypto_prices_dropped_days WHERE day = (NEW.event_time AT TIME ZONE 'UTC')::date) THEN
-            RETURN NEW;  -- a day without a partition yet: the tick waits here for the maintenance to move it
-        END IF;
-        reason := 'raw_ticks_dropped';
+    IF TG_NARGS = 0 OR TG_ARGV[0] <> 'dropped_days' THEN
+        reason := tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time);
+    ELSIF tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time) IS NOT NULL
+          OR NOT EXISTS (SELECT FROM crypto_prices_dropped_days WHERE day = (NEW.event_time AT TIME ZONE 'UTC')::date) THEN
+        RETURN NEW;  -- the CHECK refuses a contract breaker; a day without a partition yet: the tick waits here
     END IF;
     INSERT INTO crypto_prices_rejected (reason, tick, __connect_topic, __connect_partition, __connect_offset)
     VALUES (coalesce(reason, 'unknown'), to_jsonb(NEW), NEW.__connect_topic, NEW.__connect_partition, NEW.__connect_offset)
@@ -583,20 +590,25 @@ END $$;
 
 -- ONE maintenance action, the first needed, in the caller's transaction; what it did, or NULL when nothing
 -- is left to do. Callers (control/tick_maintenance.py, in the supervisor) loop, a transaction per call:
---   1. ticks in the default partition: their day gets a partition and they move into it, or, when the day is
---      older than the retention, they are deleted and the day recorded as dropped (their candles stay);
+--   1. ticks in the default partition: their day gets a partition and they move into it, once no tick of the
+--      day has landed for p_quiet (an INSERT already routed to the default partition when the partition is
+--      attached fails with a partition-constraint error: the sink's task is restarted and its batch redelivered,
+--      but a quiet day makes that rare); or, when the day is older than the retention, they are deleted and the
+--      day recorded as dropped (their candles stay);
 --   2. partitions ahead: p_now's UTC day and the p_premake_days after it;
 --   3. retention: the oldest partition whose days are all before p_now's day - p_keep_days is dropped whole
 --      (DROP TABLE: constant time, no DELETE; the candles are not touched) and its days recorded as dropped.
 -- p_keep_days NULL keeps raw ticks for ever. Locks wait at most lock_timeout (500 ms: a sink statement
 -- queued behind the drop waits no longer), then the step fails (55P03) and the caller tries again later.
 CREATE OR REPLACE FUNCTION raw_ticks_maintenance_step(p_keep_days integer, p_premake_days integer DEFAULT 3,
-                                                      p_now timestamptz DEFAULT now()) RETURNS text
+                                                      p_now timestamptz DEFAULT now(),
+                                                      p_quiet interval DEFAULT interval '1 minute') RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '500ms' SET jit = off AS $$
 DECLARE
     today   timestamptz := date_bin(interval '1 day', p_now, candle_origin());
     horizon timestamptz := today - p_keep_days * interval '1 day';  -- NULL: keep for ever
     day     timestamptz;
+    last_landed timestamptz;
     ticks   bigint;
     bytes   bigint;
     doomed  record;
@@ -605,16 +617,20 @@ BEGIN
         RAISE EXCEPTION 'raw_ticks_maintenance_step: p_keep_days (%) and p_premake_days (%) must be >= 0',
             p_keep_days, p_premake_days;
     END IF;
-    SELECT date_bin(interval '1 day', min(event_time), candle_origin()) INTO day FROM crypto_prices_default;
-    IF day < horizon THEN
-        DELETE FROM crypto_prices_default WHERE event_time >= day AND event_time < day + interval '1 day';
-        GET DIAGNOSTICS ticks = ROW_COUNT;
-        INSERT INTO crypto_prices_dropped_days (day) VALUES ((day AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING;
-        RETURN format('expired %s ticks of %s from the default partition (older than the retention; candles kept)',
-                      ticks, to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD'));
-    ELSIF day IS NOT NULL THEN
-        RETURN create_raw_tick_partition(day);
-    END IF;
+    FOR day, last_landed IN
+        SELECT date_bin(interval '1 day', event_time, candle_origin()), max(landed_at)
+          FROM crypto_prices_default GROUP BY 1 ORDER BY 1
+    LOOP
+        IF day < horizon THEN
+            DELETE FROM crypto_prices_default WHERE event_time >= day AND event_time < day + interval '1 day';
+            GET DIAGNOSTICS ticks = ROW_COUNT;
+            INSERT INTO crypto_prices_dropped_days (day) VALUES ((day AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING;
+            RETURN format('expired %s ticks of %s from the default partition (older than the retention; candles kept)',
+                          ticks, to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD'));
+        ELSIF last_landed IS NULL OR last_landed <= clock_timestamp() - p_quiet THEN
+            RETURN create_raw_tick_partition(day);
+        END IF;
+    END LOOP;
     FOR day IN SELECT generate_series(today, today + p_premake_days * interval '1 day', interval '1 day') LOOP
         IF NOT EXISTS (SELECT FROM raw_tick_partitions p WHERE p.from_time <= day AND p.to_time > day) THEN
             RETURN create_raw_tick_partition(day);
@@ -634,7 +650,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-COMMENT ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz) IS
+COMMENT ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz, interval) IS
     'One raw-tick partition maintenance action (move default-partition ticks, create ahead, drop expired); NULL when none is due.';
 
 -- Ticks without candles (a migration emptied them, ticks loaded before the rollup existed): build them once.
@@ -791,7 +807,7 @@ SELECT format('GRANT EXECUTE ON FUNCTION tick_contract_violation(text, double pr
 -- The watchdog: nothing at all. The tick maintainer: its one function.
 SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r) FROM unnest(ARRAY[:'watchdog_role', :'maintainer_role']) AS r \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'maintainer_role'),
-       format('GRANT EXECUTE ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz) TO %I', :'maintainer_role') \gexec
+       format('GRANT EXECUTE ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz, interval) TO %I', :'maintainer_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', r), format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r)
   FROM unnest(ARRAY[:'reader_role', :'chart_role']) AS r \gexec
 SELECT format('GRANT SELECT ON %I TO %I', c.relname, r)

@@ -474,15 +474,19 @@ def test_a_date_filter_on_either_time_column_is_an_index_range(db: psycopg.Conne
 
 
 @pytest.mark.parametrize("statement", [
-    "SELECT * FROM crypto_prices LIMIT 1",
     "SELECT * FROM candle_rollup LIMIT 1",
     "SELECT * FROM candle_intervals",
     "SELECT * FROM candle_calendar LIMIT 1",
     "SELECT rebuild_candles()",
     "SELECT * FROM candle_replay LIMIT 1",
     "SELECT * FROM crypto_prices_quarantine LIMIT 1",
+    "SELECT * FROM crypto_prices_rejected LIMIT 1",
+    "SELECT * FROM crypto_prices_dropped_days LIMIT 1",
+    "SELECT * FROM crypto_prices_default LIMIT 1",
+    "SELECT * FROM schema_migrations LIMIT 1",
+    "SELECT raw_ticks_maintenance_step(NULL)",
 ])
-def test_the_power_bi_role_cannot_read_raw_ticks(powerbi: psycopg.Connection, statement: str) -> None:
+def test_the_power_bi_role_cannot_read_the_rollup_internals_nor_what_was_set_aside(powerbi: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
         powerbi.execute(statement)
 
@@ -506,8 +510,10 @@ def test_the_power_bi_role_cannot_write_even_in_a_read_write_session(powerbi: ps
         powerbi.execute(statement)
 
 
-def test_the_power_bi_role_sees_the_candle_views_and_nothing_else(powerbi: psycopg.Connection) -> None:
+def test_the_power_bi_role_sees_the_candle_views_and_the_raw_ticks_and_nothing_else(
+        powerbi: psycopg.Connection) -> None:
     visible = {r[0] for r in powerbi.execute(
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'").fetchall()}
     expected = {view_name(r, v) for r in RESOLUTIONS for v in ("", "_real", "_filled")}
+    expected |= {"crypto_prices", "view_crypto_ticks"}
     assert visible == expected
