@@ -148,17 +148,19 @@ def fill(path: Path) -> int:
 
 
 def ensure_partition(stack: StackHandle) -> None:
-    """The day's partition: the maintenance makes it for a day with a tick in the default partition (the
-    supervisor's thread does within TICK_MAINTENANCE_INTERVAL; stepping here is quicker, and harmless)."""
+    """The day's partition. The maintenance makes it for a day with ticks in the default partition once the
+    day has been quiet for a minute (the supervisor's thread, every TICK_MAINTENANCE_INTERVAL); this test's
+    tick is the day's only one and has landed, so steps without the wait make it now."""
 
-    def made() -> bool:
-        # the supervisor's maintainer may be at it too: its lock wins, or it made the partition first
-        with contextlib.suppress(psycopg.errors.LockNotAvailable, psycopg.errors.DuplicateTable), admin(stack) as conn:
-            while conn.execute("SELECT raw_ticks_maintenance_step(NULL)").fetchone()[0] is not None:
-                pass
-        return query(stack, "SELECT to_regclass(%s) IS NOT NULL", PARTITION)[0][0]
-
-    assert poll_until(made, bool, timeout=60, interval=1), f"{PARTITION} was not made"
+    deadline = time.monotonic() + 60
+    while not query(stack, "SELECT to_regclass(%s) IS NOT NULL", PARTITION)[0][0]:
+        assert time.monotonic() < deadline, f"{PARTITION} was not made"
+        try:
+            with admin(stack) as conn:
+                done = conn.execute("SELECT raw_ticks_maintenance_step(NULL, p_quiet => interval '0')").fetchone()[0]
+            assert done is not None, f"nothing left to do for the maintenance, and no {PARTITION}"
+        except (psycopg.errors.LockNotAvailable, psycopg.errors.DuplicateTable):
+            time.sleep(0.5)  # the supervisor's maintainer is at it too: its lock won, or it made the partition
 
 
 def move_partition(stack: StackHandle, tablespace: str) -> None:
