@@ -3,9 +3,10 @@
   setup     apply the registry's compatibility levels, then register the sink connector and wait until it
             RUNs: what `scripts/stack.sh up` does once the services are healthy, and what docker compose's
             one-shot `register-connector` runs
-  kafka-setup  Kafka's principals (SCRAM-SHA-512 credentials from the secrets), their ACLs and the topics,
-            as the super user admin (control/kafka_setup.py): what `scripts/stack.sh up` does once the broker
-            answers, and what docker compose's one-shot `kafka-setup` runs before Connect starts
+  kafka-setup  Kafka's principals (SCRAM-SHA-512 credentials from the secrets), their ACLs, the topics and the
+            ticks' and dead letters' retention (.env), as the super user admin (control/kafka_setup.py): what
+            `scripts/stack.sh up` does once the broker answers, and what docker compose's one-shot `kafka-setup`
+            runs before Connect starts
   levels    only the levels: the global one and one per subject, from schemas/compatibility.json
   register  only the connector (scripts/register_connector.sh): validate, create or update, wait for RUNNING
   secrets   docker compose's generated passwords, one file each in --dir (the `secrets` volume):
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="connector JSON (default: %(default)s)")
         p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for Connect and RUNNING")
     sub.add_parser("levels", help="the registry's compatibility levels only")
-    sub.add_parser("kafka-setup", help="Kafka's credentials, ACLs and topics")
+    sub.add_parser("kafka-setup", help="Kafka's credentials, ACLs, topics and their retention")
     secrets = sub.add_parser("secrets", help="compose's generated passwords: init, or show one")
     secrets.add_argument("--dir", type=Path, required=True, help="folder of the secret files")
     secrets_sub = secrets.add_subparsers(dest="action", required=True)

@@ -1,6 +1,8 @@
 """Kafka's security set-up, the same in both forms, idempotent (every `up` runs it; an existing cluster adopts it):
 the SCRAM-SHA-512 credential of every principal from the secrets, the ACLs of each, then the topics the
-pipeline needs (the broker creates none by itself: auto.create.topics.enable=false).
+pipeline needs (the broker creates none by itself: auto.create.topics.enable=false) and the retention of the
+ticks and dead-letter topics from .env (TICKS_RETENTION_*, TICKS_DLQ_RETENTION_*: docs/kafka-retention.md), set
+when a topic is created and altered on an existing one whose settings differ.
 
 It connects as the super user `admin` with SASL/PLAIN, which the broker checks against its own config
 (stack/config/kafka-broker.properties): SCRAM credentials live in the cluster's metadata, so before this step
@@ -14,12 +16,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
     AclPermissionType,
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ConfigSource,
     NewTopic,
     ResourcePatternType,
     ResourceType,
@@ -38,6 +44,19 @@ Op = AclOperation
 CONNECT_SINK_GROUP_PREFIX = "connect-"
 # control/dlq.py reads with throw-away groups named dlq-reader-<uuid>.
 DLQ_GROUP_PREFIX = "dlq-"
+HOUR_MS = 3_600_000
+MIB = 1 << 20
+# Kafka 4 refuses a segment.bytes below 1 MiB, so a smaller retention.bytes could not bound the disk.
+MIN_RETENTION_BYTES = MIB
+# A segment is a tenth of the retention (time and size): the broker deletes whole segments only, never the one
+# it writes to, so this keeps a partition within retention.bytes + a tenth on disk, and a record at most a tenth
+# of retention.ms longer than retention.ms.
+SEGMENTS_PER_RETENTION = 10
+MAX_SEGMENT_BYTES = 1 << 30  # Kafka's default segment.bytes, and below its limit (2^31 - 1)
+# The .env settings of each topic's retention: (topic name setting, hours setting, bytes per partition setting).
+# Compose passes each to its one-shot kafka-setup (docker-compose.yml).
+RETENTION_SETTINGS = (("TICKS_TOPIC", "TICKS_RETENTION_HOURS", "TICKS_RETENTION_BYTES"),
+                      ("TICKS_DLQ_TOPIC", "TICKS_DLQ_RETENTION_HOURS", "TICKS_DLQ_RETENTION_BYTES"))
 
 
 class KafkaSetupError(RuntimeError):
@@ -51,6 +70,36 @@ class Grant:
     name: str
     operations: tuple[AclOperation, ...]
     pattern: ResourcePatternType = ResourcePatternType.LITERAL
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long and how much of a topic the broker keeps; whichever limit a partition reaches first, the broker
+    deletes its oldest segment."""
+
+    topic: str
+    hours: int
+    bytes_per_partition: int
+
+    @property
+    def ms(self) -> int:
+        return self.hours * HOUR_MS
+
+    def config(self) -> dict[str, str]:
+        """The topic settings that carry it (segments: SEGMENTS_PER_RETENTION)."""
+        segment_bytes = min(max(self.bytes_per_partition // SEGMENTS_PER_RETENTION, MIB), MAX_SEGMENT_BYTES)
+        return {"retention.ms": str(self.ms), "retention.bytes": str(self.bytes_per_partition),
+                "segment.ms": str(self.ms // SEGMENTS_PER_RETENTION), "segment.bytes": str(segment_bytes)}
+
+    def describe(self) -> str:
+        return (f"{self.topic} keeps {self.hours} h or {self.bytes_per_partition / MIB:,.0f} MiB per partition, "
+                "whichever a partition reaches first")
+
+
+def retentions(settings: Settings) -> list[Retention]:
+    """The ticks' and the dead letters' retention from the settings (RETENTION_SETTINGS)."""
+    return [Retention(settings[topic], settings.integer(hours), settings.integer(size, MIN_RETENTION_BYTES))
+            for topic, hours, size in RETENTION_SETTINGS]
 
 
 def ledger_topic(settings: Settings) -> str:
@@ -91,11 +140,13 @@ def grants(settings: Settings) -> list[Grant]:
 
 
 def topics(settings: Settings) -> list[NewTopic]:
-    """The topics setup creates when missing (existing ones are left as they are). Connect creates its
-    internal topics itself (compacted, with its own partition counts), under its ACLs."""
+    """The topics setup creates when missing (of existing ones only the retention is brought in line:
+    apply_retention). Connect creates its internal topics itself (compacted, with its own partition counts),
+    under its ACLs."""
+    ticks, dlq = retentions(settings)
     return [
-        NewTopic(settings["TICKS_TOPIC"], num_partitions=TICKS_PARTITIONS, replication_factor=1),
-        NewTopic(settings["TICKS_DLQ_TOPIC"], num_partitions=1, replication_factor=1),
+        NewTopic(ticks.topic, num_partitions=TICKS_PARTITIONS, replication_factor=1, config=ticks.config()),
+        NewTopic(dlq.topic, num_partitions=1, replication_factor=1, config=dlq.config()),
         NewTopic(ledger_topic(settings), num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"}),
     ]
 
@@ -106,11 +157,12 @@ def admin_client(settings: Settings) -> AdminClient:
 
 
 def ensure_kafka(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Credentials, ACLs, topics; returns one line per step, to print."""
+    """Credentials, ACLs, topics and their retention; returns one line per step, to print."""
     for secret in KAFKA_PRINCIPALS.values():
         if any(c in settings[secret] for c in '"\\\r\n'):
             raise KafkaSetupError(f"{secret} holds a quote, backslash or line break, which the JAAS settings of the "
                                   "broker and of Connect cannot carry: choose another one")
+    wanted_retention = retentions(settings)  # a bad setting is an error before anything is changed
     admin = admin_client(settings)
     try:
         _wait_until_answering(admin, timeout * 4)
@@ -131,9 +183,48 @@ def ensure_kafka(settings: Settings, timeout: float = 30.0) -> list[str]:
                   tolerate="TOPIC_ALREADY_EXISTS")
         done.append(f"kafka: topics {', '.join(t.topic for t in topics(settings))} present"
                     + (f" (created {', '.join(t.topic for t in missing)})" if missing else ""))
+        done.extend(f"kafka: {apply_retention(admin, retention, timeout)}" for retention in wanted_retention)
     except KafkaException as exc:
         raise KafkaSetupError(f"Kafka set-up at {settings.bootstrap_servers} as admin failed: {exc}") from exc
     return done
+
+
+def topic_config(admin: AdminClient, topic: str, timeout: float = 30.0) -> dict[str, ConfigEntry]:
+    """The topic's settings as the broker has them (value and source of each)."""
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    return admin.describe_configs([resource], request_timeout=timeout)[resource].result(timeout)
+
+
+def created_topic_config(admin: AdminClient, topic: str, timeout: float = 30.0) -> dict[str, ConfigEntry]:
+    """topic_config of a topic that may have been created a moment ago: the broker answers "unknown topic"
+    until its metadata has the creation (seen under load), so that answer is retried until the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return topic_config(admin, topic, timeout)
+        except KafkaException as exc:
+            unknown = isinstance(exc.args[0], KafkaError) and exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+            if not unknown or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
+def apply_retention(admin: AdminClient, retention: Retention, timeout: float = 30.0) -> str:
+    """Sets on the topic each retention setting that is not set on it with the wanted value (one that only
+    equals the broker's default is set too: it would follow a changed default); returns what it did."""
+    current = created_topic_config(admin, retention.topic, timeout)
+    changed = {key: value for key, value in retention.config().items()
+               if key not in current or current[key].value != value
+               or ConfigSource(current[key].source) != ConfigSource.DYNAMIC_TOPIC_CONFIG}  # an int, described
+    if not changed:
+        return retention.describe()
+    resource = ConfigResource(ResourceType.TOPIC, retention.topic, incremental_configs=[
+        ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET) for key, value in changed.items()])
+    _wait(admin.incremental_alter_configs([resource], request_timeout=timeout), timeout,
+          f"setting the retention of {retention.topic}")
+    was = ", ".join(f"{key} {current[key].value if key in current else '?'} -> {value}"
+                    for key, value in changed.items())
+    return f"{retention.describe()} (set {was})"
 
 
 def _wait_until_answering(admin: AdminClient, timeout: float) -> None:

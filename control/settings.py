@@ -137,6 +137,17 @@ class Settings:
         """The native stack's generated credentials (control/secrets.py), readable by its user only."""
         return self.state_dir / "secrets.env"
 
+    def integer(self, key: str, minimum: int = 1) -> int:
+        """A whole-number setting, at least `minimum`; anything else is an error naming the setting."""
+        value = self[key]
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"setting {key} must be a whole number, not {value!r}") from None
+        if number < minimum:
+            raise SettingsError(f"setting {key} must be at least {minimum}, not {number}")
+        return number
+
     def port(self, name: str) -> int:
         value = self[f"{name}_PORT"]
         try:

@@ -11,7 +11,10 @@
             --no-producer leaves the producer out; --producer "ARGS" starts it with these arguments.
   down      stop everything `up` started (no process left behind); --purge also deletes its data
   status    each service's process and health, the connector's and tasks' state, and whether data flows:
-            ticks received / produced in the last minute, connector lag, rows landed, the newest candle
+            ticks received / produced in the last minute, connector lag, rows landed, the newest candle;
+            then the disk: the database's size, the ticks topic's on the broker's disk against its
+            retention.bytes, the free space under PostgreSQL's and Kafka's data directories, and a WARNING
+            line when either runs short (DISK_WARN_FREE_PERCENT) or the topic nears retention.bytes
   logs      the last lines of a service's (or the producer's, the supervisor's) log
   register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
@@ -44,6 +47,7 @@ from control.connector import (
     load_connector,
     register,
 )
+from control.disk import disk_report
 from control.flow import flow_lines
 from control.registry import RegistryError, RulesError
 from control.secrets import ensure_secrets
@@ -51,7 +55,7 @@ from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health, root_cause
 from stack.process import ManagedProcess, StackError
-from stack.services import Postgres, Service, all_services, connect_workers
+from stack.services import Kafka, Postgres, Service, all_services, connect_workers
 
 
 def fetch_artifacts() -> None:
@@ -234,6 +238,13 @@ def status(settings: Settings) -> int:
         healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
     for line in flow_lines(settings, name, producer_health_file(settings), producer.is_running()):
         print(line)
+    disk = disk_report(settings, Postgres(settings).data_dir, Kafka(settings).log_dir)
+    print("\n".join(disk.lines + disk.warnings))
+    # A disk warning makes status exit 1 like a service that is down: the exit code is all a cron job or a
+    # monitor reads, and a full disk is what stops the pipeline next (PostgreSQL or the broker stops, or the
+    # broker deletes unread ticks); a warning that exits 0 goes unseen. DISK_WARN_FREE_PERCENT=0 silences the
+    # free-space one.
+    healthy &= not disk.warnings
     print(f"credentials: {settings.secrets_file}")
     return 0 if healthy else 1
 
@@ -311,8 +322,9 @@ def cli() -> None:
     p_down = sub.add_parser("down", help="stop everything the stack started")
     p_down.add_argument("--purge", action="store_true",
                         help="then delete all of the stack's data: topics, schemas, database (start from scratch)")
-    sub.add_parser("status", help="show services and connector state (exit 1 if anything is unhealthy, the "
-                                  "supervisor or its keeper included)")
+    sub.add_parser("status", help="show services and connector state, the flow of data and the disk (exit 1 if "
+                                  "anything is unhealthy, the supervisor or its keeper included, or a disk "
+                                  "WARNING is shown)")
     p_logs = sub.add_parser("logs", help="show the last lines of a service's log")
     p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0), connect-N (worker N), "
                                         "chart, supervisor or producer")

@@ -262,6 +262,11 @@ class Kafka(Service):
     def config_file(self) -> Path:
         return self.data_dir / "server.properties"
 
+    @property
+    def log_dir(self) -> Path:
+        """log.dirs: the topics' partitions (and the cluster's metadata)."""
+        return self.data_dir / "logs"
+
     def _java_base(self) -> list[str]:
         libs = self.settings.kafka_home / "libs"
         if not libs.is_dir():
@@ -283,9 +288,9 @@ class Kafka(Service):
             + f"advertised.listeners=INTERNAL://127.0.0.1:{port}\n"
             + "listener.security.protocol.map=INTERNAL:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT\n"
             + f"controller.quorum.voters=1@127.0.0.1:{ctrl}\n"
-            + f"log.dirs={self.data_dir / 'logs'}\n"
+            + f"log.dirs={self.log_dir}\n"
         )
-        if (self.data_dir / "logs" / "meta.properties").exists():
+        if (self.log_dir / "meta.properties").exists():
             return
         cluster_id = subprocess.run(
             [*self._java_base(), "kafka.tools.StorageTool", "random-uuid"],
