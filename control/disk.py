@@ -1,6 +1,7 @@
 """What the stack holds on disk and how much room is left: the `disk` lines of `scripts/stack.sh status`.
 
-  database  pg_database_size of POSTGRES_DB, as the superuser (the way control/flow.py connects)
+  database  pg_database_size of POSTGRES_DB, as the superuser (the way control/flow.py connects), and the
+            raw ticks' partitions (first .. last day), retention and days dropped
   topic     TICKS_TOPIC's partitions in the broker's log directory (confluent-kafka's AdminClient has no
             DescribeLogDirs, so the files are read; the caller passes the directory: the native stack's) against
             the retention.bytes x partitions the broker has for the topic
@@ -176,17 +177,27 @@ def topic_warning(topic: str, on_disk: TopicOnDisk, limits: TopicLimits) -> str 
 
 # -- the database -------------------------------------------------------------------------------------------
 
-def database_size(settings: Settings) -> int:
-    with psycopg.connect(settings.pg_dsn(), connect_timeout=5) as conn:
-        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+RAW_TICK_DAYS = """
+SELECT pg_database_size(current_database()),
+       (SELECT count(*) FROM raw_tick_partitions),
+       (SELECT to_char(min(from_time) AT TIME ZONE 'UTC', 'YYYY-MM-DD') FROM raw_tick_partitions),
+       (SELECT to_char(max(to_time) AT TIME ZONE 'UTC' - interval '1 day', 'YYYY-MM-DD') FROM raw_tick_partitions),
+       (SELECT count(*) FROM crypto_prices_dropped_days)
+"""
 
 
 def database_line(settings: Settings) -> str:
+    """The database's size and how its raw ticks are kept (init.sql: daily partitions, retention)."""
     name = settings["POSTGRES_DB"]
     try:
-        return f"{name} {human_bytes(database_size(settings))} (pg_database_size)"
+        with psycopg.connect(settings.pg_dsn(), connect_timeout=5) as conn:
+            size, partitions, first, last, dropped = conn.execute(RAW_TICK_DAYS).fetchone()
     except psycopg.Error as exc:
         return f"{name} size unknown ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})"
+    keep = int(settings["RAW_TICKS_RETENTION_DAYS"])
+    kept = f"kept {keep} days before today" if keep else "kept for ever (RAW_TICKS_RETENTION_DAYS=0)"
+    return (f"{name} {human_bytes(size)} (pg_database_size); raw ticks in {partitions} partitions "
+            f"({first} .. {last}), {kept}; {dropped} days dropped")
 
 
 POSTGRES_DIR = DataDir("postgres", "PostgreSQL's data directory",

@@ -272,11 +272,16 @@ def test_status_shows_the_database_size_the_topic_on_disk_and_the_free_space_und
     kafka_logs, postgres_data = Kafka(settings).log_dir, Postgres(settings).data_dir
     seen = disk_status(stack)
 
-    database = re.fullmatch(rf"{re.escape(settings['POSTGRES_DB'])} (?P<size>{SIZE}) \(pg_database_size\)",
+    database = re.fullmatch(rf"{re.escape(settings['POSTGRES_DB'])} (?P<size>{SIZE}) \(pg_database_size\); raw ticks"
+                            rf" in (?P<partitions>\d+) partitions \((?P<first>[\d-]+) \.\. (?P<last>[\d-]+)\),"
+                            rf" kept for ever \(RAW_TICKS_RETENTION_DAYS=0\); (?P<dropped>\d+) days dropped",
                             seen.lines.get("database", ""))
     assert database, seen.stdout
     real = query(stack, "SELECT pg_database_size(current_database())")[0][0]
     assert abs(size(database["size"]) - real) <= 0.1 * real, (database["size"], real)
+    partitions = query(stack, "SELECT count(*), to_char(max(to_time) AT TIME ZONE 'UTC' - interval '1 day',"
+                              " 'YYYY-MM-DD') FROM raw_tick_partitions")[0]
+    assert (int(database["partitions"]), database["last"]) == partitions
 
     topic = re.match(rf"{re.escape(ticks)} (?P<disk>{SIZE}) on disk in 3 partitions; segments (?P<logs>{SIZE}) = "
                      rf"(?P<percent>[\d.]+)% of retention.bytes 3 x (?P<cap>{SIZE}) \(retention.ms (?P<hours>\d+) h\)",
