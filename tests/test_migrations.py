@@ -138,15 +138,24 @@ def assert_a_new_tick_lands_with_its_candle(stack: StackHandle, dbname: str, sym
                             " WHERE symbol = %s AND bucket = %s", (symbol, bucket)).fetchall() == [(7.25, 7.25, 2.0, 1)]
 
 
+def recent_ticks(symbols: list[str], count: int) -> list[dict]:
+    """Ticks of the last minutes, as a live database has when it is migrated: the old table, turned into a
+    partition, must cover today too."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [{"symbol": symbols[n % len(symbols)], "price": 200.0 + n, "volume": 0.5, "feed": "STREAM",
+             "event_time": now - timedelta(seconds=7 * n + 1)} for n in range(count)]
+
+
 def test_a_database_of_the_schema_before_partitioning_keeps_every_tick_and_candle(
         stack: StackHandle, old_database: str) -> None:
-    """30 hours of ticks (three UTC days, ties, late ticks, JITTER, missing volumes) in main's schema before
-    issue #18; after today's init_db.sh: the same rows in every column that existed, the same candles of every
-    interval (and pandas' too), crypto_prices partitioned with the old table as its partition
-    crypto_prices_legacy, every migration recorded in schema_migrations, and a new tick lands with its candle."""
+    """30 hours of ticks (three UTC days, ties, late ticks, JITTER, missing volumes) and the last minutes' in
+    main's schema before issue #18; after today's init_db.sh: the same rows in every column that existed, all
+    in the old table, now the partition crypto_prices_legacy of a partitioned crypto_prices, the same candles
+    of every interval (and pandas' too), every migration recorded in schema_migrations, and a new tick lands
+    with its candle."""
     apply_old_schema(stack, old_database, BEFORE_PARTITIONING)
     symbols = new_symbols(3)
-    ticks = random_ticks(symbols, seed=41, hours=30)
+    ticks = random_ticks(symbols, seed=41, hours=30) + recent_ticks(symbols, 40)
     with connect(stack, old_database) as conn:
         assert not is_partitioned(conn)
         TickWriter(conn).write(ticks, rows_per_statement=128)
@@ -160,15 +169,15 @@ def test_a_database_of_the_schema_before_partitioning_keeps_every_tick_and_candl
 
     with connect(stack, old_database) as conn:
         assert is_partitioned(conn)
-        assert "crypto_prices_legacy" in {r for (r,) in conn.execute(
-            "SELECT relid::text FROM pg_partition_tree('crypto_prices') WHERE isleaf").fetchall()}
         assert rows_of(conn, old_columns) == rows_before
+        assert conn.execute("SELECT DISTINCT tableoid::regclass::text FROM crypto_prices").fetchall() == [
+            ("crypto_prices_legacy",)]
         after = all_candles(conn, symbols)
         for resolution in RESOLUTIONS:
             assert_candles_equal(after[resolution], candles_before[resolution])
         assert_candles_equal_pandas(after, ticks)
         assert applied_migrations(conn) == migration_versions()
-    assert_a_new_tick_lands_with_its_candle(stack, old_database, symbols[0])
+    assert_a_new_tick_lands_with_its_candle(stack, old_database, new_symbols(1)[0])
 
 
 CONTRACT_BREAKERS = [  # (fields that break the tick contract, the reason it is quarantined with)
@@ -195,9 +204,12 @@ def test_a_database_keyed_by_kafka_coordinates_gets_the_tick_key_without_duplica
     symbols = new_symbols(2)
     ticks = random_ticks(symbols, seed=42, hours=6)
     twice = [dict(t) for t in ticks[::9]]
-    breakers = [{"symbol": symbols[0], "price": 50.0, "volume": 1.0, "feed": "STREAM",
+    # Each of its own symbol: the old schema's gap-fill calendar filled every bucket between a symbol's candles
+    # (a 2008 tick of a 2025 symbol: 17 years of minutes).
+    breakers = [{"symbol": symbol, "price": 50.0, "volume": 1.0, "feed": "STREAM",
                  "event_time": START + timedelta(hours=7, seconds=n), **fields}
-                for n, (fields, _) in enumerate(CONTRACT_BREAKERS)]
+                for n, ((fields, _), symbol) in enumerate(zip(CONTRACT_BREAKERS, new_symbols(len(CONTRACT_BREAKERS)),
+                                                              strict=True))]
     with connect(stack, old_database) as conn:
         writer = TickWriter(conn)
         writer.write(ticks, rows_per_statement=64)
@@ -216,10 +228,10 @@ def test_a_database_keyed_by_kafka_coordinates_gets_the_tick_key_without_duplica
                                    " ORDER BY 1").fetchall()
         assert quarantined == [(b["offset"], reason)
                                for b, (_, reason) in zip(breakers, CONTRACT_BREAKERS, strict=True)]
-        assert_candles_equal_pandas(all_candles(conn, symbols + ["btc-usd", "X" * 33]), ticks)
+        assert_candles_equal_pandas(all_candles(conn, symbols + [b["symbol"] for b in breakers]), ticks)
         key = conn.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid ="
                            " 'crypto_prices'::regclass AND conname = 'crypto_prices_tick_key'").fetchall()
         assert key == [("PRIMARY KEY (symbol, event_time, price)",)]
         assert is_partitioned(conn)
         assert applied_migrations(conn) == migration_versions()
-    assert_a_new_tick_lands_with_its_candle(stack, old_database, symbols[0])
+    assert_a_new_tick_lands_with_its_candle(stack, old_database, new_symbols(1)[0])
