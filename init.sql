@@ -1,28 +1,34 @@
--- Tables, roles and views of the crypto pipeline. Idempotent: scripts/init_db.sh applies it, as the
--- superuser, on every start of the native stack and on the first start of the postgres container.
+-- The schema of the crypto pipeline: tables, functions, views, roles and grants, as they are now. Idempotent:
+-- scripts/init_db.sh applies it as the superuser on every start of either form, after the pending
+-- migrations (migrations/NNNN_*.sql: what turns an older database into this shape; schema_migrations).
 --
---   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER); the CHECK
---                   tick_contract is the tick contract (tick_contract_violation(), schemas/tick_contract.json)
---   crypto_prices_rejected  the sink's rows that broke it all the same, set aside with the reason
+--   crypto_prices   raw ticks, written by the Kafka Connect JDBC sink (role CONNECT_DB_USER), partitioned by
+--                   UTC day (crypto_prices_pYYYYMMDD, crypto_prices_default for days without a partition);
+--                   the CHECK tick_contract is the tick contract (schemas/tick_contract.sql)
+--   crypto_prices_rejected     the sink's rows that broke it all the same, and ticks of dropped days, set aside
+--   crypto_prices_dropped_days the days retention dropped (raw_ticks_maintenance_step); their candles are final
+--   crypto_prices_quarantine   (migrations/0002) rows an older database held that broke the contract
 --   candle_rollup   1m/5m/15m/1h/1d candles maintained incrementally by a trigger on crypto_prices
 --   candle_calendar the buckets from each symbol's first candle to its last, per interval (gap filling)
 --   view_crypto_candles[_5m|_15m|_1h|_1d][_real|_filled]
---                   what Power BI reads (role POWERBI_DB_USER sees these views and nothing else)
+--                   what Power BI reads (role POWERBI_DB_USER), with view_crypto_ticks / crypto_prices (raw ticks)
 --
 -- Roles (names from the environment through psql's \getenv, defaults as in .env):
 --   DB_OWNER_ROLE    crypto_owner, NOLOGIN: owns every table, view, sequence and function of schema public;
---                    the trigger functions run as it (SECURITY DEFINER). Nobody logs in as it.
+--                    the trigger and maintenance functions run as it (SECURITY DEFINER). Nobody logs in as it.
 --   CONNECT_DB_USER  crypto_writer, the sink: SELECT, INSERT and UPDATE (its upserts) on crypto_prices,
 --                    nothing else (no DDL, no DELETE, no TRUNCATE, no trigger control).
---   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views, read-only transactions,
---                    statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog cancels
---                    a statement that outlives it even if the session SET it off), temp_file_limit
+--   POWERBI_DB_USER  powerbi_reader, Power BI: SELECT on the candle views and the raw ticks, read-only
+--                    transactions, statement_timeout POWERBI_STATEMENT_TIMEOUT (its budget: the reader watchdog
+--                    cancels a statement that outlives it even if the session SET it off), temp_file_limit
 --                    POWERBI_TEMP_FILE_LIMIT (superuser-only: binding), at most POWERBI_CONNECTION_LIMIT sessions.
---   CHART_DB_USER    chart_reader, the chart page: the same rights and kind of budget, CHART_* settings.
+--   CHART_DB_USER    chart_reader, the chart page: the candle views, the same kind of budget, CHART_* settings.
 --   READER_WATCHDOG_DB_USER  reader_watchdog (control/reader_watchdog.py): member of pg_read_all_stats and
 --                    pg_signal_backend, read-only, no privilege on any table or view.
--- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD) are
--- needed only to create a role, and set only then: a password an admin rotated later is never reset by a re-run.
+--   TICK_MAINTAINER_DB_USER  tick_maintainer (control/tick_maintenance.py): executes raw_ticks_maintenance_step().
+-- Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD,
+-- TICK_MAINTAINER_DB_PASSWORD) are needed only to create a role, and set only then: a password an admin
+-- rotated later is never reset by a re-run.
 \set ON_ERROR_STOP on
 
 \getenv owner_role DB_OWNER_ROLE
@@ -40,6 +46,8 @@
 \getenv chart_temp_file_limit CHART_TEMP_FILE_LIMIT
 \getenv watchdog_role READER_WATCHDOG_DB_USER
 \getenv watchdog_password READER_WATCHDOG_DB_PASSWORD
+\getenv maintainer_role TICK_MAINTAINER_DB_USER
+\getenv maintainer_password TICK_MAINTAINER_DB_PASSWORD
 \if :{?owner_role} \else \set owner_role crypto_owner \endif
 \if :{?writer_role} \else \set writer_role crypto_writer \endif
 \if :{?writer_password} \else \set writer_password '' \endif
@@ -55,6 +63,8 @@
 \if :{?chart_temp_file_limit} \else \set chart_temp_file_limit 64MB \endif
 \if :{?watchdog_role} \else \set watchdog_role reader_watchdog \endif
 \if :{?watchdog_password} \else \set watchdog_password '' \endif
+\if :{?maintainer_role} \else \set maintainer_role tick_maintainer \endif
+\if :{?maintainer_password} \else \set maintainer_password '' \endif
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles
@@ -70,11 +80,13 @@ SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
   FROM (VALUES (:'writer_role', :'writer_password', 'CONNECT_DB_PASSWORD'),
                (:'reader_role', :'reader_password', 'POWERBI_DB_PASSWORD'),
                (:'chart_role', :'chart_password', 'CHART_DB_PASSWORD'),
-               (:'watchdog_role', :'watchdog_password', 'READER_WATCHDOG_DB_PASSWORD')) AS v(r, pw, var)
+               (:'watchdog_role', :'watchdog_password', 'READER_WATCHDOG_DB_PASSWORD'),
+               (:'maintainer_role', :'maintainer_password', 'TICK_MAINTAINER_DB_PASSWORD')) AS v(r, pw, var)
  WHERE pw = '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', r, pw)
   FROM (VALUES (:'writer_role', :'writer_password'), (:'reader_role', :'reader_password'),
-               (:'chart_role', :'chart_password'), (:'watchdog_role', :'watchdog_password')) AS v(r, pw)
+               (:'chart_role', :'chart_password'), (:'watchdog_role', :'watchdog_password'),
+               (:'maintainer_role', :'maintainer_password')) AS v(r, pw)
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = r) \gexec
 -- The readers (Power BI's role, the chart's) can never write, even by mistake: every transaction they
 -- open is read-only. DirectQuery sends many small queries; JIT would add ~100 ms to each and win nothing.
@@ -96,13 +108,18 @@ SELECT format('GRANT pg_read_all_stats, pg_signal_backend TO %I', :'watchdog_rol
 SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'watchdog_role'),
        format('ALTER ROLE %I SET statement_timeout = %L', :'watchdog_role', '5s'),
        format('ALTER ROLE %I CONNECTION LIMIT 2', :'watchdog_role') \gexec
+-- The tick maintainer (control/tick_maintenance.py, in the supervisor): runs raw_ticks_maintenance_step()
+-- (which runs as the owner) and nothing else; one session, a minute per statement at most.
+SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'maintainer_role', '60s'),
+       format('ALTER ROLE %I CONNECTION LIMIT 2', :'maintainer_role') \gexec
 -- Only the sink and Power BI connect to this database (and the superuser); nobody else creates
 -- objects or temporary tables in it, and in schema public only the owner role creates objects.
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()) \gexec
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I', current_database(), :'writer_role', :'reader_role',
-              :'chart_role', :'watchdog_role') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I, %I', current_database(), :'writer_role', :'reader_role',
+              :'chart_role', :'watchdog_role', :'maintainer_role') \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 SELECT format('GRANT USAGE, CREATE ON SCHEMA public TO %I', :'owner_role') \gexec
+COMMENT ON TABLE schema_migrations IS 'The migrations (migrations/NNNN_*.sql) applied to this database, by scripts/init_db.sh.';
 -- Which statements clients really send (the sink's multi-row INSERTs, the chart's and Power BI's queries).
 CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
 
@@ -161,6 +178,11 @@ SELECT format('SET ROLE %I', :'owner_role') \gexec
 -- topic before they get here; should one get through all the same (a looser transform config, a contract
 -- changed in one place first), the sink's row is set aside in crypto_prices_rejected with its reason instead
 -- of failing the sink's batch (crypto_prices_set_aside_contract_breakers); anyone else's insert is refused.
+\ir schemas/tick_contract.sql
+
+-- Partitioned by event time, one partition per UTC day (crypto_prices_pYYYYMMDD), so that retention drops
+-- a whole day in constant time (raw_ticks_maintenance_step() below) and a query on recent ticks reads
+-- recent partitions only. The tick key contains event_time, so it is unique across partitions.
 CREATE TABLE IF NOT EXISTS crypto_prices (
     symbol              text             NOT NULL,
     event_time          timestamptz      NOT NULL,
@@ -173,82 +195,25 @@ CREATE TABLE IF NOT EXISTS crypto_prices (
     __connect_topic     text,
     __connect_partition integer,
     __connect_offset    bigint,
-    CONSTRAINT crypto_prices_tick_key PRIMARY KEY (symbol, event_time, price)
-);
-COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per tick (symbol, event_time, price).';
+    landed_at           timestamptz      DEFAULT now(),
+    CONSTRAINT crypto_prices_tick_key PRIMARY KEY (symbol, event_time, price),
+    CONSTRAINT tick_contract CHECK (tick_contract_violation(symbol, price, volume, feed, event_time) IS NULL)
+) PARTITION BY RANGE (event_time);
+COMMENT ON TABLE crypto_prices IS 'Raw ticks landed by the Kafka Connect JDBC sink; one row per tick (symbol, event_time, price); one partition per UTC day, kept RAW_TICKS_RETENTION_DAYS.';
 COMMENT ON COLUMN crypto_prices.feed IS 'STREAM, POLL or REPLAY = real prices; JITTER = synthetic (simulated between polls).';
 -- When a row landed: the sink never sends the column, so it is the time of the tick's first landing (its
 -- upserts of the same tick change nothing). `scripts/stack.sh status` counts the last minute's rows through
--- a BRIN index (a few pages; rows are appended in landing order). Rows older than the column have none.
-ALTER TABLE crypto_prices ADD COLUMN IF NOT EXISTS landed_at timestamptz;
-ALTER TABLE crypto_prices ALTER COLUMN landed_at SET DEFAULT now();
-CREATE INDEX IF NOT EXISTS crypto_prices_landed_at ON crypto_prices USING brin (landed_at) WITH (autosummarize = on);
+-- a BRIN index (a few pages per partition; rows are appended in landing order).
 COMMENT ON COLUMN crypto_prices.landed_at IS 'When the tick first landed (the database''s clock, start of the writing transaction).';
-
--- Databases created before the tick key: the Kafka coordinates were the key, so the same tick produced
--- twice was two rows. Keep the first landing of each tick, set aside rows that break the contract (in
--- crypto_prices_quarantine, with the reason), then switch the key; the candles are rebuilt below.
-CREATE TABLE IF NOT EXISTS crypto_prices_quarantine (
-    quarantined_at timestamptz NOT NULL DEFAULT now(),
-    reason         text        NOT NULL,
-    tick           jsonb       NOT NULL
-);
-COMMENT ON TABLE crypto_prices_quarantine IS 'Rows of an older database that broke the tick contract (as it was then, or as it is now) when it was migrated, with the reason.';
-SELECT 'ALTER TABLE crypto_prices DISABLE TRIGGER USER' AS sql
- WHERE EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'crypto_prices_pkey') \gexec
-DO $$
-BEGIN
-    IF NOT EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'crypto_prices_pkey') THEN
-        RETURN;
-    END IF;
-    WITH bad AS (
-        DELETE FROM crypto_prices p
-         WHERE NOT (p.price > 0 AND p.price < 'Infinity')
-            OR NOT (p.volume IS NULL OR (p.volume >= 0 AND p.volume < 'Infinity'))
-            OR p.event_time < timestamptz '2009-01-03 00:00:00+00'
-        RETURNING p.*)
-    INSERT INTO crypto_prices_quarantine (reason, tick)
-    SELECT CASE WHEN NOT (b.price > 0 AND b.price < 'Infinity') THEN 'bad_price'
-                WHEN NOT (b.volume IS NULL OR (b.volume >= 0 AND b.volume < 'Infinity')) THEN 'bad_volume'
-                ELSE 'implausible_time' END,
-           to_jsonb(b)
-      FROM bad b;
-    DELETE FROM crypto_prices p
-     USING (SELECT ctid, row_number() OVER (PARTITION BY symbol, event_time, price
-                                            ORDER BY __connect_partition, __connect_offset, __connect_topic) AS n
-              FROM crypto_prices) d
-     WHERE p.ctid = d.ctid AND d.n > 1;
-    ALTER TABLE crypto_prices DROP CONSTRAINT crypto_prices_pkey;
-    ALTER TABLE crypto_prices ALTER COLUMN __connect_topic DROP NOT NULL,
-                              ALTER COLUMN __connect_partition DROP NOT NULL,
-                              ALTER COLUMN __connect_offset DROP NOT NULL;
-    ALTER TABLE crypto_prices ADD CONSTRAINT crypto_prices_tick_key PRIMARY KEY (symbol, event_time, price);
-    DROP INDEX IF EXISTS crypto_prices_symbol_event_time;  -- the new key serves (symbol, event_time) ranges
-    TRUNCATE candle_rollup;  -- rebuilt from the migrated ticks below
-END $$;
-ALTER TABLE crypto_prices ENABLE TRIGGER USER;
-
--- THE tick contract in SQL: the reason a tick breaks it, in the order Connect's transform and the producer
--- check, or NULL. The ranges, pattern and feeds are schemas/tick_contract.json's, the event-time floor is
--- .env's TICK_MIN_EVENT_TIME (the future bound is Connect's and the producer's only: it depends on when a
--- tick lands); tests/test_contract_definition.py checks this function against the file at each limit and
--- just beyond it. NaN sorts above every number in PostgreSQL, so "<= max" refuses it, and +-Infinity fail
--- the ranges too. The pattern is ASCII-only, so its length counts the same as in Python and Java. A plain
--- SQL expression: the planner inlines it into the CHECK and the trigger condition below.
-CREATE OR REPLACE FUNCTION tick_contract_violation(p_symbol text, p_price double precision,
-                                                   p_volume double precision, p_feed text,
-                                                   p_event_time timestamptz) RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE
-        WHEN p_symbol IS NULL OR p_symbol !~ '^[A-Z0-9][A-Z0-9.=^-]{0,31}$' THEN 'bad_symbol'
-        WHEN p_price IS NULL OR NOT (p_price >= float8 '1e-9' AND p_price <= float8 '1e9') THEN 'bad_price'
-        WHEN p_volume IS NOT NULL AND NOT (p_volume >= float8 '0' AND p_volume <= float8 '1e15') THEN 'bad_volume'
-        WHEN p_feed IS NULL OR p_feed NOT IN ('STREAM', 'POLL', 'JITTER', 'REPLAY') THEN 'bad_feed'
-        WHEN p_event_time IS NULL OR p_event_time < timestamptz '2009-01-03 00:00:00+00' THEN 'implausible_time'
-    END
-$$;
-COMMENT ON FUNCTION tick_contract_violation(text, double precision, double precision, text, timestamptz) IS
-    'Why a tick breaks the tick contract (schemas/tick_contract.json), or NULL: bad_symbol, bad_price, bad_volume, bad_feed, implausible_time.';
+CREATE INDEX IF NOT EXISTS crypto_prices_landed_at ON crypto_prices USING brin (landed_at) WITH (autosummarize = on);
+-- A time range over every symbol (Power BI's raw ticks without a symbol filter): the key leads with the
+-- symbol, so a BRIN on event_time (ticks arrive nearly in event-time order; a few pages) serves it.
+CREATE INDEX IF NOT EXISTS crypto_prices_event_time ON crypto_prices USING brin (event_time) WITH (autosummarize = on);
+-- A tick whose day has no partition yet (a backfill, a replay of an old recording) lands here, visible and in
+-- its candles at once; the maintenance moves it into a partition of its day, or expires it (older than the
+-- retention). A tick of a day retention already dropped is set aside instead (crypto_prices_set_aside_dropped_day).
+CREATE TABLE IF NOT EXISTS crypto_prices_default PARTITION OF crypto_prices DEFAULT;
+COMMENT ON TABLE crypto_prices_default IS 'Ticks whose UTC day has no partition yet; raw_ticks_maintenance_step() moves them into one (or expires them).';
 
 -- The sink's ticks that break the contract all the same, set aside instead of failing its batch (which
 -- would fail the task again after every restart), with the reason and the record's Kafka coordinates
@@ -265,28 +230,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS crypto_prices_rejected_record
     ON crypto_prices_rejected (__connect_topic, __connect_partition, __connect_offset);
 COMMENT ON TABLE crypto_prices_rejected IS 'Ticks the sink wrote that broke the tick contract: set aside with the reason (tick_contract_violation) and the Kafka record they came from, instead of failing the sink.';
 
--- The contract's CHECK: one constraint, the function above. It replaced three older CHECKs (price > 0,
--- volume >= 0, event time); rows of an older database that break the contract as it is now are moved to
--- crypto_prices_quarantine with the reason first (their candles are rebuilt). Added once (adding validates
--- every row); to change the contract, drop tick_contract in a migration here and it is re-added.
-DO $$
-BEGIN
-    IF EXISTS (SELECT FROM pg_constraint WHERE conrelid = 'crypto_prices'::regclass AND conname = 'tick_contract') THEN
-        RETURN;
-    END IF;
-    WITH bad AS (
-        DELETE FROM crypto_prices p
-         WHERE tick_contract_violation(p.symbol, p.price, p.volume, p.feed, p.event_time) IS NOT NULL
-        RETURNING p.*)
-    INSERT INTO crypto_prices_quarantine (reason, tick)
-    SELECT tick_contract_violation(b.symbol, b.price, b.volume, b.feed, b.event_time), to_jsonb(b)
-      FROM bad b;
-    ALTER TABLE crypto_prices DROP CONSTRAINT IF EXISTS tick_price_finite_and_positive,
-                              DROP CONSTRAINT IF EXISTS tick_volume_null_or_finite_and_not_negative,
-                              DROP CONSTRAINT IF EXISTS tick_event_time_plausible;
-    ALTER TABLE crypto_prices ADD CONSTRAINT tick_contract
-        CHECK (tick_contract_violation(symbol, price, volume, feed, event_time) IS NULL);
-END $$;
+-- The UTC days whose raw ticks retention removed (a partition dropped, or old ticks expired from the default
+-- partition). Their candles are final: rebuild_candles() never touches them, and a tick of such a day that
+-- arrives later is set aside (reason raw_ticks_dropped), not counted.
+CREATE TABLE IF NOT EXISTS crypto_prices_dropped_days (
+    day        date        PRIMARY KEY,
+    dropped_at timestamptz NOT NULL DEFAULT now(),
+    bytes      bigint
+);
+COMMENT ON TABLE crypto_prices_dropped_days IS 'UTC days whose raw ticks retention dropped; their candles are final (bytes: the partition''s size when dropped, NULL for expired default-partition rows).';
 
 -- ---------------------------------------------------------------------------------------------
 -- Candle rollup: one definition for every interval
@@ -299,13 +251,12 @@ END $$;
 -- Add a row here and re-run init.sql (scripts/init_db.sh) to get a new interval, then rebuild_candles().
 CREATE TABLE IF NOT EXISTS candle_intervals (
     resolution text     PRIMARY KEY,
-    width      interval NOT NULL UNIQUE CHECK (width > interval '0' AND width <= interval '1 day')
+    width      interval NOT NULL UNIQUE CHECK (width > interval '0' AND width <= interval '1 day'),
+    max_fill   integer  NOT NULL DEFAULT 1440 CHECK (max_fill >= 0),
+    CONSTRAINT candle_width_nests_in_a_day
+        CHECK (width >= interval '1 minute' AND extract(epoch FROM width)::bigint % 60 = 0
+               AND 86400 % extract(epoch FROM width)::bigint = 0)
 );
-ALTER TABLE candle_intervals ADD COLUMN IF NOT EXISTS max_fill integer NOT NULL DEFAULT 1440 CHECK (max_fill >= 0);
-ALTER TABLE candle_intervals DROP CONSTRAINT IF EXISTS candle_width_nests_in_a_day;
-ALTER TABLE candle_intervals ADD CONSTRAINT candle_width_nests_in_a_day
-    CHECK (width >= interval '1 minute' AND extract(epoch FROM width)::bigint % 60 = 0
-           AND 86400 % extract(epoch FROM width)::bigint = 0);
 INSERT INTO candle_intervals (resolution, width, max_fill) VALUES
     ('1m', '1 minute', 1440), ('5m', '5 minutes', 2016), ('15m', '15 minutes', 2880), ('1h', '1 hour', 2160),
     ('1d', '1 day', 1830)
@@ -365,8 +316,6 @@ CREATE TABLE IF NOT EXISTS candle_calendar (
 );
 CREATE INDEX IF NOT EXISTS candle_calendar_bucket_utc ON candle_calendar (resolution, (bucket AT TIME ZONE 'UTC'));
 COMMENT ON TABLE candle_calendar IS 'Buckets of candles and up to max_fill empty buckets after each, per interval; read by the *_filled views.';
-DROP FUNCTION IF EXISTS candle_calendar_span(text, text, timestamptz, timestamptz);
-DROP FUNCTION IF EXISTS candle_calendar_cover(text);
 
 -- Rebuilding candles feeds ticks through the very function that merges the sink's ticks: inserting
 -- them here fires it (candle_merge_ticks below), so a candle has one definition, wherever it is made.
@@ -477,20 +426,28 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-DROP FUNCTION IF EXISTS candle_rollup_add_ticks() CASCADE;
 
 -- Recompute candles from raw ticks: all of them, or one symbol's (and/or a time range's) whole UTC
 -- days (every interval's buckets nest in a day, so whole candles are rebuilt). The insert trigger keeps
 -- the rollup exact; this covers the rest: a corrected or deleted tick, ticks bulk loaded with the
--- trigger disabled, a new interval. Returns the number of ticks re-merged.
+-- trigger disabled, a new interval. Days whose raw ticks retention dropped (crypto_prices_dropped_days) and
+-- every day before the newest of them are never rebuilt: their candles are all that is left of them.
+-- Returns the number of ticks re-merged.
 CREATE OR REPLACE FUNCTION rebuild_candles(p_symbol text DEFAULT NULL, p_from timestamptz DEFAULT NULL,
                                 p_to timestamptz DEFAULT NULL) RETURNS bigint
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 DECLARE
     lo timestamptz := date_bin(interval '1 day', p_from, candle_origin());
     hi timestamptz := date_bin(interval '1 day', p_to, candle_origin()) + interval '1 day';
+    kept_from timestamptz := (SELECT (max(day) + 1)::timestamp AT TIME ZONE 'UTC' FROM crypto_prices_dropped_days);
     merged bigint;
 BEGIN
+    IF kept_from IS NOT NULL THEN
+        lo := greatest(lo, kept_from);  -- greatest() ignores NULL: rebuilding "all" starts at kept_from
+        IF hi <= lo THEN
+            RETURN 0;
+        END IF;
+    END IF;
     LOCK TABLE candle_replay IN ACCESS EXCLUSIVE MODE;  -- one rebuild at a time
     DELETE FROM candle_rollup
      WHERE (p_symbol IS NULL OR symbol = p_symbol) AND (lo IS NULL OR bucket >= lo) AND (hi IS NULL OR bucket < hi);
@@ -510,14 +467,22 @@ END $$;
 CREATE OR REPLACE FUNCTION crypto_prices_keep_first_landing() RETURNS trigger
     LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 
--- A row of the sink that breaks the contract: into crypto_prices_rejected with the reason, not into
--- crypto_prices (returning NULL skips the row; the sink's statement goes on with the next).
+-- A row of the sink that breaks the contract, or (trigger argument 'dropped_days', on the default partition)
+-- any row of a day whose raw ticks retention dropped: into crypto_prices_rejected with the reason, not into
+-- crypto_prices (returning NULL skips the row; the statement goes on with the next).
 CREATE OR REPLACE FUNCTION crypto_prices_set_aside() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    reason text := tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time);
 BEGIN
+    IF reason IS NULL AND TG_NARGS > 0 AND TG_ARGV[0] = 'dropped_days' THEN
+        IF NOT EXISTS (SELECT FROM crypto_prices_dropped_days WHERE day = (NEW.event_time AT TIME ZONE 'UTC')::date) THEN
+            RETURN NEW;  -- a day without a partition yet: the tick waits here for the maintenance to move it
+        END IF;
+        reason := 'raw_ticks_dropped';
+    END IF;
     INSERT INTO crypto_prices_rejected (reason, tick, __connect_topic, __connect_partition, __connect_offset)
-    VALUES (coalesce(tick_contract_violation(NEW.symbol, NEW.price, NEW.volume, NEW.feed, NEW.event_time), 'unknown'),
-            to_jsonb(NEW), NEW.__connect_topic, NEW.__connect_partition, NEW.__connect_offset)
+    VALUES (coalesce(reason, 'unknown'), to_jsonb(NEW), NEW.__connect_topic, NEW.__connect_partition, NEW.__connect_offset)
     ON CONFLICT DO NOTHING;
     RETURN NULL;
 END $$;
@@ -553,11 +518,9 @@ END $$;
 CREATE OR REPLACE FUNCTION candle_rollup_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 BEGIN
-    TRUNCATE candle_rollup, candle_calendar;
+    TRUNCATE candle_rollup, candle_calendar, crypto_prices_dropped_days;  -- everything starts over
     RETURN NULL;
 END $$;
-DROP FUNCTION IF EXISTS candle_rollup_change_ticks() CASCADE;
-DROP FUNCTION IF EXISTS candle_rollup_delete_ticks() CASCADE;
 
 DROP TRIGGER IF EXISTS crypto_prices_rollup_insert ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_rollup_update ON crypto_prices;
@@ -587,10 +550,101 @@ CREATE TRIGGER crypto_prices_rollup_delete AFTER DELETE ON crypto_prices
     REFERENCING OLD TABLE AS old_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_rebuild_deleted_days();
 CREATE TRIGGER crypto_prices_rollup_truncate AFTER TRUNCATE ON crypto_prices
     FOR EACH STATEMENT EXECUTE FUNCTION candle_rollup_truncate();
+-- Every writer's tick of a dropped day is set aside (it fires after the contract's trigger: names sort so).
+CREATE OR REPLACE TRIGGER crypto_prices_set_aside_dropped_days BEFORE INSERT ON crypto_prices_default
+    FOR EACH ROW EXECUTE FUNCTION crypto_prices_set_aside('dropped_days');
 
--- Candles whose points hold epoch microseconds (before date_part): rebuild them in the new encoding.
-SELECT 'TRUNCATE candle_rollup' WHERE EXISTS (SELECT FROM candle_rollup WHERE first[1] > 1e11) \gexec
--- Ticks without candles (a migrated or upgraded database, ticks loaded before the rollup existed): build them once.
+-- ---------------------------------------------------------------------------------------------
+-- Raw tick partitions and retention
+-- ---------------------------------------------------------------------------------------------
+-- Every partition of crypto_prices but the default, with its range, read from the catalog.
+CREATE OR REPLACE VIEW raw_tick_partitions AS
+SELECT c.oid::regclass AS partition, b[1]::timestamptz AS from_time, b[2]::timestamptz AS to_time
+  FROM pg_inherits i
+  JOIN pg_class c ON c.oid = i.inhrelid
+ CROSS JOIN LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), $r$FROM \('([^']+)'\) TO \('([^']+)'\)$r$) AS b
+ WHERE i.inhparent = 'crypto_prices'::regclass AND b IS NOT NULL;
+COMMENT ON VIEW raw_tick_partitions IS 'The partitions of crypto_prices (but the default) and their event-time ranges.';
+
+-- A partition for the UTC day starting at p_day; the default partition's ticks of that day move into it
+-- first (it is locked meanwhile, so none is left behind). Attaching checks the default partition holds none
+-- of the day's ticks: a scan of a partition that is nearly always empty.
+CREATE OR REPLACE FUNCTION create_raw_tick_partition(p_day timestamptz) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    name     text := 'crypto_prices_p' || to_char(p_day AT TIME ZONE 'UTC', 'YYYYMMDD');
+    next_day timestamptz := p_day + interval '1 day';
+    columns  text;
+    moved    bigint;
+BEGIN
+    LOCK TABLE crypto_prices_default IN ACCESS EXCLUSIVE MODE;
+    EXECUTE format('CREATE TABLE %I (LIKE crypto_prices INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING STORAGE)', name);
+    SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO columns
+      FROM pg_attribute WHERE attrelid = 'crypto_prices'::regclass AND attnum > 0 AND NOT attisdropped;
+    EXECUTE format('WITH moved AS (DELETE FROM crypto_prices_default WHERE event_time >= $1 AND event_time < $2 RETURNING %s)'
+                   ' INSERT INTO %I (%s) SELECT * FROM moved', columns, name, columns) USING p_day, next_day;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    EXECUTE format('ALTER TABLE crypto_prices ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, p_day, next_day);
+    RETURN format('created %s', name) || CASE WHEN moved > 0 THEN format(' (moved %s ticks of its day into it from the default partition)', moved) ELSE '' END;
+END $$;
+
+-- ONE maintenance action, the first needed, in the caller's transaction; what it did, or NULL when nothing
+-- is left to do. Callers (control/tick_maintenance.py, in the supervisor) loop, a transaction per call:
+--   1. ticks in the default partition: their day gets a partition and they move into it, or, when the day is
+--      older than the retention, they are deleted and the day recorded as dropped (their candles stay);
+--   2. partitions ahead: p_now's UTC day and the p_premake_days after it;
+--   3. retention: the oldest partition whose days are all before p_now's day - p_keep_days is dropped whole
+--      (DROP TABLE: constant time, no DELETE; the candles are not touched) and its days recorded as dropped.
+-- p_keep_days NULL keeps raw ticks for ever. Locks wait at most lock_timeout (500 ms: a sink statement
+-- queued behind the drop waits no longer), then the step fails (55P03) and the caller tries again later.
+CREATE OR REPLACE FUNCTION raw_ticks_maintenance_step(p_keep_days integer, p_premake_days integer DEFAULT 3,
+                                                      p_now timestamptz DEFAULT now()) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET lock_timeout = '500ms' SET jit = off AS $$
+DECLARE
+    today   timestamptz := date_bin(interval '1 day', p_now, candle_origin());
+    horizon timestamptz := today - p_keep_days * interval '1 day';  -- NULL: keep for ever
+    day     timestamptz;
+    ticks   bigint;
+    bytes   bigint;
+    doomed  record;
+BEGIN
+    IF p_keep_days < 0 OR p_premake_days < 0 OR p_premake_days IS NULL THEN
+        RAISE EXCEPTION 'raw_ticks_maintenance_step: p_keep_days (%) and p_premake_days (%) must be >= 0',
+            p_keep_days, p_premake_days;
+    END IF;
+    SELECT date_bin(interval '1 day', min(event_time), candle_origin()) INTO day FROM crypto_prices_default;
+    IF day < horizon THEN
+        DELETE FROM crypto_prices_default WHERE event_time >= day AND event_time < day + interval '1 day';
+        GET DIAGNOSTICS ticks = ROW_COUNT;
+        INSERT INTO crypto_prices_dropped_days (day) VALUES ((day AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING;
+        RETURN format('expired %s ticks of %s from the default partition (older than the retention; candles kept)',
+                      ticks, to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD'));
+    ELSIF day IS NOT NULL THEN
+        RETURN create_raw_tick_partition(day);
+    END IF;
+    FOR day IN SELECT generate_series(today, today + p_premake_days * interval '1 day', interval '1 day') LOOP
+        IF NOT EXISTS (SELECT FROM raw_tick_partitions p WHERE p.from_time <= day AND p.to_time > day) THEN
+            RETURN create_raw_tick_partition(day);
+        END IF;
+    END LOOP;
+    SELECT p.partition::text AS name, p.partition::oid AS oid, p.from_time, p.to_time INTO doomed
+      FROM raw_tick_partitions p WHERE p.to_time <= horizon ORDER BY p.from_time LIMIT 1;
+    IF FOUND THEN
+        bytes := pg_total_relation_size(doomed.oid);
+        EXECUTE format('DROP TABLE %s', doomed.name);
+        INSERT INTO crypto_prices_dropped_days (day, bytes)
+        SELECT g::date, bytes
+          FROM generate_series(doomed.from_time AT TIME ZONE 'UTC', (doomed.to_time AT TIME ZONE 'UTC') - interval '1 day',
+                               interval '1 day') g
+        ON CONFLICT DO NOTHING;
+        RETURN format('dropped %s (%s)', doomed.name, pg_size_pretty(bytes));
+    END IF;
+    RETURN NULL;
+END $$;
+COMMENT ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz) IS
+    'One raw-tick partition maintenance action (move default-partition ticks, create ahead, drop expired); NULL when none is due.';
+
+-- Ticks without candles (a migration emptied them, ticks loaded before the rollup existed): build them once.
 SELECT 'SELECT rebuild_candles()'
  WHERE EXISTS (SELECT FROM crypto_prices) AND NOT EXISTS (SELECT FROM candle_rollup) \gexec
 
@@ -700,6 +754,15 @@ BEGIN
     END LOOP;
 END $$;
 
+-- Raw ticks for Power BI: the stable columns, the instant as UTC wall-clock time too (Power BI shows a
+-- timestamptz in the desktop's zone), synthetic ticks labelled. Filter on event_time: it prunes partitions
+-- and, with a symbol, is a range of the tick key.
+CREATE OR REPLACE VIEW view_crypto_ticks AS
+SELECT symbol, event_time, (event_time AT TIME ZONE 'UTC') AS event_time_utc, price, volume, feed,
+       feed = 'JITTER' AS is_synthetic
+  FROM crypto_prices;
+COMMENT ON VIEW view_crypto_ticks IS 'Raw ticks (RAW_TICKS_RETENTION_DAYS of them); is_synthetic = JITTER (simulated between polls). Filter on event_time.';
+
 -- ---------------------------------------------------------------------------------------------
 -- Privileges
 -- ---------------------------------------------------------------------------------------------
@@ -731,8 +794,11 @@ SELECT format('GRANT SELECT, INSERT, UPDATE ON crypto_prices TO %I', :'writer_ro
 SELECT format('GRANT EXECUTE ON FUNCTION tick_contract_violation(text, double precision, double precision, text, timestamptz) TO %I',
               :'writer_role') \gexec
 
--- Power BI and the chart: the candle views and nothing else. The watchdog: nothing at all.
-SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', :'watchdog_role') \gexec
+-- Power BI and the chart: the candle views; Power BI also the raw ticks (crypto_prices, view_crypto_ticks).
+-- The watchdog: nothing at all. The tick maintainer: its one function.
+SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r) FROM unnest(ARRAY[:'watchdog_role', :'maintainer_role']) AS r \gexec
+SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'maintainer_role'),
+       format('GRANT EXECUTE ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz) TO %I', :'maintainer_role') \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', r), format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r)
   FROM unnest(ARRAY[:'reader_role', :'chart_role']) AS r \gexec
 SELECT format('GRANT SELECT ON %I TO %I', c.relname, r)
@@ -745,3 +811,4 @@ SELECT DISTINCT format('GRANT EXECUTE ON ROUTINE %s TO %I', d.refobjid::regproce
   JOIN pg_proc p ON p.oid = d.refobjid
  WHERE c.relnamespace = 'public'::regnamespace AND c.relkind = 'v' AND c.relname LIKE 'view\_crypto\_candles%'
    AND pg_get_userbyid(p.proowner) = :'owner_role' \gexec
+SELECT format('GRANT SELECT ON crypto_prices, view_crypto_ticks TO %I', :'reader_role') \gexec

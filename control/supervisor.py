@@ -8,7 +8,8 @@ FAILED it asks Connect to restart the failed instances, then waits with exponent
 in RUNNING once the database is back, without hammering Connect meanwhile. Every restart is logged
 and counted (also in --health-file, and a supervisor started again over the same health file goes on
 counting from there); SIGTERM/SIGINT stop it cleanly. It also runs the reader watchdog
-(control/reader_watchdog.py) in a thread: reader roles' statements cannot outlive their budget.
+(control/reader_watchdog.py) in a thread: reader roles' statements cannot outlive their budget; and the
+tick maintainer (control/tick_maintenance.py) in another: raw-tick partitions ahead, retention.
 
 Connect may run as several workers of one group (the native stack's CONNECT_WORKERS): give each worker's
 REST URL (--connect-url, repeatable). Each check asks the worker that answered last, then the others in
@@ -38,7 +39,7 @@ from types import FrameType
 
 import requests
 
-from control import reader_watchdog
+from control import reader_watchdog, tick_maintenance
 from control.connector import (
     ConnectApi,
     ConnectorError,
@@ -210,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.connector or load_connector()["name"]
     apis = [ConnectApi(url, settings.connect_auth) for url in args.connect_urls or [settings.connect_url]]
     reader_watchdog.start(settings, stop)  # the readers' statement budget, in this process (both stack forms)
+    tick_maintenance.start(settings, stop)  # raw-tick partitions ahead and retention, likewise
     return Supervisor(apis, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Creates the pipeline's databases and applies init.sql. Idempotent: safe to run on every start.
+# Creates the pipeline's databases, applies the pending migrations (migrations/NNNN_*.sql, in order, each in
+# one transaction, recorded in schema_migrations), then init.sql (the schema: tables, functions, views, roles,
+# grants). Idempotent: safe to run on every start.
 #
 # Two callers, one script, both on every start (it converges a half-initialised database too):
 #   - the native stack (python -m stack up) runs it as the superuser on the cluster's Unix socket
@@ -7,19 +9,19 @@
 #   - docker compose's one-shot `db-init` runs it in the postgres image over TCP (PGHOST=postgres), once
 #     the server answers there, with each password in a file named by NAME_FILE (the `secrets` volume).
 # Names come from the environment (.env): POSTGRES_DB, POSTGRES_USER, CONNECT_DB_USER, POWERBI_DB_USER,
-# REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE, CHART_DB_USER, READER_WATCHDOG_DB_USER. Passwords
-# (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, REGISTRY_DB_PASSWORD, CHART_DB_PASSWORD,
-# READER_WATCHDOG_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
+# REGISTRY_DB, REGISTRY_DB_USER, DB_OWNER_ROLE, CHART_DB_USER, READER_WATCHDOG_DB_USER,
+# TICK_MAINTAINER_DB_USER. Passwords (CONNECT_DB_PASSWORD, POWERBI_DB_PASSWORD, REGISTRY_DB_PASSWORD,
+# CHART_DB_PASSWORD, READER_WATCHDOG_DB_PASSWORD, TICK_MAINTAINER_DB_PASSWORD) too, never on a command line; each is needed only to create its role, and set
 # only then: a password rotated since is never reset.
 set -euo pipefail
 
 : "${POSTGRES_USER:=postgres}"
-: "${POSTGRES_DB:=crypto}"
+: "${POSTGRES_DB:=crypto_streaming}"
 : "${REGISTRY_DB:=registry}"
 : "${REGISTRY_DB_USER:=registry}"
 # NAME_FILE: the password is that file's content (the postgres image's convention, used by compose).
 for var in POSTGRES_PASSWORD CONNECT_DB_PASSWORD POWERBI_DB_PASSWORD REGISTRY_DB_PASSWORD CHART_DB_PASSWORD \
-           READER_WATCHDOG_DB_PASSWORD; do
+           READER_WATCHDOG_DB_PASSWORD TICK_MAINTAINER_DB_PASSWORD; do
   file_var="${var}_FILE"
   [[ -n "${!file_var:-}" ]] || continue
   [[ -z "${!var:-}" ]] || { echo "ERROR: both $var and $file_var are set: set one" >&2; exit 1; }
@@ -30,8 +32,11 @@ done
 if [[ -n "${POSTGRES_PASSWORD:-}" && -z "${PGPASSWORD:-}" ]]; then export PGPASSWORD="$POSTGRES_PASSWORD"; fi
 INIT_SQL="${INIT_SQL:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/init.sql}"
 [[ -r "$INIT_SQL" ]] || { echo "ERROR: init.sql not found at $INIT_SQL (set INIT_SQL)" >&2; exit 1; }
+MIGRATIONS_DIR="$(dirname "$INIT_SQL")/migrations"
+[[ -d "$MIGRATIONS_DIR" ]] || { echo "ERROR: no migrations/ beside $INIT_SQL" >&2; exit 1; }
 
-psql_admin() {
+psql_admin() {  # notices (IF EXISTS ... skipping) are noise on every start
+  PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" \
   psql -v ON_ERROR_STOP=1 --no-psqlrc --quiet --username "$POSTGRES_USER" "$@"
 }
 
@@ -48,6 +53,17 @@ SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
  WHERE :'registry_password' = '' AND NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'registry_user') \gexec
 SELECT format('CREATE ROLE %I LOGIN PASSWORD %L', :'registry_user', :'registry_password')
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'registry_user') \gexec
+-- The pipeline's database was called `crypto` before it took the name Power BI users are told
+-- (crypto_streaming): an existing one is renamed, once, when nobody is connected to it.
+SELECT format('DO $e$ BEGIN RAISE EXCEPTION %L; END $e$',
+              format('database crypto must be renamed to %s but has %s session(s): stop the stack (down), then up',
+                     :'db', (SELECT count(*) FROM pg_stat_activity WHERE datname = 'crypto')))
+ WHERE :'db' = 'crypto_streaming' AND EXISTS (SELECT FROM pg_database WHERE datname = 'crypto')
+   AND NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db')
+   AND EXISTS (SELECT FROM pg_stat_activity WHERE datname = 'crypto') \gexec
+SELECT format('ALTER DATABASE crypto RENAME TO %I', :'db')
+ WHERE :'db' = 'crypto_streaming' AND EXISTS (SELECT FROM pg_database WHERE datname = 'crypto')
+   AND NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('CREATE DATABASE %I', :'db')
  WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I', :'registry_db', :'registry_user')
@@ -57,6 +73,18 @@ SELECT format('CREATE DATABASE %I OWNER %I', :'registry_db', :'registry_user')
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', d)
   FROM unnest(ARRAY[:'registry_db', 'postgres', 'template1']) AS d \gexec
 SQL
+
+psql_admin --dbname "$POSTGRES_DB" -c \
+  "CREATE TABLE IF NOT EXISTS schema_migrations (version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+applied="$(psql_admin --dbname "$POSTGRES_DB" --tuples-only --no-align -c 'SELECT version FROM schema_migrations')"
+for migration in "$MIGRATIONS_DIR"/*.sql; do
+  version="$(basename "$migration" .sql)"
+  [[ "$version" =~ ^[0-9]{4}_[a-z0-9_]+$ ]] || { echo "ERROR: $migration: name must be NNNN_lowercase_words.sql" >&2; exit 1; }
+  grep -qxF "$version" <<<"$applied" && continue
+  echo "init_db: migration $version"
+  psql_admin --dbname "$POSTGRES_DB" --single-transaction -f "$migration" \
+    -c "INSERT INTO schema_migrations (version) VALUES ('$version')"
+done
 
 echo "init_db: applying $(basename "$INIT_SQL") to ${POSTGRES_DB}"
 psql_admin --dbname "$POSTGRES_DB" -f "$INIT_SQL"

@@ -100,7 +100,7 @@ def test_the_connector_passes_the_definition_to_the_transform() -> None:
 
 def test_init_sql_states_the_definition() -> None:
     """What the stack test below checks by behaviour, visible in the text too (a reviewer greps for it)."""
-    sql = (PROJECT_ROOT / "init.sql").read_text()
+    sql = (PROJECT_ROOT / "schemas" / "tick_contract.sql").read_text()
     function = sql[sql.index("CREATE OR REPLACE FUNCTION tick_contract_violation"):]
     function = function[:function.index("$$;")]
     assert f"'{DEFINITION['symbol']['pattern']}'" in function

@@ -131,6 +131,7 @@ def test_the_sink_role_owns_nothing(stack: StackHandle, admin: psycopg.Connectio
     "SELECT * FROM candle_rollup LIMIT 1",
     "UPDATE candle_rollup SET high = 0",
     "SELECT rebuild_candles()",
+    "SELECT raw_ticks_maintenance_step(NULL)",
 ])
 def test_the_sink_role_is_refused_everything_but_writing_ticks(writer: psycopg.Connection, statement: str) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege), writer.transaction(force_rollback=True):
@@ -333,7 +334,7 @@ def test_a_second_up_keeps_every_password(stack: StackHandle, admin: psycopg.Con
     if not stack.owned:
         pytest.skip("runs `up` on the stack the tests started")
     before, verifiers = stack.settings.secrets_file.read_bytes(), password_verifiers(admin)
-    assert len(verifiers) == 6  # superuser, sink, Power BI, registry, chart, reader watchdog
+    assert len(verifiers) == 7  # superuser, sink, Power BI, registry, chart, reader watchdog, tick maintainer
     again = run_stack_cli("up", "--no-fetch", "--no-producer", env=stack.env(), timeout=600)
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert str(stack.settings.secrets_file) in again.stdout  # tells where they are
