@@ -814,7 +814,10 @@ SELECT format('GRANT EXECUTE ON FUNCTION tick_contract_violation(text, double pr
               :'writer_role') \gexec
 
 -- Power BI and the chart: the candle views; Power BI also the raw ticks (crypto_prices, view_crypto_ticks).
--- The watchdog: nothing at all. The tick maintainer: its one function.
+-- The watchdog: nothing at all. The tick maintainer: its one function. Whatever else was granted to them
+-- by hand, tables or functions, goes at every start.
+SELECT format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA public FROM %I', r)
+  FROM unnest(ARRAY[:'reader_role', :'chart_role', :'watchdog_role', :'maintainer_role']) AS r \gexec
 SELECT format('REVOKE ALL ON ALL TABLES IN SCHEMA public FROM %I', r) FROM unnest(ARRAY[:'watchdog_role', :'maintainer_role']) AS r \gexec
 SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'maintainer_role'),
        format('GRANT EXECUTE ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz, interval) TO %I', :'maintainer_role') \gexec

@@ -220,9 +220,6 @@ def test_a_tick_of_a_day_without_a_partition_lands_in_the_default_partition_with
                          (symbol,)).fetchall() == [(at.replace(second=0), 9.5, 3.0, 1)]
 
 
-@pytest.mark.xfail(strict=True, reason="history-core 6d78ff9: crypto_prices_set_aside('dropped_days') on the default "
-                                       "partition sets aside every writer's contract breaker instead of leaving it "
-                                       "to the CHECK (also fails tests/test_contract_definition.py)")
 def test_anyone_elses_contract_breaker_of_a_day_without_a_partition_is_refused_by_the_check(
         admin: psycopg.Connection) -> None:
     """Only the sink's contract breakers are set aside (tests/test_contract_definition.py); anyone else's meet the
