@@ -727,24 +727,31 @@ BEGIN
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_real'),
                        iv.resolution || ' OHLC candles of real ticks only (JITTER excluded)');
 
-        -- Gap filling walks candle_calendar from each symbol's first candle to its last; each bucket
-        -- takes the latest candle at or before it, through the rollup's primary key, and is kept if it
-        -- is at most max_fill buckets after that candle (a longer silence stays a gap). The span is
-        -- stated on bucket and on bucket_utc alike, so whichever column a date filter uses, the
-        -- filter and the span meet in one index range: the cost follows the rows returned.
+        -- Gap filling: the candles themselves (the view above: a date filter on either column is one index
+        -- range of the rollup), and the empty buckets between them. Those come from candle_calendar, walked
+        -- from each symbol's first candle to its last; a bucket with a candle of the symbol is skipped (one
+        -- primary-key probe), an empty one takes the latest candle before it, through the rollup's primary
+        -- key, and is kept if it is at most max_fill buckets after that candle (a longer silence stays a
+        -- gap). The span is stated on bucket and on bucket_utc alike, so whichever column a date filter uses,
+        -- the filter and the span meet in one index range: the cost follows the rows returned, and a
+        -- candle costs no lookup per bucket (bench/results/history.md).
         EXECUTE format($v$
             CREATE OR REPLACE VIEW %1$I AS
+            SELECT v.symbol, v.bucket, v.bucket_utc, v.open, v.high, v.low, v.close, v.volume, v.tick_count,
+                   v.synthetic_count, false AS is_gap_fill
+              FROM %2$I v
+            UNION ALL
             SELECT s.symbol,
                    b.bucket,
                    (b.bucket AT TIME ZONE 'UTC') AS bucket_utc,
-                   CASE WHEN c.bucket = b.bucket THEN c.open ELSE c.close END AS open,
-                   CASE WHEN c.bucket = b.bucket THEN c.high ELSE c.close END AS high,
-                   CASE WHEN c.bucket = b.bucket THEN c.low ELSE c.close END AS low,
+                   c.close AS open,
+                   c.close AS high,
+                   c.close AS low,
                    c.close,
-                   CASE WHEN c.bucket = b.bucket THEN c.volume ELSE 0 END AS volume,
-                   CASE WHEN c.bucket = b.bucket THEN c.tick_count ELSE 0 END AS tick_count,
-                   CASE WHEN c.bucket = b.bucket THEN c.synthetic_count ELSE 0 END AS synthetic_count,
-                   c.bucket <> b.bucket AS is_gap_fill
+                   0::double precision AS volume,
+                   0::bigint AS tick_count,
+                   0::bigint AS synthetic_count,
+                   true AS is_gap_fill
               FROM (SELECT r.symbol,
                            (SELECT min(x.bucket) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol = r.symbol) AS first_bucket,
                            (SELECT max(x.bucket) FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol = r.symbol) AS last_bucket
@@ -759,13 +766,14 @@ BEGIN
                 ON b.resolution = %3$L
                AND b.bucket BETWEEN s.first_bucket AND s.last_bucket
                AND (b.bucket AT TIME ZONE 'UTC') BETWEEN (s.first_bucket AT TIME ZONE 'UTC') AND (s.last_bucket AT TIME ZONE 'UTC')
+               AND NOT EXISTS (SELECT FROM candle_rollup x WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket = b.bucket)
              CROSS JOIN LATERAL (
                     SELECT * FROM %2$I v
                      WHERE v.symbol = s.symbol
                        AND v.bucket = (SELECT x.bucket FROM candle_rollup x
-                                        WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket <= b.bucket
+                                        WHERE x.resolution = %3$L AND x.symbol = s.symbol AND x.bucket < b.bucket
                                         ORDER BY x.bucket DESC LIMIT 1)
-                     LIMIT 1) c  -- one candle per bucket; the LIMIT also keeps it a per-bucket lookup
+                     LIMIT 1) c  -- one candle per empty bucket; the LIMIT also keeps it a per-bucket lookup
              WHERE b.bucket <= c.bucket + %4$L::interval  -- at most max_fill empty buckets after a candle
         $v$, candle_view_name(iv.resolution, '_filled'), all_view, iv.resolution, iv.width * iv.max_fill);
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_filled'),
