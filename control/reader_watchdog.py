@@ -143,15 +143,3 @@ class ReaderWatchdog:
             stop.wait(self.interval)
         if self._conn is not None:
             self._conn.close()
-
-
-def start(settings: Settings, stop: threading.Event) -> threading.Thread | None:
-    """The watchdog in a daemon thread (the supervisor's hook); None, with the reason logged, if it cannot run."""
-    try:
-        watchdog = ReaderWatchdog.from_settings(settings)
-    except (SettingsError, ValueError) as exc:
-        log.error("reader watchdog not started: %s", exc)
-        return None
-    thread = threading.Thread(target=watchdog.run, args=(stop,), name="reader-watchdog", daemon=True)
-    thread.start()
-    return thread

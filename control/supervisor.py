@@ -39,7 +39,6 @@ from types import FrameType
 
 import requests
 
-from control import reader_watchdog, tick_maintenance
 from control.connector import (
     ConnectApi,
     ConnectorError,
@@ -48,7 +47,9 @@ from control.connector import (
     load_connector,
     restart_failed,
 )
-from control.settings import Settings
+from control.reader_watchdog import ReaderWatchdog
+from control.settings import Settings, SettingsError
+from control.tick_maintenance import TickMaintainer
 
 log = logging.getLogger("supervisor")
 
@@ -185,6 +186,19 @@ def previous_restarts(health_file: Path | None) -> int:
         return 0
 
 
+def start_in_background(helper: type[ReaderWatchdog] | type[TickMaintainer], settings: Settings,
+                        stop: threading.Event) -> threading.Thread | None:
+    """A helper's run(stop) in a daemon thread; None, with the reason logged, if its settings are bad."""
+    try:
+        instance = helper.from_settings(settings)
+    except (SettingsError, ValueError) as exc:
+        log.error("%s not started: %s", helper.__name__, exc)
+        return None
+    thread = threading.Thread(target=instance.run, args=(stop,), name=helper.__name__, daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = Settings.load()
     parser = argparse.ArgumentParser(prog="python -m control.supervisor", description=__doc__,
@@ -210,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, handle)
     name = args.connector or load_connector()["name"]
     apis = [ConnectApi(url, settings.connect_auth) for url in args.connect_urls or [settings.connect_url]]
-    reader_watchdog.start(settings, stop)  # the readers' statement budget, in this process (both stack forms)
-    tick_maintenance.start(settings, stop)  # raw-tick partitions ahead and retention, likewise
+    # In this process, in both stack forms: the readers' statement budget; raw-tick partitions and retention.
+    for helper in (ReaderWatchdog, TickMaintainer):
+        start_in_background(helper, settings, stop)
     return Supervisor(apis, name, args.interval, args.max_backoff, args.health_file, stop).run()
 
 

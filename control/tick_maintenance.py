@@ -83,18 +83,6 @@ def whole_days(settings: Settings, key: str) -> int:
     return int(value)
 
 
-def start(settings: Settings, stop: threading.Event) -> threading.Thread | None:
-    """The maintainer in a daemon thread (the supervisor's hook); None, with the reason logged, if it cannot run."""
-    try:
-        maintainer = TickMaintainer.from_settings(settings)
-    except (SettingsError, ValueError) as exc:
-        log.error("tick maintainer not started: %s", exc)
-        return None
-    thread = threading.Thread(target=maintainer.run, args=(stop,), name="tick-maintainer", daemon=True)
-    thread.start()
-    return thread
-
-
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m control.tick_maintenance",
                             description="Run one round of raw-tick partition maintenance now (what the "
