@@ -595,11 +595,11 @@ END $$;
 
 -- ONE maintenance action, the first needed, in the caller's transaction; what it did, or NULL when nothing
 -- is left to do. Callers (control/tick_maintenance.py, in the supervisor) loop, a transaction per call:
---   1. ticks in the default partition: their day gets a partition and they move into it, once no tick of the
---      day has landed for p_quiet (an INSERT already routed to the default partition when the partition is
---      attached fails with a partition-constraint error: the sink's task is restarted and its batch redelivered,
---      but a quiet day makes that rare); or, when the day is older than the retention, they are deleted and the
---      day recorded as dropped (their candles stay);
+--   1. ticks in the default partition, of a day on which no tick has landed for p_quiet (a replay or backfill
+--      in progress keeps its raw ticks; and an INSERT already routed to the default partition when a partition
+--      is attached fails with a partition-constraint error: the sink's task is restarted and its batch
+--      redelivered, but a quiet day makes that rare): the day gets a partition and they move into it, or, when
+--      the day is older than the retention, they are deleted and the day recorded as dropped (candles stay);
 --   2. partitions ahead: p_now's UTC day and the p_premake_days after it;
 --   3. retention: the oldest partition whose days are all before p_now's day - p_keep_days is dropped whole
 --      (DROP TABLE: constant time, no DELETE; the candles are not touched) and its days recorded as dropped.
@@ -626,13 +626,15 @@ BEGIN
         SELECT date_bin(interval '1 day', event_time, candle_origin()), max(landed_at)
           FROM crypto_prices_default GROUP BY 1 ORDER BY 1
     LOOP
-        IF day < horizon THEN
+        IF last_landed > clock_timestamp() - p_quiet THEN
+            CONTINUE;  -- still receiving ticks (a replay, a backfill): left alone until quiet
+        ELSIF day < horizon THEN
             DELETE FROM crypto_prices_default WHERE event_time >= day AND event_time < day + interval '1 day';
             GET DIAGNOSTICS ticks = ROW_COUNT;
             INSERT INTO crypto_prices_dropped_days (day) VALUES ((day AT TIME ZONE 'UTC')::date) ON CONFLICT DO NOTHING;
             RETURN format('expired %s ticks of %s from the default partition (older than the retention; candles kept)',
                           ticks, to_char(day AT TIME ZONE 'UTC', 'YYYY-MM-DD'));
-        ELSIF last_landed IS NULL OR last_landed <= clock_timestamp() - p_quiet THEN
+        ELSE
             RETURN create_raw_tick_partition(day);
         END IF;
     END LOOP;

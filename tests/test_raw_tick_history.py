@@ -98,19 +98,20 @@ def maintainer_dsn(stack: StackHandle) -> str:
 
 
 def run_maintenance(stack: StackHandle, keep_days: int | None, now: datetime, premake_days: int = 3,
-                    between_steps: object = None, timeout: float = 180) -> list[str]:
+                    between_steps: object = None, timeout: float = 180, quiet: timedelta = timedelta(0)) -> list[str]:
     """raw_ticks_maintenance_step() until it returns NULL, each call its own transaction, as the supervisor's
     maintenance thread runs it (its role, tick_maintainer); a lock timeout (55P03: the sink or the supervisor's
     own run holds the lock) is retried, as the thread retries it. `between_steps` is called after each step.
-    Returns what every step did."""
+    `quiet`: how long a day of the default partition must have had no new tick before it is moved or expired
+    (the supervisor's thread uses the function's default, a minute). Returns what every step did."""
     done: list[str] = []
     deadline = time.monotonic() + timeout
     with psycopg.connect(maintainer_dsn(stack), autocommit=True, connect_timeout=10) as conn:
         while True:
             assert time.monotonic() < deadline, f"maintenance did not finish within {timeout:.0f}s: {done}"
             try:
-                (result,) = conn.execute("SELECT raw_ticks_maintenance_step(%s, %s, %s)",
-                                         (keep_days, premake_days, now)).fetchone()
+                (result,) = conn.execute("SELECT raw_ticks_maintenance_step(%s, %s, %s, %s)",
+                                         (keep_days, premake_days, now, quiet)).fetchone()
             except psycopg.errors.LockNotAvailable:
                 time.sleep(0.2)
                 continue
@@ -274,10 +275,32 @@ def test_a_tick_of_a_dropped_day_is_set_aside_and_the_sink_keeps_going(
     assert tasks_running(stack)
 
 
+def test_a_day_still_receiving_ticks_keeps_them_until_it_has_been_quiet(
+        stack: StackHandle, admin: psycopg.Connection, ledger_restored: None) -> None:
+    """A replay of an old recording (days older than the retention, no partition) keeps its raw ticks while it
+    runs: the maintenance leaves a day of the default partition alone until no tick has landed on it for
+    p_quiet (a minute by default, what the supervisor uses); then it expires it (candles stay)."""
+    symbol = new_symbol("QUIET")
+    day = untouched_days(admin, date(2011, 8, 1), 1)
+    admin.execute("INSERT INTO crypto_prices (symbol, event_time, price, feed) VALUES (%s, %s, 1.5, 'REPLAY')",
+                  (symbol, midnight(day) + timedelta(hours=3)))
+    now = midnight(day + timedelta(days=10))
+    with psycopg.connect(maintainer_dsn(stack), autocommit=True) as conn:
+        fresh = conn.execute("SELECT raw_ticks_maintenance_step(5, 0, %s)", (now,)).fetchone()[0]
+    assert fresh is None or str(day) not in fresh, fresh
+    assert count_rows(stack, [symbol]) == 1 and day not in dropped_days(admin)
+    steps = run_maintenance(stack, keep_days=5, now=now, premake_days=0, quiet=timedelta(0))
+    assert any(f"ticks of {day}" in s for s in steps), steps
+    assert count_rows(stack, [symbol]) == 0 and day in dropped_days(admin)
+    assert query(stack, "SELECT tick_count FROM view_crypto_candles_1d WHERE symbol = %s", symbol) == [(1,)]
+
+
 RETENTION_SYMBOLS = 3
 # Six days of ticks from FIRST_DAY; retention "now" 7 days after it keeping 4 days: drops the first three.
 # On a fresh stack FIRST_DAY is 2012-03-01 (p_now 2012-03-08: drops 03-01 .. 03-03, keeps 03-04 .. 03-06).
 FIRST_DAY, TICK_DAYS, DROPPED_DAYS, NOW_AFTER, KEEP_DAYS, PREMAKE_DAYS = date(2012, 3, 1), 6, 3, 7, 4, 3
+# Days still receiving ticks stay in the default partition (neither moved nor expired) until quiet this long.
+QUIET = timedelta(seconds=5)
 
 
 class DayTicks:
@@ -337,6 +360,7 @@ def test_retention_under_load_loses_no_kept_tick_and_leaves_every_candle_as_it_w
     producer.send(before)
     assert wait_for_rows(stack, symbols, len(before), timeout=120) == len(before)
     assert_candles_of_every_interval_equal_pandas(admin, symbols, before)
+    time.sleep(QUIET.total_seconds() + 1)  # the old days go quiet; the kept days keep receiving ticks below
 
     during: list[dict] = []
     stop = threading.Event()
@@ -363,7 +387,7 @@ def test_retention_under_load_loses_no_kept_tick_and_leaves_every_candle_as_it_w
         wait_for_the_sink_to_land_more()
         started = admin.execute("SELECT clock_timestamp()").fetchone()[0]
         steps = run_maintenance(stack, keep_days=KEEP_DAYS, now=retention_now, premake_days=PREMAKE_DAYS,
-                                between_steps=wait_for_the_sink_to_land_more)
+                                between_steps=wait_for_the_sink_to_land_more, quiet=QUIET)
         finished = admin.execute("SELECT clock_timestamp()").fetchone()[0]
     finally:
         stop.set()
