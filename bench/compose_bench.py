@@ -392,10 +392,12 @@ def connector_state(project: Project, rest_password: str) -> dict[str, Any] | No
 
 
 def measure_load(project: Project, args: argparse.Namespace, work: Path) -> Load:
-    topic = dotenv_values(project.folder / ".env")["TICKS_TOPIC"]
+    env_file = dotenv_values(project.folder / ".env")
+    topic = env_file["TICKS_TOPIC"]
     secrets = {key: project.secret(key) for key in ("POSTGRES_PASSWORD", "CONNECT_REST_PASSWORD",
                                                      "KAFKA_PRODUCER_PASSWORD")}
-    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=project.port("POSTGRES_PORT"), dbname="crypto",
+    dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=project.port("POSTGRES_PORT"),
+                                         dbname=env_file["POSTGRES_DB"],
                                          user="postgres", password=secrets["POSTGRES_PASSWORD"], connect_timeout=5)
     symbols = spread_symbols(f"CB{uuid.uuid4().hex[:4].upper()}X", per_partition=-(-args.symbols // 3))
     symbols = symbols[:args.symbols]

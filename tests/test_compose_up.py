@@ -93,7 +93,8 @@ class ComposeProject:
         return int(self.env[setting])
 
     def dsn(self, user: str, password: str) -> str:
-        return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=self.port("POSTGRES_PORT"), dbname="crypto",
+        dbname = dotenv_values(self.clone / ".env")["POSTGRES_DB"]  # the database compose made: the clone's .env
+        return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=self.port("POSTGRES_PORT"), dbname=dbname,
                                               user=user, password=password, connect_timeout=5)
 
     def query(self, sql: str, *params: object, as_reader: bool = False) -> list[tuple]:
@@ -293,7 +294,7 @@ def test_the_chart_page_and_its_power_bi_file_answer_on_the_published_port(
     assert {"BTC-USD", "ETH-USD"} <= set(json.dumps(requests.get(base + "/api/meta", timeout=10).json()).split('"'))
     (source,) = requests.get(base + "/powerbi.pbids", timeout=10).json()["connections"]
     assert source["details"]["address"] == {"server": f"localhost:{project.port('POSTGRES_PORT')}",
-                                            "database": "crypto"}
+                                            "database": dotenv_values(project.clone / ".env")["POSTGRES_DB"]}
 
 
 # -- restarts ------------------------------------------------------------------------------------------------

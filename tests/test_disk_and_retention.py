@@ -270,6 +270,11 @@ def test_status_shows_the_database_size_the_topic_on_disk_and_the_free_space_und
     wait_for_rows(stack, [symbol], 200)
     settings, ticks = stack.settings, stack.settings["TICKS_TOPIC"]
     kafka_logs, postgres_data = Kafka(settings).log_dir, Postgres(settings).data_dir
+    def partitions_now() -> tuple[int, str]:
+        return query(stack, "SELECT count(*), to_char(max(to_time) AT TIME ZONE 'UTC' - interval '1 day',"
+                            " 'YYYY-MM-DD') FROM raw_tick_partitions")[0]
+
+    before = partitions_now()[0]
     seen = disk_status(stack)
 
     database = re.fullmatch(rf"{re.escape(settings['POSTGRES_DB'])} (?P<size>{SIZE}) \(pg_database_size\); raw ticks"
@@ -279,9 +284,9 @@ def test_status_shows_the_database_size_the_topic_on_disk_and_the_free_space_und
     assert database, seen.stdout
     real = query(stack, "SELECT pg_database_size(current_database())")[0][0]
     assert abs(size(database["size"]) - real) <= 0.1 * real, (database["size"], real)
-    partitions = query(stack, "SELECT count(*), to_char(max(to_time) AT TIME ZONE 'UTC' - interval '1 day',"
-                              " 'YYYY-MM-DD') FROM raw_tick_partitions")[0]
-    assert (int(database["partitions"]), database["last"]) == partitions
+    after, last_day = partitions_now()
+    # The tick maintainer may make a partition meanwhile (a quiet day of other tests' ticks): bounds, not a value.
+    assert before <= int(database["partitions"]) <= after and database["last"] == last_day, (before, after)
 
     topic = re.match(rf"{re.escape(ticks)} (?P<disk>{SIZE}) on disk in 3 partitions; segments (?P<logs>{SIZE}) = "
                      rf"(?P<percent>[\d.]+)% of retention.bytes 3 x (?P<cap>{SIZE}) \(retention.ms (?P<hours>\d+) h\)",
