@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import psycopg
 import pytest
 
 from control.connector import ConnectApi
@@ -164,3 +165,25 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackHandle]:
 def unique_topic(stack: StackHandle) -> str:
     """A topic made for the test, which the principal `producer` may write (the broker creates none by itself)."""
     return writable_topic(stack.settings, f"test.{uuid.uuid4().hex[:12]}")
+
+
+def connect_as(stack: StackHandle, user_setting: str, password_setting: str, dbname: str | None = None,
+               password: str | None = None) -> psycopg.Connection:
+    """A role of the stack by the settings naming it and its password (or `password`), autocommit."""
+    s = stack.settings
+    dsn = s.pg_dsn(user=s[user_setting], password=password or s[password_setting], dbname=dbname)
+    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+
+
+@pytest.fixture
+def admin(stack: StackHandle) -> Iterator[psycopg.Connection]:
+    """The stack's superuser, autocommit."""
+    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
+    """Power BI's role (POWERBI_DB_USER), autocommit: what a DirectQuery report connects as."""
+    with connect_as(stack, "POWERBI_DB_USER", "POWERBI_DB_PASSWORD") as conn:
+        yield conn

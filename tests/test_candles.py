@@ -412,13 +412,6 @@ limit 1000001
 """
 
 
-@pytest.fixture
-def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    dsn = stack.pg_dsn(user=stack.settings["POWERBI_DB_USER"], password=stack.settings["POWERBI_DB_PASSWORD"])
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        yield conn
-
-
 def test_views_answer_the_sql_power_bi_sends(powerbi: psycopg.Connection, writer: TickWriter) -> None:
     (symbol,) = new_symbols(1)
     ticks = random_ticks([symbol], seed=15, hours=2)

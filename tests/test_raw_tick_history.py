@@ -134,12 +134,6 @@ def tasks_running(stack: StackHandle) -> bool:
 
 
 @pytest.fixture
-def admin(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
 def ledger_restored(admin: psycopg.Connection) -> Iterator[None]:
     """Days a test's retention run dropped are taken off the dropped-days ledger afterwards (see the module's
     docstring): later tests may land ticks of those days again."""
@@ -416,14 +410,6 @@ def test_retention_under_load_loses_no_kept_tick_and_leaves_every_candle_as_it_w
 
 
 # -- Power BI ---------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    s = stack.settings
-    with psycopg.connect(s.pg_dsn(user=s["POWERBI_DB_USER"], password=s["POWERBI_DB_PASSWORD"]),
-                         autocommit=True, connect_timeout=10) as conn:
-        yield conn
-
 
 def test_power_bi_reads_the_raw_ticks_from_the_table_and_the_ticks_view(stack: StackHandle,
                                                                         powerbi: psycopg.Connection) -> None:

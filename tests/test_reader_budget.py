@@ -17,28 +17,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import StackHandle
+from tests.conftest import StackHandle, connect_as
 
 pytestmark = pytest.mark.stack
 
 SHORT_BUDGET_SECONDS = 4
-
-
-def connect_as(stack: StackHandle, user: str, password: str) -> psycopg.Connection:
-    s = stack.settings
-    return psycopg.connect(s.pg_dsn(user=s[user], password=s[password]), autocommit=True, connect_timeout=10)
-
-
-@pytest.fixture
-def admin(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    with connect_as(stack, "POWERBI_DB_USER", "POWERBI_DB_PASSWORD") as conn:
-        yield conn
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from control.secrets import read_pending
 from control.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
 from stack.process import BASE_ENV_KEYS
 from stack.services import CONNECT_WORKER_VARIABLES, Connect, Postgres, connect_worker_env, rest_credentials
-from tests.conftest import StackHandle, run_stack_cli
+from tests.conftest import StackHandle, connect_as, run_stack_cli
 from tests.support import consume, poll_until
 
 pytestmark = pytest.mark.stack
@@ -42,28 +42,9 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def connect_as(stack: StackHandle, user_setting: str, password_setting: str, dbname: str | None = None,
-               password: str | None = None) -> psycopg.Connection:
-    s = stack.settings
-    dsn = s.pg_dsn(user=s[user_setting], password=password or s[password_setting], dbname=dbname)
-    return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-
-
 @pytest.fixture
 def writer(stack: StackHandle) -> Iterator[psycopg.Connection]:
     with connect_as(stack, "CONNECT_DB_USER", "CONNECT_DB_PASSWORD") as conn:
-        yield conn
-
-
-@pytest.fixture
-def powerbi(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    with connect_as(stack, "POWERBI_DB_USER", "POWERBI_DB_PASSWORD") as conn:
-        yield conn
-
-
-@pytest.fixture
-def admin(stack: StackHandle) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
         yield conn
 
 
