@@ -30,9 +30,10 @@ from stack.services import Connect, Kafka, Postgres, Registry
 
 # The suite's ticks carry recorded event times (2025-11, 2026-01): with the default retention the supervisor's
 # tick maintainer would expire their raw ticks seconds after they land. Every stack the suite starts (native,
-# compose, the fresh clone's) inherits this; retention itself is tested with explicit days and clock
-# (tests/test_raw_tick_history.py), the setting's path by tests/test_tick_maintenance_unit.py.
-os.environ.setdefault("RAW_TICKS_RETENTION_DAYS", "0")
+# compose, the fresh clone's) inherits this, whatever .env says (scripts/test.sh exports .env's values); retention
+# itself is tested with explicit days and clock (tests/test_raw_tick_history.py), the setting's path by
+# tests/test_tick_maintenance_unit.py.
+os.environ["RAW_TICKS_RETENTION_DAYS"] = "0"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
