@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from control.settings import Settings, SettingsError
 
@@ -74,10 +73,7 @@ class ReaderWatchdog:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReaderWatchdog:
-        dsn = make_conninfo(
-            host=settings["READER_WATCHDOG_DB_HOST"], port=settings.port("POSTGRES"), dbname=settings["POSTGRES_DB"],
-            user=settings["READER_WATCHDOG_DB_USER"], password=settings["READER_WATCHDOG_DB_PASSWORD"],
-            application_name=APPLICATION_NAME, connect_timeout=3)
+        dsn = settings.role_dsn("READER_WATCHDOG", APPLICATION_NAME)
         interval = float(settings["READER_WATCHDOG_INTERVAL"])
         if not interval > 0:
             raise SettingsError(f"READER_WATCHDOG_INTERVAL must be a positive number, not {interval!r}")

@@ -137,6 +137,15 @@ class Settings:
         """The native stack's generated credentials (control/secrets.py), readable by its user only."""
         return self.state_dir / "secrets.env"
 
+    def role_dsn(self, role: str, application_name: str) -> str:
+        """A libpq conninfo for the database role named by <role>_DB_USER (password <role>_DB_PASSWORD), reaching
+        PostgreSQL at <role>_DB_HOST: how the supervisor's helpers (reader watchdog, tick maintainer) connect."""
+        from psycopg.conninfo import make_conninfo  # here: the producer reads settings without needing psycopg
+
+        return make_conninfo(host=self[f"{role}_DB_HOST"], port=self.port("POSTGRES"), dbname=self["POSTGRES_DB"],
+                             user=self[f"{role}_DB_USER"], password=self[f"{role}_DB_PASSWORD"],
+                             application_name=application_name, connect_timeout=3)
+
     def integer(self, key: str, minimum: int = 1) -> int:
         """A whole-number setting, at least `minimum`; anything else is an error naming the setting."""
         value = self[key]

@@ -20,7 +20,6 @@ import sys
 import threading
 
 import psycopg
-from psycopg.conninfo import make_conninfo
 
 from control.settings import Settings, SettingsError
 
@@ -37,11 +36,9 @@ class TickMaintainer:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TickMaintainer:
-        dsn = make_conninfo(
-            host=settings["TICK_MAINTAINER_DB_HOST"], port=settings.port("POSTGRES"), dbname=settings["POSTGRES_DB"],
-            user=settings["TICK_MAINTAINER_DB_USER"], password=settings["TICK_MAINTAINER_DB_PASSWORD"],
-            application_name=APPLICATION_NAME, connect_timeout=3)
-        keep, premake = (whole_days(settings, key) for key in ("RAW_TICKS_RETENTION_DAYS", "RAW_TICKS_PREMAKE_DAYS"))
+        dsn = settings.role_dsn("TICK_MAINTAINER", APPLICATION_NAME)
+        keep = settings.integer("RAW_TICKS_RETENTION_DAYS", minimum=0)
+        premake = settings.integer("RAW_TICKS_PREMAKE_DAYS", minimum=0)
         interval = float(settings["TICK_MAINTENANCE_INTERVAL"])
         if not interval > 0:
             raise SettingsError(f"TICK_MAINTENANCE_INTERVAL must be a positive number, not {interval!r}")
@@ -74,13 +71,6 @@ class TickMaintainer:
                     log.warning("tick maintenance round failed (tried again in %.0fs): %s", self.interval, error)
                 self.last_error = error
             stop.wait(self.interval)
-
-
-def whole_days(settings: Settings, key: str) -> int:
-    value = settings[key]
-    if not value.isdigit():
-        raise SettingsError(f"{key} must be a whole number of days (>= 0), not {value!r}")
-    return int(value)
 
 
 def main(argv: list[str] | None = None) -> int:
