@@ -59,6 +59,10 @@ from control.settings import Settings  # noqa: E402
 from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from candles_bench import POWER_BI_SQL, Timing  # noqa: E402
+from candles_bench import QUERIES as CANDLE_BENCH_QUERIES  # noqa: E402
+
 DAY = timedelta(days=1)
 # Price at NOW and annualised volatility (a day's log-return has sd = vol / sqrt(365)).
 SYMBOLS: dict[str, tuple[float, float]] = {"BTC-USD": (92_000.0, 0.55), "ETH-USD": (3_100.0, 0.70),
@@ -70,20 +74,11 @@ COPY_SQL = ("COPY crypto_prices (symbol, event_time, price, volume, feed, produc
             " __connect_topic, __connect_partition, __connect_offset) FROM STDIN")
 QUERY_SYMBOL = "BTC-USD"
 
-# The four DirectQuery-shaped candle queries of bench/candles_bench.py, on a real symbol.
+# The four DirectQuery-shaped candle queries of bench/candles_bench.py (view, one symbol or all, window), asked
+# of a real symbol here.
 CANDLE_QUERIES: dict[str, tuple[str, bool, timedelta]] = {
-    "1m candles, last 24 h, one symbol": ("view_crypto_candles", True, timedelta(hours=24)),
-    "1h candles, last 30 days, all symbols": ("view_crypto_candles_1h", False, timedelta(days=30)),
-    "1m real-only candles, last 24 h, one symbol": ("view_crypto_candles_real", True, timedelta(hours=24)),
-    "1m gap-filled candles, last 24 h, one symbol": ("view_crypto_candles_filled", True, timedelta(hours=24)),
-}
+    label: (view, bool(symbol_filter), window) for label, (view, symbol_filter, window) in CANDLE_BENCH_QUERIES.items()}
 RAW_QUERY = "raw ticks, last hour, one symbol"
-POWER_BI_SQL = """
-select "_"."symbol", "_"."bucket", "_"."open", "_"."high", "_"."low", "_"."close", "_"."volume", "_"."tick_count"
-from (select * from "public"."{view}" "$Table") "_"
-where {symbol_filter} "_"."bucket" >= timestamptz '{since}' and "_"."bucket" < timestamptz '{until}'
-limit 1000001
-"""
 RAW_SQL = """
 select "_"."symbol", "_"."event_time", "_"."price", "_"."volume", "_"."feed"
 from (select * from "public"."crypto_prices" "$Table") "_"
@@ -240,24 +235,6 @@ def maintain(conn: psycopg.Connection, keep_days: int | None, now: datetime, pre
 
 
 # -- measurements -----------------------------------------------------------------------------------
-@dataclass
-class Timing:
-    median_ms: float
-    p95_ms: float
-    rows: int
-
-
-def time_query(conn: psycopg.Connection, sql: str, repeats: int) -> Timing:
-    conn.execute(sql).fetchall()  # warm-up: caches, hint bits
-    samples, rows = [], 0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        rows = len(conn.execute(sql).fetchall())
-        samples.append((time.perf_counter() - started) * 1000)
-    samples.sort()
-    return Timing(statistics.median(samples), samples[min(len(samples) - 1, int(len(samples) * 0.95))], rows)
-
-
 def query_sql(label: str, now: datetime) -> str:
     if label == RAW_QUERY:
         return RAW_SQL.format(symbol=QUERY_SYMBOL, since=(now - timedelta(hours=1)).isoformat(), until=now.isoformat())
