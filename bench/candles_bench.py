@@ -32,8 +32,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from control.secrets import ensure_secrets  # noqa: E402
-from control.settings import Settings  # noqa: E402
+from core.secrets import ensure_secrets  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 

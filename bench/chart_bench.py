@@ -27,7 +27,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from control.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 
 SERIES = [{"interval": iv, "variant": v} for iv in ("1m", "5m") for v in ("all", "real")]
 

@@ -36,7 +36,7 @@ from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
 
 from control.connector import ConnectApi, load_connector, register, wait_running  # noqa: E402
-from control.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from producer.registry import registry_client, value_serializer  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 

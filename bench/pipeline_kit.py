@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from control.connector import ConnectApi, connector_status, load_connector, upsert, wait_running  # noqa: E402
-from control.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from stack.ports import claim_ports  # noqa: E402
 from stack.services import Connect, all_services  # noqa: E402
 

@@ -37,7 +37,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
 from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: E402
 
 from control.kafka_setup import writable_topic  # noqa: E402
-from control.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from producer.cli import env_defaults  # noqa: E402
 from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
 from producer.pipeline import Pipeline  # noqa: E402

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from pipeline_kit import stack_memory_mb  # noqa: E402
 
-from control.settings import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
 HEAP_SETTINGS = ("BROKER_HEAP_OPTS", "REGISTRY_HEAP_OPTS", "CONNECT_HEAP_OPTS")

@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from chart.config import ChartConfig
 from chart.web import build_app
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 
 def main(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The chart's settings, read once from control.settings (.env + environment) at the entry point."""
+"""The chart's settings, read once from core.settings (.env + environment) at the entry point."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from psycopg.conninfo import make_conninfo
 
 from chart.pbids import pbids, powerbi_server
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 APPLICATION_NAME = "cryptopipe-chart"
 VENDOR_SCRIPT = Path("dist") / "lightweight-charts.standalone.production.js"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 
-from control.settings import Settings
+from core.settings import Settings
 
 
 def powerbi_server(settings: Settings) -> str:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from control.connector import DEFAULT_CONNECTOR_FILE, ConnectorError
 from control.kafka_setup import KafkaSetupError, ensure_kafka
-from control.registry import RegistryError, RulesError
-from control.secrets import ensure_secret_files, read_secret_files
-from control.settings import SECRET_KEYS, Settings, SettingsError
 from control.setup import apply_registry_levels, register_connector, setup
+from core.registry import RegistryError, RulesError
+from core.secrets import ensure_secret_files, read_secret_files
+from core.settings import SECRET_KEYS, Settings, SettingsError
 
 
 def main(argv: list[str] | None = None) -> int:

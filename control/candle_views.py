@@ -15,7 +15,7 @@ import sys
 
 import psycopg
 
-from control.settings import Settings
+from core.settings import Settings
 
 HEADER = ("-- The candle views as PostgreSQL holds them: written by `python -m control.candle_views` from a\n"
           "-- database init.sql made (its DO block makes them from one template per candle_intervals row).\n"

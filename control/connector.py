@@ -17,7 +17,7 @@ from typing import Any
 import jsonschema
 import requests
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 
 CONNECT_DIR = PROJECT_ROOT / "connect"
 

@@ -26,7 +26,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from control.kafka_setup import HOUR_MS, topic_config
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 TOPIC_WARN_FRACTION = 0.8
 UNITS = ("KiB", "MiB", "GiB", "TiB")

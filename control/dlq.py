@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control.kafka_setup import ledger_topic
-from control.settings import Settings
+from core.settings import Settings
 
 CONTRACT_PREFIX = "tick contract violated: "
 REDRIVEN_FROM = "cryptopipe.redriven-from"

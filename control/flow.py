@@ -23,7 +23,7 @@ import psycopg
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from control.settings import Settings
+from core.settings import Settings
 
 FRESH_S = 60.0  # a producer report older than this says nothing about the last minute
 NO_TICKS_HINT = "no ticks: `scripts/stack.sh logs producer` says why"

@@ -34,7 +34,7 @@ from confluent_kafka.admin import (
     UserScramCredentialUpsertion,
 )
 
-from control.settings import KAFKA_BOOTSTRAP_MECHANISM, KAFKA_PRINCIPALS, PROJECT_ROOT, Settings
+from core.settings import KAFKA_BOOTSTRAP_MECHANISM, KAFKA_PRINCIPALS, PROJECT_ROOT, Settings
 
 WORKER_FILE = PROJECT_ROOT / "connect" / "worker.properties"
 SCRAM_ITERATIONS = 8192

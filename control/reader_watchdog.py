@@ -23,7 +23,7 @@ from datetime import datetime
 
 import psycopg
 
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 log = logging.getLogger("reader_watchdog")
 APPLICATION_NAME = "cryptopipe-reader-watchdog"

@@ -17,7 +17,7 @@ exist: a tracked schema whose history cannot be read, a subject the registry doe
 Confluent-compatible registry answers "compatible" for an unknown subject), or a registry error.
 Exit codes: 0 compatible, 1 incompatible, 2 could not check.
 
-The registry is asked through control.registry (the project's one client), and the levels come from the
+The registry is asked through core.registry (the project's one client), and the levels come from the
 same reader of schemas/compatibility.json that `stack up` and compose's one-shot apply to the registry.
 """
 
@@ -33,9 +33,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from control import registry
-from control.registry import SchemaRule
-from control.settings import PROJECT_ROOT, Settings
+from core import registry
+from core.registry import SchemaRule
+from core.settings import PROJECT_ROOT, Settings
 
 OK, INCOMPATIBLE, ERROR = 0, 1, 2
 
@@ -45,7 +45,7 @@ class CheckError(Exception):
 
 
 def load_rules(config_file: Path, settings_env: dict[str, str]) -> tuple[str, dict[str, SchemaRule]]:
-    """The rule file (control.registry reads it, for this check and for the registry alike)."""
+    """The rule file (core.registry reads it, for this check and for the registry alike)."""
     try:
         rules = registry.load_rules(settings_env, config_file)
     except registry.RulesError as exc:
@@ -125,7 +125,7 @@ def history(repo: Path, path: str) -> tuple[list[Version], str]:
 # -- registry -----------------------------------------------------------------------------------------
 
 class Registry:
-    """The check's view of the registry: control.registry's client, with every failure a CheckError."""
+    """The check's view of the registry: core.registry's client, with every failure a CheckError."""
 
     def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
         """`auth`: the registry's admin (it registers and deletes throwaway subjects and sets their levels)."""

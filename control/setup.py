@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from control.connector import DEFAULT_CONNECTOR_FILE, ConnectApi, register
-from control.registry import apply_levels, load_rules, registry_client
-from control.settings import Settings
+from core.registry import apply_levels, load_rules, registry_client
+from core.settings import Settings
 
 
 def apply_registry_levels(settings: Settings) -> dict[str, str]:

@@ -48,8 +48,8 @@ from control.connector import (
     restart_failed,
 )
 from control.reader_watchdog import ReaderWatchdog
-from control.settings import Settings, SettingsError
 from control.tick_maintenance import TickMaintainer
+from core.settings import Settings, SettingsError
 
 log = logging.getLogger("supervisor")
 

@@ -21,7 +21,7 @@ import threading
 
 import psycopg
 
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 log = logging.getLogger("tick_maintenance")
 APPLICATION_NAME = "cryptopipe-tick-maintainer"

@@ -21,7 +21,7 @@ import requests
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 RULES_FILE = PROJECT_ROOT / "schemas" / "compatibility.json"
 REQUEST_TIMEOUT_S = 30

@@ -21,7 +21,7 @@ ENV_FILE = PROJECT_ROOT / ".env"
 URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")
 # Credentials: never in .env. The environment wins: NAME itself, or NAME_FILE naming a file that holds it
 # (docker compose's containers read the stack's generated secrets so); otherwise the native stack's secrets
-# file (control/secrets.py generates it on the first `up`, mode 0600).
+# file (core/secrets.py generates it on the first `up`, mode 0600).
 SECRET_KEYS = ("POSTGRES_PASSWORD", "CONNECT_DB_PASSWORD", "POWERBI_DB_PASSWORD", "REGISTRY_DB_PASSWORD",
                "CONNECT_REST_PASSWORD", "CHART_DB_PASSWORD", "READER_WATCHDOG_DB_PASSWORD",
                "TICK_MAINTAINER_DB_PASSWORD", "REGISTRY_PRODUCER_PASSWORD", "REGISTRY_ADMIN_PASSWORD",
@@ -134,7 +134,7 @@ class Settings:
 
     @property
     def secrets_file(self) -> Path:
-        """The native stack's generated credentials (control/secrets.py), readable by its user only."""
+        """The native stack's generated credentials (core/secrets.py), readable by its user only."""
         return self.state_dir / "secrets.env"
 
     def role_dsn(self, role: str, application_name: str) -> str:

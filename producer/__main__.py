@@ -10,7 +10,7 @@ import sys
 import threading
 from types import FrameType
 
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 from producer.cli import parse_args
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.logs import setup_logging

@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from control.settings import PROJECT_ROOT, Settings, SettingsError
+from core.settings import PROJECT_ROOT, Settings, SettingsError
 from producer.validate import TickContract, contract_shape
 
 SOURCES = ("stream", "poll", "replay", "record")

@@ -1,6 +1,6 @@
 """Schema registry at start-up: register the tick schema, retrying (bounded) while the registry is down.
 
-The client is the project's one registry client (control.registry.registry_client)."""
+The client is the project's one registry client (core.registry.registry_client)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
-from control.registry import client_url, registry_client
+from core.registry import client_url, registry_client
 
 __all__ = ["RegistryUnavailable", "load_schema", "register_schema", "registry_client", "value_serializer"]
 

@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 
-from control.settings import PROJECT_ROOT, SettingsError
+from core.settings import PROJECT_ROOT, SettingsError
 from producer.tick import Tick, now_ms
 
 CONTRACT_FILE = PROJECT_ROOT / "schemas" / "tick_contract.json"

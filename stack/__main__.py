@@ -19,7 +19,7 @@
   register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
 Credentials: the first `up` generates every password into .stack/secrets.env (mode 0600) and later runs
-reuse it (control/secrets.py); `up` and `status` print where it is.
+reuse it (core/secrets.py); `up` and `status` print where it is.
 
 The producer's log is .stack/logs/producer.log, its health file .stack/producer.health; `down` stops it
 first (SIGTERM: it flushes and reports its counts).
@@ -49,11 +49,11 @@ from control.connector import (
 )
 from control.disk import disk_report
 from control.flow import flow_lines
-from control.registry import RegistryError, RulesError
-from control.secrets import ensure_secrets
-from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health, root_cause
+from core.registry import RegistryError, RulesError
+from core.secrets import ensure_secrets
+from core.settings import PROJECT_ROOT, Settings, SettingsError
 from stack.process import ManagedProcess, StackError
 from stack.services import Kafka, Postgres, Service, all_services, connect_workers
 

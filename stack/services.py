@@ -23,8 +23,8 @@ from psycopg import sql
 
 from control.connector import ConnectApi
 from control.kafka_setup import KafkaSetupError, admin_client, ensure_kafka
-from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
-from control.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
+from core.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
+from core.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
 from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
@@ -327,7 +327,7 @@ class Kafka(Service):
 
 
 def registry_user_env(settings: Settings) -> dict[str, str]:
-    """The registry's users (control.settings.REGISTRY_USERS) for Quarkus's embedded realm: role and password
+    """The registry's users (core.settings.REGISTRY_USERS) for Quarkus's embedded realm: role and password
     of each. Compose gives the same names and roles, with each password read from its secret file."""
     env = {}
     for user, (role, secret) in REGISTRY_USERS.items():

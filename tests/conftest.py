@@ -24,7 +24,7 @@ import pytest
 
 from control.connector import ConnectApi
 from control.kafka_setup import writable_topic
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from stack.ports import STACK_PORT_SETTINGS, claim_ports
 from stack.services import Connect, Kafka, Postgres, Registry
 

@@ -17,8 +17,8 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.kafka_setup import writable_topic
-from control.settings import PROJECT_ROOT
 from control.supervisor import read_health
+from core.settings import PROJECT_ROOT
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
 

@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from control.candle_views import render
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

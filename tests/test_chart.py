@@ -30,7 +30,7 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from stack.ports import PortClaims
 from stack.services import Chart
 from tests.conftest import StackHandle, run_stack_cli

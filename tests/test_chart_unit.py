@@ -13,7 +13,7 @@ import pytest
 from chart.config import ChartConfig
 from chart.hub import Full, Hub, parse_payload
 from chart.views import Series, view_name
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 
 
 def test_a_payload_maps_each_symbol_to_its_earliest_touched_bucket() -> None:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from control.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
+from core.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
 from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS, registry_user_env
 
 ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
@@ -150,7 +150,7 @@ def test_the_image_leaves_out_the_native_stack_runner_and_needs_it_nowhere() -> 
         "        if name == 'stack' or name.startswith('stack.'):\n"
         "            raise ImportError('the image has no stack/: ' + name)\n"
         "sys.meta_path.insert(0, NoStack())\n"
-        "for package in ('control', 'producer', 'chart'):\n"
+        "for package in ('core', 'control', 'producer', 'chart'):\n"
         "    module = importlib.import_module(package)\n"
         "    for info in pkgutil.walk_packages(module.__path__, package + '.'):\n"
         "        importlib.import_module(info.name)\n"

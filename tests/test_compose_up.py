@@ -34,7 +34,7 @@ from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from dotenv import dotenv_values
 
-from control.settings import PROJECT_ROOT, SECRET_KEYS
+from core.settings import PROJECT_ROOT, SECRET_KEYS
 from producer.registry import registry_client, value_serializer
 from stack.ports import claimed_ports
 from tests.support import TICK_SCHEMA, now_ms, poll_until

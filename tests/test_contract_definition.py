@@ -21,7 +21,7 @@ import psycopg
 import pytest
 
 from control.connector import load_connector
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from producer.tick import Tick
 from producer.validate import TickContract, contract_violation
 from tests.conftest import StackHandle

@@ -48,7 +48,7 @@ from control.kafka_setup import (
     retentions,
     topic_config,
 )
-from control.settings import PROJECT_ROOT, Settings, SettingsError
+from core.settings import PROJECT_ROOT, Settings, SettingsError
 from stack.services import Kafka, Postgres
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import TickProducer, new_symbol, poll_until, query, tick, wait_for_rows, wait_until

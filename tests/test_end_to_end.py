@@ -22,7 +22,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import load_connector, wait_running
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from producer.registry import registry_client
 from tests.conftest import StackHandle
 from tests.support import consume, wait_for_rows

@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from stack.ports import STACK_PORT_SETTINGS, claimed_ports
 from tests.conftest import stack_processes
 from tests.support import poll_until

@@ -18,7 +18,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from producer.registry import registry_client, value_serializer
 from stack.ports import STACK_PORT_SETTINGS, claimed_ports
 from tests.conftest import StackHandle

@@ -21,8 +21,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from control.secrets import DB_ROLE_OF_SECRET
-from control.settings import PROJECT_ROOT, Settings
+from core.secrets import DB_ROLE_OF_SECRET
+from core.settings import PROJECT_ROOT, Settings
 from stack.process import base_environment
 from stack.services import Postgres
 from tests.conftest import StackHandle

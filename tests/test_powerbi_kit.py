@@ -8,7 +8,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from chart.pbids import pbids, powerbi_server
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 
 PBIDS = PROJECT_ROOT / "powerbi" / "crypto-candles.pbids"
 

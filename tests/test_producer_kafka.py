@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from websockets.sync.server import ServerConnection
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.pipeline import EXIT_OK, Pipeline
 from producer.registry import load_schema, register_schema, registry_client, value_serializer

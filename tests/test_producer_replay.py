@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from producer.sources.replay import ReplaySource, read_ticks, tick_from_row
 from producer.sources.stream import REPLAY_SAMPLE
 from producer.stats import Stats

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.server import ServerConnection
 
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from producer.sources.replay import read_ticks
 from producer.sources.stream import StreamSource
 from producer.stats import Stats

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from yfinance import _http as yf_http  # the HTTP backend yfinance uses (curl_cffi, or requests without it)
 
-from control.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings
 from producer.__main__ import build_validator
 from producer.cli import SOURCES, build_parser, parse_args
 from producer.health import check, write_health

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from control.settings import Settings, SettingsError
+from core.settings import Settings, SettingsError
 from producer.tick import Feed, Tick
 from producer.validate import Reason, TickContract, ValidationRules, Validator
 

@@ -11,8 +11,8 @@ import uuid
 import pytest
 import requests
 
-from control import registry
-from control.settings import REGISTRY_USERS
+from core import registry
+from core.settings import REGISTRY_USERS
 from tests.conftest import StackHandle
 from tests.support import TickProducer, new_symbol, tick, wait_for_rows
 

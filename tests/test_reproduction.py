@@ -18,7 +18,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control.connector import load_connector, wait_running
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 from tests.support import TickProducer, new_symbol, poll_until, query, tick
 

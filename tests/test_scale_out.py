@@ -27,8 +27,8 @@ import pytest
 import requests
 
 from control.connector import ConnectApi, connector_status, load_connector, upsert
-from control.settings import Settings
 from control.supervisor import read_health
+from core.settings import Settings
 from stack.ports import claim_ports
 from stack.process import ManagedProcess
 from stack.services import Connect, Postgres, connect_workers

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from control.schema_compat import main
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 
 pytestmark = pytest.mark.stack

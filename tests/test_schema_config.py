@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from control.schema_compat import CheckError, history, load_rules
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 TICK = "schemas/crypto_tick.avsc"
 SETTINGS = {"TICKS_TOPIC": "crypto.ticks"}

@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from control.connector import connector_status, load_connector, wait_running
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.conftest import StackHandle
 from tests.support import TickProducer, count_rows, poll_until, query, supervisor_restarts, wait_for_rows
 

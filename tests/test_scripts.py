@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from control.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 SCRIPTS = sorted((PROJECT_ROOT / "scripts").glob("*.sh"))
 

@@ -1,4 +1,4 @@
-"""No password is committed; the native stack's generated secrets file (control/secrets.py) and how
+"""No password is committed; the native stack's generated secrets file (core/secrets.py) and how
 Settings reads it. Unit tests on temporary state dirs; tests/test_security.py checks the running stack."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from control.kafka_setup import KafkaSetupError, ensure_kafka
-from control.secrets import (
+from core.secrets import (
     DB_ROLE_OF_SECRET,
     _quoted,
     ensure_secret_files,
@@ -20,7 +20,7 @@ from control.secrets import (
     read_pending,
     read_secret_files,
 )
-from control.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, SECRET_KEYS, Settings, SettingsError, read_env_file
+from core.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, SECRET_KEYS, Settings, SettingsError, read_env_file
 
 # The passwords the project used to ship, each equal to its role's name.
 OLD_DEFAULTS = ("postgres", "crypto_writer", "powerbi_reader", "registry")

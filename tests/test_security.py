@@ -25,8 +25,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from psycopg import sql
 
 from control.connector import ConnectApi, load_connector
-from control.secrets import read_pending
-from control.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
+from core.secrets import read_pending
+from core.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
 from stack.process import BASE_ENV_KEYS
 from stack.services import CONNECT_WORKER_VARIABLES, Connect, Postgres, connect_worker_env, rest_credentials
 from tests.conftest import StackHandle, connect_as, run_stack_cli

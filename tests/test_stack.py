@@ -24,10 +24,10 @@ import yaml
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from control import registry
 from control.connector import load_connector
 from control.schema_compat import main as check_main
-from control.settings import PROJECT_ROOT
+from core import registry
+from core.settings import PROJECT_ROOT
 from stack.process import ManagedProcess
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import (
@@ -87,7 +87,7 @@ def lag(stack: StackHandle) -> int:
 
 
 def registry_levels(stack: StackHandle) -> dict[str, str]:
-    """What the live registry enforces, keyed like control.registry.Rules.levels()."""
+    """What the live registry enforces, keyed like core.registry.Rules.levels()."""
     client = registry.registry_client(stack.registry_url)
     rules = registry.load_rules(stack.settings.env)
     return {subject: registry.level(client, None if subject == registry.GLOBAL else subject)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from control.settings import Settings
+from core.settings import Settings
 from stack.process import StackError
 from stack.services import Kafka, Postgres
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from control.settings import Settings, SettingsError, load_env
 from control.tick_maintenance import TickMaintainer
+from core.settings import Settings, SettingsError, load_env
 
 
 def settings_with(tmp_path: Path, **overrides: str) -> Settings:
