@@ -1,24 +1,172 @@
 """The one settings loader: `.env` at the repository root, overridden by the process environment
 (exactly as docker compose treats it), plus every value derived from it (URLs, DSNs, cache paths).
 
-A line of `.env` that does not parse is an error that names the file and line, never silently skipped.
+Every setting is declared once, below in DECLARED (name, type, default, meaning). Settings.load()
+checks the file and the environment against it and refuses, in ONE error, every line it cannot parse, every
+key of the file that is not declared (a typo) and every value of the wrong type, each with file and line.
 Without a `.env` (e.g. a producer installed elsewhere) only the environment counts. Passwords are never in
 `.env`: settings[NAME] takes them from the environment, else from the native stack's secrets file.
+
+Standard library only (psycopg is imported where it is used): `python3 -m core settings --shell` runs on a
+machine's own python3 before the project's virtualenv exists (scripts/lib/settings.sh, .ci/run).
 """
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from dotenv.parser import parse_stream
+from core.envfile import Line, parse_env
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = PROJECT_ROOT / ".env"
-# Full URLs that, when set in the environment, win over the ones derived from ports.
-URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")
+
+
+# -- the declaration: every setting, its type, its default and what it means --------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """A setting's type: what a value must look like (`check`), said in words for the error (`expected`)."""
+    expected: str
+    check: Callable[[str], bool]
+
+
+def _pattern(expected: str, regex: str) -> Kind:
+    return Kind(expected, lambda value: re.fullmatch(regex, value) is not None)
+
+
+def _number(minimum: float, whole: bool = False, maximum: float | None = None) -> Kind:
+    def check(value: str) -> bool:
+        try:
+            number = int(value) if whole else float(value)
+        except ValueError:
+            return False
+        return minimum <= number and (maximum is None or number <= maximum) and number == number  # not NaN
+    span = f"at least {minimum:g}" + (f" and at most {maximum:g}" if maximum is not None else "")
+    return Kind(f"a {'whole ' if whole else ''}number {span}", check)
+
+
+def _timestamp(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+TEXT = Kind("any text", lambda value: True)
+WORDS = Kind("non-empty text", lambda value: bool(value.strip()))
+NAME = _pattern("a PostgreSQL name (letters, digits, _; not starting with a digit)", r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+USER = _pattern("a user name (letters, digits, . _ -)", r"[A-Za-z0-9._-]+")
+VERSION = _pattern("a version or image tag (letters, digits, . _ -)", r"[0-9A-Za-z][0-9A-Za-z._-]*")
+PORT = _number(1, whole=True, maximum=65535)
+HOST = _pattern("a host name or IP address", r"[A-Za-z0-9.:\[\]-]+")
+TOPIC = _pattern("a Kafka topic name (letters, digits, . _ -)", r"[A-Za-z0-9._-]{1,249}")
+SYMBOLS = _pattern("comma-separated symbols, no spaces", r"[^,\s]+(,[^,\s]+)*")
+PG_DURATION = _pattern("a PostgreSQL duration such as 30s, 500ms or 2min", r"[0-9]+(us|ms|s|min|h|d)?")
+PG_SIZE = _pattern("a PostgreSQL size such as 256MB", r"[0-9]+(B|kB|MB|GB|TB)?")
+TIMESTAMP = Kind("an ISO-8601 time such as 2009-01-03T00:00:00Z", _timestamp)
+HOST_PORTS = _pattern("host:port[,host:port...], or empty",
+                      r"([A-Za-z0-9.\[\]:-]+:[0-9]+(,[A-Za-z0-9.\[\]:-]+:[0-9]+)*)?")
+URL = _pattern("an http(s) URL, or empty", r"(https?://[^\s]+)?")
+HOST_PORT_OR_EMPTY = _pattern("host:port, or empty", r"([A-Za-z0-9.\[\]:-]+:[0-9]+)?")
+SOURCE = _pattern("stream, poll or replay", r"stream|poll|replay")
+LOG_FORMAT = _pattern("text or json", r"text|json")
+
+
+@dataclass(frozen=True)
+class Setting:
+    kind: Kind
+    meaning: str
+    default: str | None = None  # None: `.env` holds the value (docker compose interpolates it from there)
+
+
+S = Setting
+DECLARED: dict[str, Setting] = {
+    # versions
+    "KAFKA_VERSION": S(VERSION, "Kafka broker and Connect (Maven Central; image apache/kafka)"),
+    "APICURIO_REGISTRY_VERSION": S(VERSION, "Apicurio Registry (the schema registry)"),
+    "APICURIO_CONVERTER_VERSION": S(VERSION, "Apicurio's Connect AvroConverter"),
+    "DEBEZIUM_JDBC_VERSION": S(VERSION, "Debezium's JDBC sink connector"),
+    "POSTGRES_VERSION": S(VERSION, "PostgreSQL's major version, both forms"),
+    "MAVEN_IMAGE_VERSION": S(VERSION, "compose's Maven image (Connect plugins)"),
+    "PYTHON_IMAGE_VERSION": S(VERSION, "compose's Python base image (producer, control, chart)"),
+    "LIGHTWEIGHT_CHARTS_VERSION": S(VERSION, "the chart page's library (npm)"),
+    "NODE_IMAGE_VERSION": S(VERSION, "compose's Node image (fetches the chart's library)"),
+    # memory
+    "BROKER_HEAP_OPTS": S(WORDS, "the broker's JVM heap options"),
+    "REGISTRY_HEAP_OPTS": S(WORDS, "the registry's JVM heap options"),
+    "CONNECT_HEAP_OPTS": S(WORDS, "each Connect worker's JVM heap options"),
+    # ports on 127.0.0.1
+    "POSTGRES_PORT": S(PORT, "PostgreSQL"),
+    "KAFKA_PORT": S(PORT, "Kafka's client listener"),
+    "KAFKA_CONTROLLER_PORT": S(PORT, "Kafka's KRaft controller listener (native stack)"),
+    "REGISTRY_PORT": S(PORT, "the schema registry's API"),
+    "REGISTRY_MANAGEMENT_PORT": S(PORT, "the registry's health endpoints"),
+    "CONNECT_PORT": S(PORT, "Kafka Connect's REST API (worker i: + i)"),
+    "CHART_PORT": S(PORT, "the live candle page"),
+    "CONNECT_WORKERS": S(_number(1, whole=True), "Connect workers of the native stack"),
+    # database
+    "POSTGRES_DB": S(NAME, "the pipeline's database"),
+    "POSTGRES_USER": S(NAME, "PostgreSQL's superuser"),
+    "DB_OWNER_ROLE": S(NAME, "NOLOGIN role owning tables, views and functions"),
+    "CONNECT_DB_USER": S(NAME, "the JDBC sink's role (writes ticks)"),
+    "POWERBI_DB_USER": S(NAME, "Power BI's read-only role"),
+    "POWERBI_STATEMENT_TIMEOUT": S(PG_DURATION, "Power BI's statement budget"),
+    "POWERBI_CONNECTION_LIMIT": S(_number(1, whole=True), "Power BI's sessions at most"),
+    "POWERBI_TEMP_FILE_LIMIT": S(PG_SIZE, "Power BI's temporary-file budget per statement"),
+    "CHART_DB_USER": S(NAME, "the chart page's read-only role"),
+    "CHART_STATEMENT_TIMEOUT": S(PG_DURATION, "the chart's statement budget"),
+    "CHART_CONNECTION_LIMIT": S(_number(1, whole=True), "the chart's sessions at most"),
+    "CHART_TEMP_FILE_LIMIT": S(PG_SIZE, "the chart's temporary-file budget per statement"),
+    "READER_WATCHDOG_DB_USER": S(NAME, "the reader watchdog's role"),
+    "READER_WATCHDOG_DB_HOST": S(HOST, "where the reader watchdog finds PostgreSQL"),
+    "READER_WATCHDOG_INTERVAL": S(_number(0.01), "seconds between the reader watchdog's rounds"),
+    "TICK_MAINTAINER_DB_USER": S(NAME, "the tick maintainer's role"),
+    "TICK_MAINTAINER_DB_HOST": S(HOST, "where the tick maintainer finds PostgreSQL"),
+    "TICK_MAINTENANCE_INTERVAL": S(_number(0.01), "seconds between the tick maintainer's rounds"),
+    "RAW_TICKS_RETENTION_DAYS": S(_number(0, whole=True), "whole UTC days of raw ticks kept; 0: for ever"),
+    "RAW_TICKS_PREMAKE_DAYS": S(_number(0, whole=True), "daily tick partitions made ahead"),
+    "REGISTRY_DB": S(NAME, "the registry's database"),
+    "REGISTRY_DB_USER": S(NAME, "the registry's role"),
+    # Connect, pipeline, retention, disk
+    "CONNECT_REST_USER": S(USER, "Connect REST API's basic-auth user"),
+    "TICKS_TOPIC": S(TOPIC, "the ticks' topic"),
+    "TICKS_DLQ_TOPIC": S(TOPIC, "the dead letters' topic"),
+    "SYMBOLS": S(SYMBOLS, "the symbols the producer accepts"),
+    "TICKS_RETENTION_HOURS": S(_number(1, whole=True), "hours the broker keeps ticks"),
+    "TICKS_RETENTION_BYTES": S(_number(1, whole=True), "bytes per tick partition the broker keeps"),
+    "TICKS_DLQ_RETENTION_HOURS": S(_number(1, whole=True), "hours the broker keeps dead letters"),
+    "TICKS_DLQ_RETENTION_BYTES": S(_number(1, whole=True), "bytes of dead letters the broker keeps"),
+    "DISK_WARN_FREE_PERCENT": S(_number(0, maximum=100), "`status` warns below this free disk percentage"),
+    # producer
+    "PRODUCER_SOURCE": S(SOURCE, "stream (Yahoo live), poll (Yahoo quotes) or replay (a file)"),
+    "PRODUCER_REPLAY_FILE": S(WORDS, "the recording replay reads, relative to the project"),
+    "PRODUCER_REPLAY_SPEED": S(_number(0), "replay pace: 1 recorded, N faster, 0 as fast as possible"),
+    "PRODUCER_LOG_FORMAT": S(LOG_FORMAT, "the producer's log lines: text or json", "text"),
+    # chart
+    "CHART_HOST": S(HOST, "address the chart page listens on"),
+    "CHART_DB_HOST": S(HOST, "where the chart finds PostgreSQL"),
+    "CHART_STALE_SECONDS": S(_number(0.001), "seconds without a tick before the stale banner"),
+    "CHART_REFRESH_SECONDS": S(_number(0.001), "at most one query per this many seconds"),
+    "CHART_MAX_CANDLES": S(_number(1, whole=True), "intervals a page shows"),
+    "CHART_MAX_VIEWERS": S(_number(1, whole=True), "open pages at most"),
+    "CHART_MAX_SERIES": S(_number(1, whole=True), "distinct series at most"),
+    "CHART_SYMBOLS_REFRESH_SECONDS": S(_number(0.001), "seconds between re-reads of the known symbols"),
+    "POWERBI_SERVER": S(HOST_PORT_OR_EMPTY, "host:port in the served .pbids (empty: localhost:POSTGRES_PORT)"),
+    # the tick contract's time bounds
+    "TICK_MIN_EVENT_TIME": S(TIMESTAMP, "no tick before this time"),
+    "TICK_MAX_FUTURE_SECONDS": S(_number(1, whole=True), "no tick more than this many seconds ahead"),
+    # full addresses that win over the ones derived from the ports (compose sets them; never in .env)
+    "KAFKA_BOOTSTRAP_SERVERS": S(HOST_PORTS, "Kafka's address (default 127.0.0.1:KAFKA_PORT)"),
+    "SCHEMA_REGISTRY_URL": S(URL, "the registry's Confluent-compatible API (default from REGISTRY_PORT)"),
+    "CONNECT_URL": S(URL, "Connect's REST API (default http://127.0.0.1:CONNECT_PORT)"),
+}
+URL_OVERRIDES = ("KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "CONNECT_URL")  # optional: not in .env
 # Credentials: never in .env. The environment wins: NAME itself, or NAME_FILE naming a file that holds it
 # (docker compose's containers read the stack's generated secrets so); otherwise the native stack's secrets
 # file (core/secrets.py generates it on the first `up`, mode 0600).
@@ -31,6 +179,9 @@ SECRET_FILE_KEYS = tuple(f"{key}_FILE" for key in SECRET_KEYS)
 # Writes need one of them; reads are open. The names are fixed: the registry's configuration keys name them.
 REGISTRY_USERS = {"producer": ("sr-developer", "REGISTRY_PRODUCER_PASSWORD"),
                   "admin": ("sr-admin", "REGISTRY_ADMIN_PASSWORD")}
+# The registry's APIs under its base URL: the Confluent-compatible one (confluent-kafka's serializers, the
+# producer, setup), the v2 one (Apicurio's Connect converter) and the v3 one (dry runs that say why).
+REGISTRY_APIS = {"ccompat": "/apis/ccompat/v7", "v2": "/apis/registry/v2", "v3": "/apis/registry/v3"}
 # Kafka's principals (SASL user names) and the secret holding each one's password. admin is the super user
 # (setup, status, tests); the others get only their ACLs (control/kafka_setup.py).
 KAFKA_PRINCIPALS = {"admin": "KAFKA_ADMIN_PASSWORD", "producer": "KAFKA_PRODUCER_PASSWORD",
@@ -46,22 +197,23 @@ class SettingsError(RuntimeError):
     """The settings file cannot be read, or a required setting is missing; the message says which."""
 
 
-def read_env_file(env_file: Path) -> dict[str, str]:
-    """KEY=VALUE pairs of a dotenv file (python-dotenv's parser); a line it cannot parse is an error."""
+def read_env_lines(env_file: Path) -> tuple[list[Line], list[tuple[int, str]]]:
+    """The KEY=VALUE lines of a dotenv file and its lines that are not one (none of either without a file)."""
     try:
         text = env_file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        return {}
+        return [], []
     except (OSError, UnicodeDecodeError) as exc:
         raise SettingsError(f"cannot read settings file {env_file}: {exc}") from exc
-    values: dict[str, str] = {}
-    for binding in parse_stream(_StringStream(text)):
-        if binding.error:
-            line = binding.original.line
-            raise SettingsError(f"{env_file}:{line}: not a KEY=VALUE line: {binding.original.string.strip()!r}")
-        if binding.key is not None and binding.value is not None:
-            values[binding.key] = binding.value
-    return values
+    return parse_env(text, env_file)
+
+
+def read_env_file(env_file: Path) -> dict[str, str]:
+    """KEY=VALUE pairs of a dotenv file (core/envfile.py); a line it cannot parse is an error."""
+    lines, bad = read_env_lines(env_file)
+    if bad:
+        raise SettingsError("\n".join(message for _, message in bad))
+    return {line.key: line.value for line in lines}
 
 
 def read_secret_file(path: Path, key: str) -> str:
@@ -75,26 +227,67 @@ def read_secret_file(path: Path, key: str) -> str:
     return value
 
 
-class _StringStream:
-    """parse_stream wants something with read()."""
+def settings_file(env_file: Path | None = None) -> Path:
+    """The settings file in use: the argument, else $CRYPTOPIPE_ENV_FILE, else the repository's .env."""
+    return Path(os.environ.get("CRYPTOPIPE_ENV_FILE") or ENV_FILE) if env_file is None else env_file
 
-    def __init__(self, text: str) -> None:
-        self._text = text
 
-    def read(self) -> str:
-        return self._text
+def bad_value(key: str, value: str) -> str | None:
+    """Why `value` is not a value of the declared setting `key` (None: it is, or `key` is not declared)."""
+    setting = DECLARED.get(key)
+    if setting is None or setting.kind.check(value):
+        return None
+    return f"expected {setting.kind.expected} ({setting.meaning})"
+
+
+def problems(lines: list[Line], environment: dict[str, str], env_file: Path) -> list[tuple[int, str]]:
+    """Every way the file and the environment break the declaration, one line each: keys of the file that are
+    not declared (typos), passwords in the file, and declared values (file or environment) of the wrong type;
+    each with its line number in the file (the environment's after the file's)."""
+    found = []
+    for line in lines:
+        where = f"{env_file}:{line.number}"
+        if line.key in SECRET_KEYS or line.key in SECRET_FILE_KEYS:
+            found.append((line.number, f"{where}: {line.key} is a password: never in {env_file.name} "
+                                       "(the stack generates it)"))
+        elif line.key not in DECLARED:
+            found.append((line.number, f"{where}: unknown setting {line.key} "
+                                       "(not declared in core/settings.py: a typo?)"))
+        elif line.key not in environment and (why := bad_value(line.key, line.value)):
+            found.append((line.number, f"{where}: {line.key}={line.value!r}: {why}"))
+    for key, value in sorted(environment.items()):
+        if key in DECLARED and (why := bad_value(key, value)):
+            found.append((len(lines) + 10**9, f"environment: {key}={value!r}: {why}"))
+    return found
 
 
 def load_env(env_file: Path | None = None) -> dict[str, str]:
-    """Values from the settings file with the process environment winning: for keys the file defines,
-    CRYPTOPIPE_* keys, the full-URL overrides and the secrets."""
-    env_file = Path(os.environ.get("CRYPTOPIPE_ENV_FILE") or ENV_FILE) if env_file is None else env_file
-    values = read_env_file(env_file)
+    """Values from the settings file with the process environment winning: for declared keys, CRYPTOPIPE_*
+    keys and the secrets; declared defaults for keys neither gives. Every problem of the file and of the
+    environment's declared values is one SettingsError that lists them all."""
+    env_file = settings_file(env_file)
+    lines, bad = read_env_lines(env_file)
+    if found := sorted(bad + problems(lines, dict(os.environ), env_file)):
+        raise SettingsError(f"{len(found)} bad setting(s) in {env_file} or the environment:\n  "
+                            + "\n  ".join(message for _, message in found))
+    values = {key: setting.default for key, setting in DECLARED.items() if setting.default is not None}
+    values.update((line.key, line.value) for line in lines)
     for key, value in os.environ.items():
-        if (key in values or key.startswith("CRYPTOPIPE_") or key in URL_OVERRIDES or key in SECRET_KEYS
-                or key in SECRET_FILE_KEYS):
+        if (key in DECLARED or key.startswith("CRYPTOPIPE_") or key in SECRET_KEYS or key in SECRET_FILE_KEYS):
             values[key] = value
     return values
+
+
+def shell_exports(env_file: Path | None = None) -> str:
+    """`export KEY=value` lines (shlex-quoted) for every setting the file or the declared defaults give, the
+    environment winning: what scripts/lib/settings.sh evaluates. Secrets never: they stay in their files."""
+    import shlex
+
+    env_file = settings_file(env_file)
+    values = load_env(env_file)
+    names = [line.key for line in read_env_lines(env_file)[0]]
+    names += [key for key, setting in DECLARED.items() if setting.default is not None and key not in names]
+    return "".join(f"export {key}={shlex.quote(values[key])}\n" for key in names)
 
 
 @dataclass(frozen=True)
