@@ -109,7 +109,7 @@ def one_round(db: psycopg.Connection, url: str, role: str, viewers: int, updates
 
 def main(args: argparse.Namespace) -> None:
     settings = Settings.load()
-    url = args.chart_url or f"http://127.0.0.1:{settings.port('CHART')}"
+    url = args.chart_url or settings.local_url("CHART")
     role = settings["CHART_DB_USER"]
     rows = []
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as db:

@@ -190,8 +190,7 @@ def run_producer(stack: NativeStack, replay: Path, symbols: Sequence[str], speed
             "--symbols", ",".join(symbols), "--stats-interval", "0", "--log-level", "WARNING"]
     if topic:
         argv += ["--topic", topic]
-    env = {**stack.env, "KAFKA_BOOTSTRAP_SERVERS": stack.settings.bootstrap_servers,
-           "SCHEMA_REGISTRY_URL": stack.settings.ccompat_url}
+    env = {**stack.env, **stack.settings.client_env()}
     return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

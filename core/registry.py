@@ -21,7 +21,7 @@ import requests
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-from core.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT, registry_api_url
 
 RULES_FILE = PROJECT_ROOT / "schemas" / "compatibility.json"
 REQUEST_TIMEOUT_S = 30
@@ -200,8 +200,8 @@ def reasons(ccompat_url: str, subject: str, schema: str, auth: tuple[str, str] |
     """Why `schema` may not be added to `subject` under its rules. Apicurio's Confluent-compatible API answers
     is_compatible without messages (it ignores verbose=true); its native API's dry run names every
     incompatible difference. Empty when the registry is not Apicurio or gives no reason."""
-    native = ccompat_url.rstrip("/").replace("/apis/ccompat/v7", "/apis/registry/v3")
-    if native == ccompat_url.rstrip("/"):
+    native = registry_api_url(ccompat_url, "v3")
+    if native is None:
         return []
     try:
         response = requests.post(f"{native}/groups/default/artifacts/{subject}/versions?dryRun=true", timeout=30,

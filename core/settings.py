@@ -193,6 +193,15 @@ KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
 KAFKA_BOOTSTRAP_MECHANISM = "PLAIN"
 
 
+def registry_api_url(ccompat_url: str, api: str) -> str | None:
+    """The URL of the registry's `api` (REGISTRY_APIS) on the server whose Confluent-compatible API is
+    `ccompat_url`; None when that URL is not Apicurio's (does not end in its ccompat path)."""
+    base = ccompat_url.rstrip("/")
+    if not base.endswith(REGISTRY_APIS["ccompat"]):
+        return None
+    return base.removesuffix(REGISTRY_APIS["ccompat"]) + REGISTRY_APIS[api]
+
+
 class SettingsError(RuntimeError):
     """The settings file cannot be read, or a required setting is missing; the message says which."""
 
@@ -372,14 +381,31 @@ class Settings:
                 "sasl.mechanism": mechanism, "sasl.username": principal,
                 "sasl.password": self[KAFKA_PRINCIPALS[principal]]}
 
+    def local_url(self, port: str | int, path: str = "") -> str:
+        """http://127.0.0.1:<port><path>, `port` a number or a name (<name>_PORT): a service of the native stack
+        (or a port compose publishes); every such URL is made here."""
+        return f"http://127.0.0.1:{self.port(port) if isinstance(port, str) else port}{path}"
+
     @property
     def registry_base(self) -> str:
-        return f"http://127.0.0.1:{self.port('REGISTRY')}"
+        return self.local_url("REGISTRY")
 
     @property
     def ccompat_url(self) -> str:
         """The registry's Confluent-compatible API, what confluent-kafka's serializers talk to."""
-        return self.env.get("SCHEMA_REGISTRY_URL") or f"{self.registry_base}/apis/ccompat/v7"
+        return self.env.get("SCHEMA_REGISTRY_URL") or f"{self.registry_base}{REGISTRY_APIS['ccompat']}"
+
+    def registry_api(self, api: str) -> str:
+        """The registry's `api` (REGISTRY_APIS: ccompat, v2, v3) on the same server as ccompat_url."""
+        url = registry_api_url(self.ccompat_url, api)
+        if url is None:
+            raise SettingsError(f"SCHEMA_REGISTRY_URL {self.ccompat_url} does not end in {REGISTRY_APIS['ccompat']}")
+        return url
+
+    def client_env(self) -> dict[str, str]:
+        """The full addresses a client started by the stack, a bench or a test is given (the environment wins
+        over .env's ports for them): KAFKA_BOOTSTRAP_SERVERS and SCHEMA_REGISTRY_URL."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, "SCHEMA_REGISTRY_URL": self.ccompat_url}
 
     def registry_auth(self, identity: str) -> tuple[str, str] | None:
         """User and password the registry knows `identity` by (producer: registers schemas; admin: setup,
@@ -394,7 +420,7 @@ class Settings:
 
     @property
     def connect_url(self) -> str:
-        return self.env.get("CONNECT_URL") or f"http://127.0.0.1:{self.port('CONNECT')}"
+        return self.env.get("CONNECT_URL") or self.local_url("CONNECT")
 
     @property
     def connect_auth(self) -> tuple[str, str]:

@@ -156,8 +156,7 @@ def start_producer(settings: Settings, producer_args: str = "", timeout: float =
         print(f"producer  running (pid {pid})")
         return pid
     health.unlink(missing_ok=True)
-    env = {**settings.env, "KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-           "SCHEMA_REGISTRY_URL": settings.ccompat_url}
+    env = {**settings.env, **settings.client_env()}
     argv = [sys.executable, "-m", "producer", *shlex.split(producer_args), "--health-file", str(health)]
     pid = process.start(argv, env=env, cwd=PROJECT_ROOT)
     deadline = time.monotonic() + timeout
@@ -285,8 +284,7 @@ def main(args: argparse.Namespace) -> int:
             start_producer(settings, args.producer or "")
             suffix += ", producer started"
         print(f"stack up in {time.monotonic() - started:.1f}s: all healthy{suffix}")
-        print("next: scripts/stack.sh status (is data flowing?), http://127.0.0.1:"
-              f"{settings.port('CHART')}/ (the candles)")
+        print(f"next: scripts/stack.sh status (is data flowing?), {settings.local_url('CHART', '/')} (the candles)")
         return 0
     if args.command == "down":
         down(settings, purge=args.purge)

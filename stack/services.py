@@ -18,13 +18,12 @@ from pathlib import Path
 
 import psycopg
 import requests
-from dotenv import dotenv_values
 from psycopg import sql
 
 from control.connector import ConnectApi
 from control.kafka_setup import KafkaSetupError, admin_client, ensure_kafka
 from core.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
-from core.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
+from core.settings import PROJECT_ROOT, REGISTRY_USERS, Settings, read_env_file
 from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
@@ -359,7 +358,7 @@ class Registry(Service):
             "QUARKUS_HTTP_PORT": str(s.port("REGISTRY")),
             "QUARKUS_MANAGEMENT_HOST": "127.0.0.1",
             "QUARKUS_MANAGEMENT_PORT": str(s.port("REGISTRY_MANAGEMENT")),
-            **{k: v for k, v in dotenv_values(CONFIG_DIR / "registry.env").items() if v is not None},
+            **{k: v for k, v in read_env_file(CONFIG_DIR / "registry.env").items() if v is not None},
             "APICURIO_DATASOURCE_URL": s.jdbc_url(s["REGISTRY_DB"]),
             "APICURIO_DATASOURCE_USERNAME": s["REGISTRY_DB_USER"],
             "APICURIO_DATASOURCE_PASSWORD": s["REGISTRY_DB_PASSWORD"],
@@ -367,7 +366,7 @@ class Registry(Service):
         }
 
     def is_ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.settings.port('REGISTRY_MANAGEMENT')}/health/ready")
+        return _http_ok(self.settings.local_url("REGISTRY_MANAGEMENT", "/health/ready"))
 
 
 class Connect(Service):
@@ -393,7 +392,7 @@ class Connect(Service):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
+        return self.settings.local_url(self.rest_port)
 
     def check_ports_free(self) -> None:
         with socket.socket() as sock:
@@ -486,7 +485,7 @@ def connect_worker_env(s: Settings, rest_port: int | None = None) -> dict[str, s
         "CONNECT_JDBC_URL": s.jdbc_url(),
         "CONNECT_DB_USER": s["CONNECT_DB_USER"],
         "CONNECT_DB_PASSWORD": s["CONNECT_DB_PASSWORD"],
-        "CONNECT_REGISTRY_URL": f"{s.registry_base}/apis/registry/v2",
+        "CONNECT_REGISTRY_URL": s.registry_api("v2"),
         "TICKS_TOPIC": s["TICKS_TOPIC"],
         "TICKS_DLQ_TOPIC": s["TICKS_DLQ_TOPIC"],
         **{key: s[key] for key in TICK_CONTRACT_SETTINGS},
@@ -531,7 +530,7 @@ class Chart(Service):
                 "CRYPTOPIPE_CACHE": str(self.settings.cache_dir)}
 
     def is_ready(self) -> bool:
-        return _http_ok(f"http://127.0.0.1:{self.settings.port('CHART')}/healthz")
+        return _http_ok(self.settings.local_url("CHART", "/healthz"))
 
 
 def all_services(settings: Settings) -> list[Service]:

@@ -81,8 +81,7 @@ class StackHandle:
         return {
             **os.environ,
             **{k: v for k, v in self.settings.env.items() if k.isupper()},
-            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
-            "SCHEMA_REGISTRY_URL": self.registry_url,
+            **self.settings.client_env(),
             "CONNECT_URL": self.connect_url,
         }
 

@@ -10,12 +10,11 @@ import sys
 
 import pytest
 import yaml
-from dotenv import dotenv_values
 
-from core.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings
+from core.settings import KAFKA_PRINCIPALS, PROJECT_ROOT, REGISTRY_USERS, SECRET_KEYS, Settings, read_env_file
 from stack.services import CONNECT_WORKER_VARIABLES, POSTGRES_SERVER_OPTIONS, registry_user_env
 
-ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
+ENV = {k: v for k, v in read_env_file(PROJECT_ROOT / ".env").items() if v is not None}
 TEXT = (PROJECT_ROOT / "docker-compose.yml").read_text()
 SECRETS_DIR = "/run/cryptopipe-secrets"
 # File variables named after their consumer's convention rather than the secret (the broker's may not start with
@@ -177,7 +176,7 @@ def test_the_registry_knows_the_users_and_roles_it_knows_natively_with_passwords
         # the YAML text; compose hands the container ${SECRET} ($$ is its escape of $)
         assert users[f"QUARKUS_SECURITY_USERS_EMBEDDED_USERS_{user.upper()}"] == f"$${{{secret}}}"
         assert env[f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}"
-    registry_env = dotenv_values(PROJECT_ROOT / "stack" / "config" / "registry.env")
+    registry_env = read_env_file(PROJECT_ROOT / "stack" / "config" / "registry.env")
     assert registry_env["QUARKUS_HTTP_AUTH_BASIC"] == registry_env["APICURIO_AUTH_ROLE_BASED_AUTHORIZATION"] == "true"
 
 

@@ -32,9 +32,8 @@ import pytest
 import requests
 from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from dotenv import dotenv_values
 
-from core.settings import PROJECT_ROOT, SECRET_KEYS
+from core.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
 from producer.registry import registry_client, value_serializer
 from stack.ports import claimed_ports
 from tests.support import TICK_SCHEMA, now_ms, poll_until
@@ -93,7 +92,7 @@ class ComposeProject:
         return int(self.env[setting])
 
     def dsn(self, user: str, password: str) -> str:
-        dbname = dotenv_values(self.clone / ".env")["POSTGRES_DB"]  # the database compose made: the clone's .env
+        dbname = read_env_file(self.clone / ".env")["POSTGRES_DB"]  # the database compose made: the clone's .env
         return psycopg.conninfo.make_conninfo(host="127.0.0.1", port=self.port("POSTGRES_PORT"), dbname=dbname,
                                               user=user, password=password, connect_timeout=5)
 
@@ -109,7 +108,7 @@ class ComposeProject:
 
     @cached_property
     def topic(self) -> str:
-        return dotenv_values(self.clone / ".env")["TICKS_TOPIC"]
+        return read_env_file(self.clone / ".env")["TICKS_TOPIC"]
 
     def containers(self) -> list[dict]:
         out = self.compose("ps", "--all", "--format", "json", timeout=120).stdout
@@ -294,7 +293,7 @@ def test_the_chart_page_and_its_power_bi_file_answer_on_the_published_port(
     assert {"BTC-USD", "ETH-USD"} <= set(json.dumps(requests.get(base + "/api/meta", timeout=10).json()).split('"'))
     (source,) = requests.get(base + "/powerbi.pbids", timeout=10).json()["connections"]
     assert source["details"]["address"] == {"server": f"localhost:{project.port('POSTGRES_PORT')}",
-                                            "database": dotenv_values(project.clone / ".env")["POSTGRES_DB"]}
+                                            "database": read_env_file(project.clone / ".env")["POSTGRES_DB"]}
 
 
 # -- restarts ------------------------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import pytest
 import yaml
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ConfigSource, NewTopic
-from dotenv import dotenv_values
 
 from control.disk import (
     POSTGRES_DIR,
@@ -48,12 +47,12 @@ from control.kafka_setup import (
     retentions,
     topic_config,
 )
-from core.settings import PROJECT_ROOT, Settings, SettingsError
+from core.settings import PROJECT_ROOT, Settings, SettingsError, read_env_file
 from stack.services import Kafka, Postgres
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import TickProducer, new_symbol, poll_until, query, tick, wait_for_rows, wait_until
 
-ENV = {k: v for k, v in dotenv_values(PROJECT_ROOT / ".env").items() if v is not None}
+ENV = {k: v for k, v in read_env_file(PROJECT_ROOT / ".env").items() if v is not None}
 RETENTION_KEYS = ("retention.ms", "retention.bytes", "segment.ms", "segment.bytes")
 UNIT = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
 SIZE = r"[\d.]+ (?:B|KiB|MiB|GiB|TiB)"
