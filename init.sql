@@ -49,24 +49,13 @@
 \getenv maintainer_role TICK_MAINTAINER_DB_USER
 \getenv maintainer_password TICK_MAINTAINER_DB_PASSWORD
 \getenv premake_days RAW_TICKS_PREMAKE_DAYS
-\if :{?owner_role} \else \set owner_role crypto_owner \endif
-\if :{?writer_role} \else \set writer_role crypto_writer \endif
+-- Names and budgets come from the settings (scripts/init_db.sh checks they are all set): no default here.
+-- A password may be absent: a role that exists keeps its own.
 \if :{?writer_password} \else \set writer_password '' \endif
-\if :{?reader_role} \else \set reader_role powerbi_reader \endif
 \if :{?reader_password} \else \set reader_password '' \endif
-\if :{?reader_statement_timeout} \else \set reader_statement_timeout 30s \endif
-\if :{?reader_connection_limit} \else \set reader_connection_limit 20 \endif
-\if :{?reader_temp_file_limit} \else \set reader_temp_file_limit 256MB \endif
-\if :{?chart_role} \else \set chart_role chart_reader \endif
 \if :{?chart_password} \else \set chart_password '' \endif
-\if :{?chart_statement_timeout} \else \set chart_statement_timeout 10s \endif
-\if :{?chart_connection_limit} \else \set chart_connection_limit 6 \endif
-\if :{?chart_temp_file_limit} \else \set chart_temp_file_limit 64MB \endif
-\if :{?watchdog_role} \else \set watchdog_role reader_watchdog \endif
 \if :{?watchdog_password} \else \set watchdog_password '' \endif
-\if :{?maintainer_role} \else \set maintainer_role tick_maintainer \endif
 \if :{?maintainer_password} \else \set maintainer_password '' \endif
-\if :{?premake_days} \else \set premake_days 3 \endif
 
 -- ---------------------------------------------------------------------------------------------
 -- Roles

@@ -121,10 +121,9 @@ def bench_pipeline(args: argparse.Namespace, topic: str, ticks: list[Tick], regi
 def main() -> int:
     env = env_defaults()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bootstrap", default=env.get("KAFKA_BOOTSTRAP_SERVERS") or
-                        f"127.0.0.1:{env.get('KAFKA_PORT', '9092')}")
-    parser.add_argument("--registry", default=env.get("SCHEMA_REGISTRY_URL") or
-                        f"http://127.0.0.1:{env.get('REGISTRY_PORT', '8080')}/apis/ccompat/v7")
+    # env_defaults() derives both from .env's ports (Settings.client_env) unless the environment names them
+    parser.add_argument("--bootstrap", default=env.get("KAFKA_BOOTSTRAP_SERVERS"))
+    parser.add_argument("--registry", default=env.get("SCHEMA_REGISTRY_URL"))
     parser.add_argument("--ticks", type=int, default=200_000)
     parser.add_argument("--linger-ms", type=int, default=20)
     parser.add_argument("--buffer", type=int, default=100_000, help="queue.buffering.max.messages")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from pathlib import Path
 
 from core.settings import PROJECT_ROOT, Settings, SettingsError
@@ -57,16 +56,13 @@ SIGINT/SIGTERM: stop the source, produce what it already emitted, flush (--flush
 
 
 def env_defaults() -> dict[str, str]:
-    """Defaults from the project's settings (.env, overridden by the environment), with the Kafka and
-    registry addresses derived from KAFKA_PORT / REGISTRY_PORT exactly as the stack derives them.
-    A broken .env is an error (SettingsError), never silently ignored."""
+    """Defaults from the project's settings (.env, overridden by the environment; core/settings.py, the one
+    place they are declared), with the Kafka and registry addresses derived from KAFKA_PORT / REGISTRY_PORT
+    exactly as the stack derives them. A broken .env is an error (SettingsError), never silently ignored."""
     settings = Settings.load()
     values = dict(settings.env)
     with contextlib.suppress(SettingsError):  # no port in .env nor the environment: no derived default
-        values.setdefault("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
-    with contextlib.suppress(SettingsError):
-        values.setdefault("SCHEMA_REGISTRY_URL", settings.ccompat_url)
-    values.update(os.environ)
+        values.update(settings.client_env())
     return values
 
 
@@ -90,9 +86,9 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                                      max_future=env.get("TICK_MAX_FUTURE_SECONDS", "?"))
     p = argparse.ArgumentParser(prog="python -m producer", description=description, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", choices=SOURCES, default=env.get("PRODUCER_SOURCE", "stream"),
+    p.add_argument("--source", choices=SOURCES, default=env.get("PRODUCER_SOURCE"),
                    help="stream | poll | replay | record (env PRODUCER_SOURCE, default %(default)s)")
-    p.add_argument("--symbols", default=env.get("SYMBOLS", "BTC-USD,ETH-USD,SOL-USD"),
+    p.add_argument("--symbols", default=env.get("SYMBOLS"),
                    help="comma-separated symbols; others are rejected (env SYMBOLS, default %(default)s)")
 
     k = p.add_argument_group("Kafka and schema registry")
@@ -102,7 +98,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                    default=env.get("SCHEMA_REGISTRY_URL"),
                    help="Confluent-compatible registry API (env SCHEMA_REGISTRY_URL, default %(default)s, "
                         "from REGISTRY_PORT in .env)")
-    k.add_argument("--topic", default=env.get("TICKS_TOPIC", "crypto.ticks"),
+    k.add_argument("--topic", default=env.get("TICKS_TOPIC"),
                    help="value subject is <topic>-value (env TICKS_TOPIC, default %(default)s)")
     k.add_argument("--registry-wait", type=float, default=60.0,
                    help="seconds to keep retrying an unreachable registry at start, then exit 2 (default %(default)s)")
@@ -160,7 +156,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
                    help="when the source ends (a finished replay), keep running and rewriting the health file until "
                         "stopped, instead of exiting (docker compose runs it so: `up --wait` expects it to stay up)")
     o.add_argument("--health-interval", type=float, default=10.0, help="seconds (default %(default)s)")
-    o.add_argument("--log-format", choices=("text", "json"), default=env.get("PRODUCER_LOG_FORMAT", "text"),
+    o.add_argument("--log-format", choices=("text", "json"), default=env.get("PRODUCER_LOG_FORMAT"),
                    help="text or one JSON object per line (default %(default)s)")
     o.add_argument("--log-level", default="INFO", help="default %(default)s")
     o.add_argument("--max-ticks", type=int, default=0,
@@ -204,6 +200,10 @@ def parse_args(argv: list[str] | None = None, env: dict[str, str] | None = None)
     parser = build_parser(env)
     args = parser.parse_args(argv)
     args.contract = contract
+    for option, key in (("source", "PRODUCER_SOURCE"), ("symbols", "SYMBOLS"), ("topic", "TICKS_TOPIC"),
+                        ("log_format", "PRODUCER_LOG_FORMAT")):
+        if getattr(args, option) is None:
+            parser.error(f"--{option.replace('_', '-')} not given and {key} is not set (.env or the environment)")
     if args.source == "replay":
         if args.file is None:
             parser.error("--source replay needs --file (or PRODUCER_REPLAY_FILE)")

@@ -15,10 +15,16 @@
 # only then: a password rotated since is never reset.
 set -euo pipefail
 
-: "${POSTGRES_USER:=postgres}"
-: "${POSTGRES_DB:=crypto_streaming}"
-: "${REGISTRY_DB:=registry}"
-: "${REGISTRY_DB_USER:=registry}"
+# Every name comes from the caller (both pass the settings: .env + environment, core/settings.py); no default
+# here, so a value is never written twice.
+missing=()
+for var in POSTGRES_USER POSTGRES_DB REGISTRY_DB REGISTRY_DB_USER DB_OWNER_ROLE CONNECT_DB_USER POWERBI_DB_USER \
+           POWERBI_STATEMENT_TIMEOUT POWERBI_CONNECTION_LIMIT POWERBI_TEMP_FILE_LIMIT CHART_DB_USER \
+           CHART_STATEMENT_TIMEOUT CHART_CONNECTION_LIMIT CHART_TEMP_FILE_LIMIT READER_WATCHDOG_DB_USER \
+           TICK_MAINTAINER_DB_USER RAW_TICKS_PREMAKE_DAYS; do
+  [[ -n "${!var:-}" ]] || missing+=("$var")
+done
+((${#missing[@]} == 0)) || { echo "ERROR: init_db.sh needs these settings in its environment: ${missing[*]}" >&2; exit 1; }
 # NAME_FILE: the password is that file's content (the postgres image's convention, used by compose).
 for var in POSTGRES_PASSWORD CONNECT_DB_PASSWORD POWERBI_DB_PASSWORD REGISTRY_DB_PASSWORD CHART_DB_PASSWORD \
            READER_WATCHDOG_DB_PASSWORD TICK_MAINTAINER_DB_PASSWORD; do
