@@ -59,13 +59,13 @@ from typing import Any
 
 import psycopg
 import requests
-from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from pipeline_kit import spread_symbols, write_replay  # noqa: E402
 
+from core.settings import Settings, read_env_file  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
 PUBLISHED_PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "REGISTRY_PORT", "CONNECT_PORT", "CHART_PORT")
@@ -150,6 +150,12 @@ class Project:
 
     def port(self, setting: str) -> int:
         return int(self.env[setting])
+
+    @property
+    def settings(self) -> Settings:
+        """The clone's settings as compose reads them: its .env, this project's environment (ports) winning."""
+        return Settings(env={**read_env_file(self.folder / ".env"), **self.env}, state_dir=self.folder,
+                        cache_dir=self.folder)
 
     def secret(self, name: str) -> str:
         return self.compose("run", "--rm", "-T", "secrets", "show", name, timeout=180).stdout.strip()
@@ -383,21 +389,21 @@ def running_containers(project: Project) -> dict[str, str]:
 
 def connector_state(project: Project, rest_password: str) -> dict[str, Any] | None:
     name = json.loads((project.folder / "connect" / "crypto-prices-jdbc-sink.json").read_text())["name"]
-    user = dotenv_values(project.folder / ".env")["CONNECT_REST_USER"]
+    settings = project.settings
     with contextlib.suppress(requests.RequestException, ValueError):
-        reply = requests.get(f"http://127.0.0.1:{project.port('CONNECT_PORT')}/connectors/{name}/status",
-                             auth=(user, rest_password), timeout=15)
+        reply = requests.get(settings.local_url("CONNECT", f"/connectors/{name}/status"),
+                             auth=(settings["CONNECT_REST_USER"], rest_password), timeout=15)
         return reply.json()
     return None
 
 
 def measure_load(project: Project, args: argparse.Namespace, work: Path) -> Load:
-    env_file = dotenv_values(project.folder / ".env")
-    topic = env_file["TICKS_TOPIC"]
+    settings = project.settings
+    topic = settings["TICKS_TOPIC"]
     secrets = {key: project.secret(key) for key in ("POSTGRES_PASSWORD", "CONNECT_REST_PASSWORD",
                                                      "KAFKA_PRODUCER_PASSWORD")}
     dsn = psycopg.conninfo.make_conninfo(host="127.0.0.1", port=project.port("POSTGRES_PORT"),
-                                         dbname=env_file["POSTGRES_DB"],
+                                         dbname=settings["POSTGRES_DB"],
                                          user="postgres", password=secrets["POSTGRES_PASSWORD"], connect_timeout=5)
     symbols = spread_symbols(f"CB{uuid.uuid4().hex[:4].upper()}X", per_partition=-(-args.symbols // 3))
     symbols = symbols[:args.symbols]
@@ -410,8 +416,7 @@ def measure_load(project: Project, args: argparse.Namespace, work: Path) -> Load
                    if (service := service_of(c)) in containers.values()}
     argv = [sys.executable, "-m", "producer", "--source", "replay", "--file", str(replay), "--speed", "0",
             "--symbols", ",".join(symbols), "--topic", topic,
-            "--bootstrap-servers", f"127.0.0.1:{project.port('KAFKA_PORT')}",
-            "--schema-registry-url", f"http://127.0.0.1:{project.port('REGISTRY_PORT')}/apis/ccompat/v7",
+            "--bootstrap-servers", settings.bootstrap_servers, "--schema-registry-url", settings.ccompat_url,
             "--stats-interval", "0", "--log-level", "WARNING"]
     try:
         with psycopg.connect(dsn, autocommit=True) as conn, StatsSampler(containers, args.interval) as sampler:
@@ -807,7 +812,7 @@ def main(args: argparse.Namespace) -> None:
             changed = run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=folder).stdout.split("\n")
             commit += (f" plus the working tree's uncommitted changes ({len([c for c in changed if c])} files)"
                        if any(changed) else " (working tree clean)")
-        settings = dotenv_values(folder / ".env")  # as compose reads it: the environment wins
+        settings = read_env_file(folder / ".env")  # as compose reads it: the environment wins
         heaps = {key: os.environ.get(key, settings.get(key, "")) for key in HEAP_SETTINGS}
         for i in range(1, args.runs + 1):
             runs.append(one_run(args, folder, work, i))

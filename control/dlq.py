@@ -46,7 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control.kafka_setup import ledger_topic
-from core.settings import Settings
+from core.settings import Settings, SettingsError
 
 CONTRACT_PREFIX = "tick contract violated: "
 REDRIVEN_FROM = "cryptopipe.redriven-from"
@@ -384,7 +384,11 @@ def main(argv: list[str] | None = None) -> int:
     redrive_parser.add_argument("--timeout", type=float, default=30.0,
                                 help="seconds Kafka has to acknowledge each record (default %(default)s)")
     args = parser.parse_args(argv)
-    settings = Settings.load()
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
     reasons = set(args.reason) if args.reason else None
     if args.command == "show":
         return show(settings, args.symbol, reasons, args.samples)

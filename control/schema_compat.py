@@ -35,7 +35,7 @@ from pathlib import Path
 
 from core import registry
 from core.registry import SchemaRule
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings, SettingsError
 
 OK, INCOMPATIBLE, ERROR = 0, 1, 2
 
@@ -238,7 +238,11 @@ def check_live(registry: Registry, repo: Path, rule: SchemaRule, out: list[str])
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = Settings.load()
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
     repo = Path(args.repo).resolve()
     config_file = repo / args.config
     try:
@@ -268,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("schemas", nargs="*", help="schema files relative to the repository (default: schemas/*.avsc)")
     parser.add_argument("--registry", help="Confluent-compatible registry URL (default: $SCHEMA_REGISTRY_URL, "
-                                           "else the stack's, e.g. http://localhost:8080/apis/ccompat/v7)")
+                                           "else the stack's: Settings.ccompat_url)")
     parser.add_argument("--live", action="store_true",
                         help="check against the latest version of the real subject on --registry, not git history")
     parser.add_argument("--repo", default=str(PROJECT_ROOT), help="git repository to read (default: this one)")

@@ -200,7 +200,11 @@ def start_in_background(helper: type[ReaderWatchdog] | type[TickMaintainer], set
 
 
 def main(argv: list[str] | None = None) -> int:
-    settings = Settings.load()
+    try:
+        settings = Settings.load()
+    except SettingsError as exc:
+        print(f"ERROR: {exc}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m control.supervisor", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--connect-url", action="append", dest="connect_urls", metavar="URL",

@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dotenv import dotenv_values
-
 from chart.pbids import pbids, powerbi_server
-from core.settings import PROJECT_ROOT, Settings
+from core.settings import PROJECT_ROOT, Settings, read_env_file
 
 PBIDS = PROJECT_ROOT / "powerbi" / "crypto-candles.pbids"
 
 
 def test_pbids_opens_the_pipeline_database_in_direct_query_mode() -> None:
-    env = dotenv_values(PROJECT_ROOT / ".env")  # the shipped defaults, not this shell's overrides
+    env = read_env_file(PROJECT_ROOT / ".env")  # the shipped defaults, not this shell's overrides
     (connection,) = json.loads(PBIDS.read_text())["connections"]
     assert connection["mode"] == "DirectQuery"
     assert connection["details"]["protocol"] == "postgresql"
@@ -23,7 +21,7 @@ def test_pbids_opens_the_pipeline_database_in_direct_query_mode() -> None:
 
 
 def test_the_shipped_pbids_is_the_one_the_chart_page_serves_for_the_default_settings() -> None:
-    env = dotenv_values(PROJECT_ROOT / ".env")
+    env = read_env_file(PROJECT_ROOT / ".env")
     assert PBIDS.read_text() == pbids(f"localhost:{env['POSTGRES_PORT']}", env["POSTGRES_DB"])
 
 

@@ -458,9 +458,10 @@ def test_env_defaults_and_cli_overrides() -> None:
     assert (args.bootstrap_servers, args.schema_registry_url, args.topic, args.symbols, args.source) == (
         "k:1", "http://r", "t", "X-USD", "poll")
     assert build_parser(env).parse_args(["--topic", "u", "--source", "stream"]).topic == "u"
+    # No default of its own: every one comes from the settings (core/settings.py declares them once).
     bare = build_parser({}).parse_args([])
     assert (bare.bootstrap_servers, bare.schema_registry_url, bare.topic, bare.symbols, bare.source) == (
-        None, None, "crypto.ticks", "BTC-USD,ETH-USD,SOL-USD", "stream")
+        None, None, None, None, None)
 
 
 def test_the_kafka_and_registry_defaults_follow_the_ports_in_the_settings_file(tmp_path: Path) -> None:
