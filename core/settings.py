@@ -50,6 +50,13 @@ def _number(minimum: float, whole: bool = False, maximum: float | None = None) -
     return Kind(f"a {'whole ' if whole else ''}number {span}", check)
 
 
+def _above_zero(value: str) -> bool:
+    try:
+        return float(value) > 0
+    except ValueError:
+        return False
+
+
 def _timestamp(value: str) -> bool:
     try:
         datetime.fromisoformat(value)
@@ -59,8 +66,9 @@ def _timestamp(value: str) -> bool:
 
 
 TEXT = Kind("any text", lambda value: True)
+POSITIVE = Kind("a number above 0", _above_zero)
 WORDS = Kind("non-empty text", lambda value: bool(value.strip()))
-NAME = _pattern("a PostgreSQL name (letters, digits, _; not starting with a digit)", r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+NAME = _pattern("a PostgreSQL name: 1 to 63 characters, no surrounding spaces", r"\S(.{0,61}\S)?")
 USER = _pattern("a user name (letters, digits, . _ -)", r"[A-Za-z0-9._-]+")
 VERSION = _pattern("a version or image tag (letters, digits, . _ -)", r"[0-9A-Za-z][0-9A-Za-z._-]*")
 PORT = _number(1, whole=True, maximum=65535)
@@ -125,10 +133,10 @@ DECLARED: dict[str, Setting] = {
     "CHART_TEMP_FILE_LIMIT": S(PG_SIZE, "the chart's temporary-file budget per statement"),
     "READER_WATCHDOG_DB_USER": S(NAME, "the reader watchdog's role"),
     "READER_WATCHDOG_DB_HOST": S(HOST, "where the reader watchdog finds PostgreSQL"),
-    "READER_WATCHDOG_INTERVAL": S(_number(0.01), "seconds between the reader watchdog's rounds"),
+    "READER_WATCHDOG_INTERVAL": S(POSITIVE, "seconds between the reader watchdog's rounds"),
     "TICK_MAINTAINER_DB_USER": S(NAME, "the tick maintainer's role"),
     "TICK_MAINTAINER_DB_HOST": S(HOST, "where the tick maintainer finds PostgreSQL"),
-    "TICK_MAINTENANCE_INTERVAL": S(_number(0.01), "seconds between the tick maintainer's rounds"),
+    "TICK_MAINTENANCE_INTERVAL": S(POSITIVE, "seconds between the tick maintainer's rounds"),
     "RAW_TICKS_RETENTION_DAYS": S(_number(0, whole=True), "whole UTC days of raw ticks kept; 0: for ever"),
     "RAW_TICKS_PREMAKE_DAYS": S(_number(0, whole=True), "daily tick partitions made ahead"),
     "REGISTRY_DB": S(NAME, "the registry's database"),
@@ -145,18 +153,18 @@ DECLARED: dict[str, Setting] = {
     "DISK_WARN_FREE_PERCENT": S(_number(0, maximum=100), "`status` warns below this free disk percentage"),
     # producer
     "PRODUCER_SOURCE": S(SOURCE, "stream (Yahoo live), poll (Yahoo quotes) or replay (a file)"),
-    "PRODUCER_REPLAY_FILE": S(WORDS, "the recording replay reads, relative to the project"),
+    "PRODUCER_REPLAY_FILE": S(TEXT, "the recording replay reads, relative to the project (empty: --file)"),
     "PRODUCER_REPLAY_SPEED": S(_number(0), "replay pace: 1 recorded, N faster, 0 as fast as possible"),
     "PRODUCER_LOG_FORMAT": S(LOG_FORMAT, "the producer's log lines: text or json", "text"),
     # chart
     "CHART_HOST": S(HOST, "address the chart page listens on"),
     "CHART_DB_HOST": S(HOST, "where the chart finds PostgreSQL"),
-    "CHART_STALE_SECONDS": S(_number(0.001), "seconds without a tick before the stale banner"),
-    "CHART_REFRESH_SECONDS": S(_number(0.001), "at most one query per this many seconds"),
+    "CHART_STALE_SECONDS": S(POSITIVE, "seconds without a tick before the stale banner"),
+    "CHART_REFRESH_SECONDS": S(POSITIVE, "at most one query per this many seconds"),
     "CHART_MAX_CANDLES": S(_number(1, whole=True), "intervals a page shows"),
     "CHART_MAX_VIEWERS": S(_number(1, whole=True), "open pages at most"),
     "CHART_MAX_SERIES": S(_number(1, whole=True), "distinct series at most"),
-    "CHART_SYMBOLS_REFRESH_SECONDS": S(_number(0.001), "seconds between re-reads of the known symbols"),
+    "CHART_SYMBOLS_REFRESH_SECONDS": S(POSITIVE, "seconds between re-reads of the known symbols"),
     "POWERBI_SERVER": S(HOST_PORT_OR_EMPTY, "host:port in the served .pbids (empty: localhost:POSTGRES_PORT)"),
     # the tick contract's time bounds
     "TICK_MIN_EVENT_TIME": S(TIMESTAMP, "no tick before this time"),

@@ -58,7 +58,7 @@ def reader_password(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_settings_must_be_positive_numbers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHART_STALE_SECONDS", "0")
-    with pytest.raises(SettingsError, match="CHART_STALE_SECONDS must be a positive number"):
+    with pytest.raises(SettingsError, match="CHART_STALE_SECONDS='0': expected a number above 0"):
         ChartConfig.from_settings(Settings.load())
 
 
