@@ -4,9 +4,12 @@ text, caps every container's memory, and that the app image leaves out what it m
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -220,3 +223,79 @@ def test_the_shared_broker_config_names_the_listeners_both_forms_use(compose: di
     assert "auto.create.topics.enable=false" in config
     assert re.findall(r'password="([^"]*)"', config) and set(re.findall(r'password="([^"]*)"', config)) == {
         "${env:BROKER_ADMIN_PASSWORD}"}
+
+
+# -- one image per role, each with only the code it runs ---------------------------------------------------
+DOCKERFILE = PROJECT_ROOT / "producer" / "Dockerfile"
+PROJECT_PACKAGES = ("core", "control", "producer", "chart", "stack")
+# Role -> what its image must run (the compose services' commands and healthchecks) and the packages it must not hold.
+ROLES = {
+    "producer": ([["-m", "producer", "--help"], ["-m", "producer.health", "--help"]], {"control", "chart"}),
+    "control": ([["-m", "control", "--help"], ["-m", "control.supervisor", "--help"], ["-m", "control.dlq", "--help"],
+                 ["-m", "producer.health", "--help"]], {"chart"}),
+    "chart": ([["-m", "chart", "--help"]], {"control", "producer"}),
+}
+
+
+def stage_copies(target: str) -> list[tuple[list[str], str]]:
+    """The COPY instructions (sources, destination) that make `target`, its base stages' first."""
+    stages: dict[str, tuple[str, list[tuple[list[str], str]]]] = {}
+    current = None
+    for line in DOCKERFILE.read_text().splitlines():
+        if m := re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line):
+            current = m.group(2)
+            stages[current] = (m.group(1), [])
+        elif current and (m := re.match(r"COPY\s+(.+)", line)):
+            *sources, destination = m.group(1).split()
+            stages[current][1].append((sources, destination))
+    parent, copies = stages[target]
+    return (stage_copies(parent) if parent in stages else []) + copies
+
+
+def image_tree(target: str, root: Path) -> Path:
+    """The files of /app in the image `target`, copied from the project as its COPY lines say."""
+    for sources, destination in stage_copies(target):
+        for source in sources:
+            src, dest = PROJECT_ROOT / source, root / destination
+            if destination.endswith("/") or len(sources) > 1:
+                dest = dest / Path(source).name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if src.is_dir():
+                shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "target"))
+            else:
+                shutil.copy2(src, dest)
+    return root
+
+
+@pytest.mark.parametrize("target", ROLES)
+def test_each_role_image_holds_only_its_code_and_runs_its_commands_with_it(target: str, tmp_path: Path) -> None:
+    """Every compose service's command runs from its image's files alone: the project packages the image lacks
+    cannot be imported (here they would come from the checkout), and every module of those it has imports."""
+    commands, left_out = ROLES[target]
+    tree = image_tree(target, tmp_path / target)
+    present = {p for p in PROJECT_PACKAGES if (tree / p).is_dir()}
+    assert present.isdisjoint(left_out) and "stack" not in present and "core" in present, present
+    services = yaml.safe_load(TEXT)["services"]
+    assert {name for name, svc in services.items() if svc.get("build", {}).get("target") == target}
+    probe = ("import importlib, pkgutil, runpy, sys\n"
+             f"present = {sorted(present)!r}\n"
+             "class OnlyTheImage:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             f"        if name.split('.')[0] in {PROJECT_PACKAGES!r} and name.split('.')[0] not in present:\n"
+             "            raise ImportError('not in the image: ' + name)\n"
+             "sys.meta_path.insert(0, OnlyTheImage())\n"
+             "sys.path.insert(0, '.')\n"
+             "for package in present:\n"
+             "    module = importlib.import_module(package)\n"
+             "    for info in pkgutil.walk_packages(module.__path__, package + '.'):\n"
+             "        importlib.import_module(info.name)\n"
+             "sys.argv = [sys.argv[1], *sys.argv[2:]]\n"
+             "runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n")
+    env = {k: v for k, v in os.environ.items() if k != "CRYPTOPIPE_ENV_FILE" and k != "PYTHONPATH"}
+    for command in commands:
+        result = subprocess.run([sys.executable, "-c", probe, *command[1:]], cwd=tree, env=env, capture_output=True,
+                                text=True, timeout=120, check=False)
+        assert result.returncode == 0 and "usage:" in result.stdout, (command, result.stderr[-2000:])
+    escaped = subprocess.run([sys.executable, "-c", probe, "control.dlq", "--help"], cwd=tree, env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+    assert (escaped.returncode == 0) == ("control" in present), escaped.stderr[-500:]
