@@ -1,6 +1,6 @@
 """What the real compose run (tests/test_compose_up.py) cannot see: that docker-compose.yml runs the same
 versions, config files, heaps and connector settings as the native stack, keeps every secret out of its
-text, caps every container's memory, and that the app image leaves out what it must not hold."""
+text, caps every container's memory, and that each Python image (one per role) holds only what it runs."""
 
 from __future__ import annotations
 
