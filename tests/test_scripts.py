@@ -67,3 +67,14 @@ def test_without_it_the_projects_virtualenv_is_used(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == f"PYTHON={venv}/bin/python"
     assert {p.name for p in venv.glob(".installed-*")} >= stamps
+
+
+def test_init_db_takes_every_name_from_its_caller_and_refuses_to_guess_one() -> None:
+    """No default is written twice: without the settings it names each missing one and touches nothing."""
+    env = {k: v for k, v in os.environ.items() if not re.fullmatch(r"(POSTGRES|REGISTRY|DB|CONNECT|POWERBI|CHART|"
+                                                                    r"READER|TICK|RAW)_\w+", k)}
+    result = subprocess.run(["bash", "scripts/init_db.sh"], cwd=PROJECT_ROOT, env={**env, "PGHOST": "/nonexistent"},
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1
+    assert "needs these settings in its environment: POSTGRES_USER POSTGRES_DB REGISTRY_DB" in result.stderr
+    assert "RAW_TICKS_PREMAKE_DAYS" in result.stderr and "init_db: databases" not in result.stdout
