@@ -33,6 +33,7 @@ Writes bench/results/compose.md with --write.
 
     python bench/compose_bench.py --runs 2 --write
     python bench/compose_bench.py --runs 1 --ticks 20000      # a quick look, nothing written
+    python bench/compose_bench.py --quick      # CI smoke run: one run, 2,000 ticks, results into a temp dir
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from dotenv import dotenv_values
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, write_results  # noqa: E402
 from pipeline_kit import spread_symbols, write_replay  # noqa: E402
 
 from stack.ports import claimed_ports  # noqa: E402
@@ -815,10 +817,7 @@ def main(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
     lines = report(runs, args, facts, commit, heaps)
     print("\n".join(lines))
-    if args.write:
-        out = ROOT / "bench" / "results" / "compose.md"
-        out.write_text("\n".join(lines) + "\n")
-        print(f"written to {out}")
+    write_results(args, "compose.md", "\n".join(lines) + "\n")
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -842,6 +841,6 @@ if __name__ == "__main__":
                              "clone of HEAD")
     parser.add_argument("--machine", default=f"{os.cpu_count()} cores",
                         help="how the results file describes the machine (default: its core count)")
-    parser.add_argument("--write", action="store_true", help="write bench/results/compose.md")
+    add_options(parser, {"runs": 1, "ticks": 2000, "idle_seconds": 4.0, "settle_seconds": 4.0, "timeout": 300.0})
     signal.signal(signal.SIGTERM, _terminate)
-    main(parser.parse_args())
+    main(parse(parser))
