@@ -68,6 +68,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_options import add_options, parse, write_results  # noqa: E402
 from pipeline_kit import spread_symbols, write_replay  # noqa: E402
 
+from control.connector import all_running  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
 PUBLISHED_PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "REGISTRY_PORT", "CONNECT_PORT", "CHART_PORT")
@@ -489,8 +490,7 @@ def inspect_health(project: Project, load: Load, containers: dict[str, str], res
     if load.producer_exit:
         load.problems.append(f"the host producer exited {load.producer_exit}: {load.producer_tail[-500:]}")
     load.connector = connector_state(project, rest_password)
-    states = [] if load.connector is None else [load.connector["connector"], *load.connector.get("tasks", [])]
-    if load.connector is None or any(s.get("state") != "RUNNING" for s in states):
+    if load.connector is None or "connector" not in load.connector or not all_running(load.connector):
         suspects.add("connect")
         load.problems.append(f"sink connector: {json.dumps(load.connector)[:1500]}")
     for service in load.services():

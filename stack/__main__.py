@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shlex
 import shutil
 import subprocess
@@ -43,6 +42,7 @@ from control.connector import (
     DEFAULT_CONNECTOR_FILE,
     ConnectApi,
     ConnectorError,
+    all_running,
     connector_status,
     load_connector,
     register,
@@ -54,6 +54,7 @@ from control.secrets import ensure_secrets
 from control.settings import PROJECT_ROOT, Settings, SettingsError
 from control.setup import apply_registry_levels, setup
 from control.supervisor import read_health, root_cause
+from core.files import read_json
 from stack.process import ManagedProcess, StackError
 from stack.services import Kafka, Postgres, Service, all_services, connect_workers
 
@@ -169,7 +170,7 @@ def start_producer(settings: Settings, producer_args: str = "", timeout: float =
         if time.monotonic() > deadline:
             raise StackError(f"the producer did not report within {timeout:.0f}s:\n{process.log_tail(30)}")
         time.sleep(0.5)
-    source = json.loads(health.read_text()).get("source", "?")
+    source = (read_json(health) or {}).get("source", "?")
     print(f"producer  started (pid {pid}), source {source}: python -m producer {producer_args}".rstrip()
           + f"; log {process.log_file}")
     return pid if process.is_running() else None
@@ -235,7 +236,7 @@ def status(settings: Settings) -> int:
             if failed["state"] == "FAILED":  # why, in one line: the trace's first line and its root cause
                 print(f"  {'task ' + str(failed['id']) if 'id' in failed else 'connector'} FAILED: "
                       f"{failure_reason(failed.get('trace', ''))}")
-        healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
+        healthy &= all_running(st)
     for line in flow_lines(settings, name, producer_health_file(settings), producer.is_running()):
         print(line)
     disk = disk_report(settings, Postgres(settings).data_dir, Kafka(settings).log_dir)

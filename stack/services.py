@@ -23,8 +23,9 @@ from psycopg import sql
 
 from control.connector import ConnectApi
 from control.kafka_setup import KafkaSetupError, admin_client, ensure_kafka
-from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
+from control.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending
 from control.settings import PROJECT_ROOT, REGISTRY_USERS, Settings
+from core.files import write_atomic
 from stack.process import ManagedProcess, StackError, base_environment
 
 CONFIG_DIR = PROJECT_ROOT / "stack" / "config"
@@ -179,7 +180,7 @@ class Postgres(Service):
         if (data / "PG_VERSION").exists():
             return
         pwfile = data.parent / f"{data.name}.pw"
-        write_private(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
+        write_atomic(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         result = subprocess.run(
@@ -434,8 +435,8 @@ class Connect(Service):
         native = re.sub(r"(?m)^plugin\.path=.*$", f"plugin.path={self.settings.plugins_dir}", shared)
         self.worker_file.write_text(native)
         user, password = self.settings.connect_auth
-        write_private(self.credentials_file, rest_credentials(user, password))
-        write_private(self.jaas_file, rest_jaas_config(self.credentials_file))
+        write_atomic(self.credentials_file, rest_credentials(user, password))
+        write_atomic(self.jaas_file, rest_jaas_config(self.credentials_file))
 
     def environment(self) -> dict[str, str]:
         return connect_worker_env(self.settings, self.rest_port)

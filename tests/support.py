@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT
-from control.supervisor import read_health
+from core.files import read_json
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
 
@@ -156,5 +156,5 @@ def as_json(message: Message) -> str:
 
 def supervisor_restarts(stack: StackHandle) -> int:
     """How many times the stack's supervisor has restarted failed sink tasks (its health file)."""
-    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    health = read_json(stack.settings.state_dir / "supervisor.json") or {}
     return int(health.get("restarts", 0))

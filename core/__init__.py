@@ -1,0 +1,1 @@
+"""The foundation every component imports: settings, secrets and small shared pieces (files)."""
