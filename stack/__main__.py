@@ -16,7 +16,6 @@
             retention.bytes, the free space under PostgreSQL's and Kafka's data directories, and a WARNING
             line when either runs short (DISK_WARN_FREE_PERCENT) or the topic nears retention.bytes
   logs      the last lines of a service's (or the producer's, the supervisor's) log
-  register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
 Credentials: the first `up` generates every password into .stack/secrets.env (mode 0600) and later runs
 reuse it (control/secrets.py); `up` and `status` print where it is.
@@ -39,13 +38,11 @@ from pathlib import Path
 import psutil
 
 from control.connector import (
-    DEFAULT_CONNECTOR_FILE,
     ConnectApi,
     ConnectorError,
     all_running,
     connector_status,
     load_connector,
-    register,
 )
 from control.disk import disk_report
 from control.flow import flow_lines
@@ -298,10 +295,6 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "logs":
         logs(settings, args.service, args.lines)
         return 0
-    if args.command == "register":
-        register(ConnectApi.of(settings), Path(args.file), args.timeout)
-        print("connector registered and RUNNING")
-        return 0
     raise AssertionError(args.command)
 
 
@@ -330,9 +323,6 @@ def cli() -> None:
     p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0), connect-N (worker N), "
                                         "chart, supervisor or producer")
     p_logs.add_argument("-n", "--lines", type=int, default=60)
-    p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
-    p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))
-    p_reg.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     try:
         sys.exit(main(args))

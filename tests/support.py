@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.dlq import dead_letter
 from control.kafka_setup import writable_topic
 from control.settings import PROJECT_ROOT
 from core.files import read_json
@@ -144,10 +145,8 @@ def headers(message: Message) -> dict[str, str]:
 
 
 def dlq_reason(message: Message) -> str:
-    """The contract's reason from a dead letter's error message ('tick contract violated: REASON: ...')."""
-    text = headers(message).get("__connect.errors.exception.message", "")
-    prefix = "tick contract violated: "
-    return text[len(prefix):].split(":", 1)[0] if text.startswith(prefix) else text
+    """The dead letter's reason as `scripts/dlq.sh show` counts it (control/dlq.py: DeadLetter.reason)."""
+    return dead_letter(message).reason
 
 
 def as_json(message: Message) -> str:
