@@ -9,6 +9,7 @@ import hashlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import psycopg
 import requests
 from dotenv import dotenv_values
@@ -72,13 +74,16 @@ class Service:
     readiness = ""
     ready_timeout = 120.0
     stop_signal = signal.SIGTERM
+    stop_timeout = 30.0
+    inherit_env = False  # True: the caller's whole environment too (the Python services: CRYPTOPIPE_*, ...)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property
     def process(self) -> ManagedProcess:
-        return ManagedProcess(self.name, self.settings.state_dir, stop_signal=self.stop_signal)
+        return ManagedProcess(self.name, self.settings.state_dir, stop_signal=self.stop_signal,
+                              stop_timeout=self.stop_timeout)
 
     @property
     def data_dir(self) -> Path:
@@ -86,12 +91,13 @@ class Service:
 
     def up(self) -> float:
         """Start (if not running) and wait until ready; returns the seconds spent waiting. The process
-        gets environment() and the locale / PATH, nothing else of the caller's environment."""
+        gets environment() and the locale / PATH, nothing else of the caller's environment (unless
+        inherit_env), and runs in the project's folder."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.process.is_running():
             self.check_ports_free()
         self.prepare()
-        self.process.start(self.command(), env=self.environment(), inherit_env=False)
+        self.process.start(self.command(), env=self.environment(), cwd=PROJECT_ROOT, inherit_env=self.inherit_env)
         return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
 
     def down(self) -> bool:
@@ -533,6 +539,94 @@ class Chart(Service):
 
     def is_ready(self) -> bool:
         return _http_ok(f"http://127.0.0.1:{self.settings.port('CHART')}/healthz")
+
+
+class Supervisor(Service):
+    """python -m control.supervisor (restarts failed sink tasks, asking every Connect worker) under its keeper
+    (python -m stack.keeper: starts it again whenever it exits). The managed process is the keeper; ready
+    once the keeper has started the supervisor. `down` stops the keeper first (it would start the supervisor
+    again), then the supervisor."""
+
+    name = "supervisor"
+    readiness = "its keeper started it"
+    ready_timeout = 30.0
+    inherit_env = True
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("supervisor-keeper", self.settings.state_dir)
+
+    @property
+    def supervised(self) -> ManagedProcess:
+        return ManagedProcess("supervisor", self.settings.state_dir)
+
+    @property
+    def health_file(self) -> Path:
+        return self.settings.state_dir / "supervisor.json"
+
+    def command(self) -> list[str]:
+        """The keeper with the supervisor's command: every Connect worker's URL (it asks the one that answers)."""
+        urls = [arg for worker in connect_workers(self.settings) for arg in ("--connect-url", worker.url)]
+        supervisor = [sys.executable, "-m", "control.supervisor", *urls, "--health-file", str(self.health_file)]
+        return [sys.executable, "-m", "stack.keeper", "--pid-file", str(self.supervised.pid_file), "--log",
+                str(self.supervised.log_file), "--", *supervisor]
+
+    def up(self) -> float:
+        """Nothing changes when both run with this command already. A keeper with another command (e.g.
+        another number of workers), or a supervisor left without its keeper, is stopped first."""
+        keeper = self.process
+        if (pid := keeper.pid()) is not None and psutil.Process(pid).cmdline() == self.command() \
+                and self.supervised.is_running():
+            return 0.0
+        self.down()
+        self.health_file.unlink(missing_ok=True)  # restarts count from this `up` on
+        return super().up()
+
+    def down(self) -> bool:
+        kept = self.process.stop()
+        return self.supervised.stop() or kept
+
+    def is_ready(self) -> bool:
+        return self.supervised.is_running()
+
+
+class Producer(Service):
+    """python -m producer [ARGS] with its settings (PRODUCER_SOURCE, ... from .env and the environment) and a
+    health file; ready once it reports (it has registered the schema and started its source). A replay
+    that finishes before the first look counts as started too (its health file is there)."""
+
+    name = "producer"
+    readiness = "its health file: schema registered, source started"
+    ready_timeout = 90.0
+    stop_timeout = 60.0  # SIGTERM: it flushes and reports its counts
+    inherit_env = True
+
+    def __init__(self, settings: Settings, args: str = "") -> None:
+        super().__init__(settings)
+        self.args = args
+
+    @property
+    def health_file(self) -> Path:
+        return self.settings.state_dir / "producer.health"
+
+    def prepare(self) -> None:
+        if not self.process.is_running():
+            self.health_file.unlink(missing_ok=True)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "producer", *shlex.split(self.args), "--health-file", str(self.health_file)]
+
+    def environment(self) -> dict[str, str]:
+        return {**self.settings.env, "KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+                "SCHEMA_REGISTRY_URL": self.settings.ccompat_url}
+
+    def down(self) -> bool:
+        stopped = self.process.stop()
+        self.health_file.unlink(missing_ok=True)  # its counts describe a run that is over
+        return stopped
+
+    def is_ready(self) -> bool:
+        return self.health_file.exists()
 
 
 def all_services(settings: Settings) -> list[Service]:
