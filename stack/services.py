@@ -60,6 +60,12 @@ def heap_options(settings: Settings, service: str) -> list[str]:
     return settings[f"{service}_HEAP_OPTS"].split()
 
 
+def kafka_jvm(settings: Settings, service: str, libs: Path, *options: str) -> list[str]:
+    """A JVM on Kafka's jars (the broker, Connect): heap from .env, G1, headless, the shared log4j2 config."""
+    return [_java(), *heap_options(settings, service), "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}", *options, "-cp", f"{libs}/*"]
+
+
 def _java_major(java: Path) -> int:
     out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)', out)
@@ -278,11 +284,7 @@ class Kafka(Service):
         libs = self.settings.kafka_home / "libs"
         if not libs.is_dir():
             raise StackError(f"Kafka jars missing in {libs}: run scripts/fetch_artifacts.sh")
-        return [
-            _java(), *heap_options(self.settings, "BROKER"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
-            "-cp", f"{libs}/*",
-        ]
+        return kafka_jvm(self.settings, "BROKER", libs)
 
     def prepare(self) -> None:
         s = self.settings
@@ -415,12 +417,8 @@ class Connect(Service):
         libs = self.settings.kafka_home / "libs"
         if not (self.settings.plugins_dir / ".complete").exists():
             raise StackError(f"Connect plugins missing in {self.settings.plugins_dir}: run scripts/fetch_artifacts.sh")
-        return [
-            _java(), *heap_options(self.settings, "CONNECT"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
-            f"-Djava.security.auth.login.config={self.jaas_file}",
-            "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),
-        ]
+        return [*kafka_jvm(self.settings, "CONNECT", libs, f"-Djava.security.auth.login.config={self.jaas_file}"),
+                "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file)]
 
     @property
     def worker_file(self) -> Path:
