@@ -7,6 +7,7 @@ pg_stat_statements (statements of CHART_DB_USER on the candle views); latency is
 commit to the first page receiving the changed candle. Writes bench/results/chart.md with --write.
 
     python bench/chart_bench.py --viewers 1,20,100 --updates 40 --pauses 0.3,0.05 --write
+    python bench/chart_bench.py --quick    # CI smoke run: small sizes, results into a temp dir
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, write_results  # noqa: E402
+
 from core.settings import Settings  # noqa: E402
+
+QUICK = {"viewers": "1,5", "updates": 5, "pauses": "0.3"}
 
 SERIES = [{"interval": iv, "variant": v} for iv in ("1m", "5m") for v in ("all", "real")]
 
@@ -138,10 +144,7 @@ def main(args: argparse.Namespace) -> None:
               "With ticks closer together than CHART_REFRESH_SECONDS (0.25 s) updates are coalesced: fewer",
               "queries than updates, and a page may see only the newest of several closes (fewer received)."]
     print("\n".join(lines))
-    if args.write:
-        out = ROOT / "bench" / "results" / "chart.md"
-        out.write_text("\n".join(lines) + "\n")
-        print(f"written to {out}")
+    write_results(args, "chart.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
@@ -150,5 +153,5 @@ if __name__ == "__main__":
     parser.add_argument("--viewers", default="1,20,100")
     parser.add_argument("--updates", type=int, default=40)
     parser.add_argument("--pauses", default="0.3,0.05", help="seconds between tick statements, one round each")
-    parser.add_argument("--write", action="store_true", help="write bench/results/chart.md")
-    main(parser.parse_args())
+    add_options(parser, QUICK)
+    main(parse(parser))

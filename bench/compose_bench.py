@@ -33,6 +33,7 @@ Writes bench/results/compose.md with --write.
 
     python bench/compose_bench.py --runs 2 --write
     python bench/compose_bench.py --runs 1 --ticks 20000      # a quick look, nothing written
+    python bench/compose_bench.py --quick      # CI smoke run: one run, 2,000 ticks, results into a temp dir
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, write_results  # noqa: E402
 from pipeline_kit import spread_symbols, write_replay  # noqa: E402
 
+from control.connector import all_running  # noqa: E402
 from core.settings import Settings, read_env_file  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
@@ -492,8 +495,7 @@ def inspect_health(project: Project, load: Load, containers: dict[str, str], res
     if load.producer_exit:
         load.problems.append(f"the host producer exited {load.producer_exit}: {load.producer_tail[-500:]}")
     load.connector = connector_state(project, rest_password)
-    states = [] if load.connector is None else [load.connector["connector"], *load.connector.get("tasks", [])]
-    if load.connector is None or any(s.get("state") != "RUNNING" for s in states):
+    if load.connector is None or "connector" not in load.connector or not all_running(load.connector):
         suspects.add("connect")
         load.problems.append(f"sink connector: {json.dumps(load.connector)[:1500]}")
     for service in load.services():
@@ -820,10 +822,7 @@ def main(args: argparse.Namespace) -> None:
         shutil.rmtree(work, ignore_errors=True)
     lines = report(runs, args, facts, commit, heaps)
     print("\n".join(lines))
-    if args.write:
-        out = ROOT / "bench" / "results" / "compose.md"
-        out.write_text("\n".join(lines) + "\n")
-        print(f"written to {out}")
+    write_results(args, "compose.md", "\n".join(lines) + "\n")
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -847,6 +846,6 @@ if __name__ == "__main__":
                              "clone of HEAD")
     parser.add_argument("--machine", default=f"{os.cpu_count()} cores",
                         help="how the results file describes the machine (default: its core count)")
-    parser.add_argument("--write", action="store_true", help="write bench/results/compose.md")
+    add_options(parser, {"runs": 1, "ticks": 2000, "idle_seconds": 4.0, "settle_seconds": 4.0, "timeout": 300.0})
     signal.signal(signal.SIGTERM, _terminate)
-    main(parser.parse_args())
+    main(parse(parser))

@@ -12,6 +12,7 @@ only reads TICKS_TOPIC). Three measurements, all through the producer's own code
               KafkaSink -> flush (what `python -m producer` does, minus interpreter start-up)
 
     python bench/producer_bench.py --ticks 200000 --write
+    python bench/producer_bench.py --quick    # CI smoke run: 5,000 ticks, one run, results into a temp dir
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
+from bench_options import add_options, parse, results_file  # noqa: E402
 from confluent_kafka import KafkaException  # noqa: E402
 from confluent_kafka.admin import AdminClient  # noqa: E402
 from confluent_kafka.schema_registry import SchemaRegistryClient  # noqa: E402
@@ -128,8 +131,8 @@ def main() -> int:
     parser.add_argument("--linger-ms", type=int, default=20)
     parser.add_argument("--buffer", type=int, default=100_000, help="queue.buffering.max.messages")
     parser.add_argument("--runs", type=int, default=3, help="repetitions; the table shows the median")
-    parser.add_argument("--write", action="store_true", help="write bench/results/producer.md")
-    args = parser.parse_args()
+    add_options(parser, {"ticks": 5000, "runs": 1})
+    args = parse(parser)
 
     try:
         AdminClient({**Settings.load().kafka_config(), "bootstrap.servers": args.bootstrap}).list_topics(timeout=10)
@@ -166,8 +169,7 @@ def main() -> int:
     table = (f"| measurement | ticks/s (median of {args.runs}) | range | of ceiling |\n|---|---:|---:|---:|\n"
              + "\n".join(lines))
     print(table)
-    if args.write:
-        out = ROOT / "bench" / "results" / "producer.md"
+    if (out := results_file(args, "producer.md")) is not None:
         out.write_text(RESULT_TEMPLATE.format(
             table=table, ticks=args.ticks, runs=args.runs,
             linger=args.linger_ms, buffer=args.buffer, python=platform.python_version(),

@@ -9,6 +9,7 @@ each service (bench/pipeline_kit.py: stack_memory_mb), before `down --purge`. Th
 with --write.
 
     python bench/stack_cold_start.py --runs 3 --idle-seconds 60 --write
+    python bench/stack_cold_start.py --quick    # CI smoke run: one run, 5 s idle, results into a temp dir
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, write_results  # noqa: E402
 from pipeline_kit import stack_memory_mb  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
@@ -175,11 +177,7 @@ def main(args: argparse.Namespace) -> None:
               + "  ".join(f"{k}={v:,.0f}" for k, v in sorted(run.memory_mib.items())), flush=True)
     lines = report(runs, args, heaps)
     print("\n".join(lines))
-    if args.write:
-        out = ROOT / "bench" / "results" / "stack_cold_start.md"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text("\n".join(lines) + "\n")
-        print(f"written to {out}")
+    write_results(args, "stack_cold_start.md", "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
@@ -189,5 +187,5 @@ if __name__ == "__main__":
                         help="how long the stack idles after `up` before its memory is taken (default 60)")
     parser.add_argument("--machine", default=f"{os.cpu_count()} cores",
                         help="how the results file describes the machine (default: its core count)")
-    parser.add_argument("--write", action="store_true", help="write bench/results/stack_cold_start.md")
-    main(parser.parse_args())
+    add_options(parser, {"runs": 1, "idle_seconds": 5.0})
+    main(parse(parser))

@@ -143,6 +143,12 @@ def failure_traces(status: dict[str, Any] | None) -> list[str]:
             if t["state"] == "FAILED"]
 
 
+def all_running(status: dict[str, Any]) -> bool:
+    """The connector and every task RUNNING, and at least one task (a connector without tasks writes nothing)."""
+    states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
+    return bool(status.get("tasks")) and all(s == "RUNNING" for s in states)
+
+
 def wait_running(api: ConnectApi, name: str, timeout: float = 120.0,
                  stale_traces: frozenset[str] = frozenset()) -> dict[str, Any]:
     """Poll until the connector and every task are RUNNING; raise with the trace on FAILED.
@@ -152,11 +158,10 @@ def wait_running(api: ConnectApi, name: str, timeout: float = 120.0,
     while time.monotonic() < deadline:
         status = connector_status(api, name)
         if status:
-            states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
             fresh = [trace for trace in failure_traces(status) if trace not in stale_traces]
             if fresh:
                 raise ConnectorError(f"connector {name} FAILED:\n{fresh[0][:4000]}")
-            if status.get("tasks") and all(s == "RUNNING" for s in states):
+            if all_running(status):
                 return status
         time.sleep(1)
     raise ConnectorError(f"connector {name} not RUNNING after {timeout:.0f}s; last status: {json.dumps(status)}")

@@ -118,7 +118,7 @@ def read_all(settings: Settings, topic: str) -> Iterator[DeadLetter]:
                 raise TimeoutError(f"no record from {topic} within 5 s while {len(ends)} partition(s) were unread")
             if message.error():
                 raise KafkaException(message.error())
-            yield _dead_letter(message)
+            yield dead_letter(message)
             if message.offset() + 1 >= ends.get(message.partition(), 0):
                 ends.pop(message.partition(), None)
     finally:
@@ -137,7 +137,7 @@ def _watermarks(consumer: Consumer, partition: TopicPartition, timeout: float = 
             time.sleep(1)
 
 
-def _dead_letter(message: Message) -> DeadLetter:
+def dead_letter(message: Message) -> DeadLetter:
     return DeadLetter(message.partition(), message.offset(), message.key(), message.value(),
                       list(message.headers() or []), message.timestamp()[1])
 

@@ -14,7 +14,6 @@ One line per stage, `flow <stage>: <numbers> ...`; a stage that cannot be measur
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import psycopg
 from confluent_kafka import ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from core.files import read_json
 from core.settings import Settings
 
 FRESH_S = 60.0  # a producer report older than this says nothing about the last minute
@@ -41,9 +41,7 @@ class ProducerFlow:
 
 
 def read_producer(health_file: Path, now: float | None = None) -> ProducerFlow | None:
-    try:
-        health = json.loads(health_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+    if (health := read_json(health_file)) is None:
         return None
     age = (time.time() if now is None else now) - float(health.get("time", 0))
     recent = health.get("last_minute") or {}

@@ -30,7 +30,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import requests
 from control.connector import (
     ConnectApi,
     ConnectorError,
+    all_running,
     connector_status,
     failure_traces,
     load_connector,
@@ -49,6 +49,8 @@ from control.connector import (
 )
 from control.reader_watchdog import ReaderWatchdog
 from control.tick_maintenance import TickMaintainer
+from core.files import read_json as read_health  # the health file this module writes; stack status reads it
+from core.files import write_atomic
 from core.settings import Settings, SettingsError
 
 log = logging.getLogger("supervisor")
@@ -109,7 +111,7 @@ class Supervisor:
             return False
         traces = failure_traces(status)
         if not traces:
-            self._note("RUNNING" if _all_running(status) else "starting", "")
+            self._note("RUNNING" if all_running(status) else "starting", "")
             return False
         first_line = root_cause(traces[0])
         self.state.restarts += 1
@@ -151,10 +153,7 @@ class Supervisor:
         if self.health_file is None:
             return
         self.state.worker = self.api.url
-        self.health_file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=self.health_file.parent, delete=False, suffix=".tmp") as tmp:
-            json.dump(self.state.snapshot(), tmp)
-        os.replace(tmp.name, self.health_file)
+        write_atomic(self.health_file, json.dumps(self.state.snapshot()))
 
 
 def root_cause(trace: str) -> str:
@@ -162,18 +161,6 @@ def root_cause(trace: str) -> str:
     lines = [line.strip() for line in trace.strip().splitlines()]
     causes = [line.removeprefix("Caused by: ") for line in lines if line.startswith("Caused by: ")]
     return (causes[-1] if causes else lines[0] if lines else "(no trace)")[:300]
-
-
-def _all_running(status: dict) -> bool:
-    states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))]
-    return bool(status.get("tasks")) and all(s == "RUNNING" for s in states)
-
-
-def read_health(path: Path) -> dict[str, object] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def previous_restarts(health_file: Path | None) -> int:

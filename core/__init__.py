@@ -1,2 +1,3 @@
 """The foundation every component imports: the settings (.env, environment, secrets), the native stack's
-credentials, and the schema registry client. Operations (supervisor, DLQ tools, status) live in control/."""
+credentials, the schema registry client and small shared pieces (files). Operations (supervisor, DLQ tools,
+status) live in control/."""

@@ -10,12 +10,10 @@ database adopts a new file once). Settings (core/settings.py) reads the file on 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
+from core.files import write_atomic
 from core.settings import SECRET_KEYS, Settings, read_env_file
 
 # Which secret is the password of which database role (the setting that names the role).
@@ -37,20 +35,6 @@ def pending_file(settings: Settings) -> Path:
     return settings.state_dir / "secrets.pending"
 
 
-def write_private(path: Path, text: str) -> None:
-    """Replace `path` atomically with a file of mode 0600 (mkstemp creates it so: never readable by others)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def ensure_secrets(settings: Settings) -> list[str]:
     """Create the secrets file, or add the secrets it lacks; returns the names it added (none when complete).
     Values already in the file are never changed; its mode is (re)set to 0600."""
@@ -60,9 +44,9 @@ def ensure_secrets(settings: Settings) -> list[str]:
     if missing:
         added = {key: settings.env.get(key) or secrets.token_urlsafe(24) for key in missing}
         values = {**{k: v for k, v in current.items() if v}, **added}
-        write_private(path, HEADER + "".join(f"{key}={_quoted(value)}\n" for key, value in values.items()))
+        write_atomic(path, HEADER + "".join(f"{key}={_quoted(value)}\n" for key, value in values.items()))
         pending = set(read_pending(settings)) | set(added)
-        write_private(pending_file(settings), "".join(f"{key}\n" for key in sorted(pending)))
+        write_atomic(pending_file(settings), "".join(f"{key}\n" for key in sorted(pending)))
     path.chmod(0o600)
     return missing
 
@@ -77,7 +61,7 @@ def read_pending(settings: Settings) -> list[str]:
 def clear_pending(settings: Settings, keys: list[str]) -> None:
     left = [key for key in read_pending(settings) if key not in keys]
     if left:
-        write_private(pending_file(settings), "".join(f"{key}\n" for key in left))
+        write_atomic(pending_file(settings), "".join(f"{key}\n" for key in left))
     else:
         pending_file(settings).unlink(missing_ok=True)
 
@@ -116,5 +100,5 @@ def read_secret_files(directory: Path) -> dict[str, str]:
 
 
 def _write_public(path: Path, text: str) -> None:
-    write_private(path, text)
+    write_atomic(path, text)
     path.chmod(0o444)

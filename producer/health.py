@@ -10,17 +10,15 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from core.files import write_atomic
+
 
 def write_health(path: Path, counters: dict[str, object]) -> None:
-    """Atomic replace, so a reader never sees a half-written file; the temp file has an unpredictable name
-    (created exclusively, so nobody can plant a file or link there first)."""
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as tmp:
-        tmp.write(json.dumps({"time": time.time(), "pid": os.getpid(), **counters}))
-    os.replace(tmp.name, path)
+    """The counters with the time and pid, replaced atomically (core.files.write_atomic)."""
+    write_atomic(path, json.dumps({"time": time.time(), "pid": os.getpid(), **counters}))
 
 
 def check(path: Path, max_age: float) -> tuple[bool, str]:

@@ -16,7 +16,6 @@
             retention.bytes, the free space under PostgreSQL's and Kafka's data directories, and a WARNING
             line when either runs short (DISK_WARN_FREE_PERCENT) or the topic nears retention.bytes
   logs      the last lines of a service's (or the producer's, the supervisor's) log
-  register  (re)register the connector from connect/*.json, restart failed tasks, wait for RUNNING
 
 Credentials: the first `up` generates every password into .stack/secrets.env (mode 0600) and later runs
 reuse it (core/secrets.py); `up` and `status` print where it is.
@@ -29,33 +28,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import shlex
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import psutil
-
 from control.connector import (
-    DEFAULT_CONNECTOR_FILE,
     ConnectApi,
     ConnectorError,
+    all_running,
     connector_status,
     load_connector,
-    register,
 )
 from control.disk import disk_report
 from control.flow import flow_lines
 from control.setup import apply_registry_levels, setup
-from control.supervisor import read_health, root_cause
+from control.supervisor import root_cause
+from core.files import read_json
 from core.registry import RegistryError, RulesError
 from core.secrets import ensure_secrets
 from core.settings import PROJECT_ROOT, Settings, SettingsError
 from stack.process import ManagedProcess, StackError
-from stack.services import Kafka, Postgres, Service, all_services, connect_workers
+from stack.services import Kafka, Postgres, Producer, Service, Supervisor, all_services
 
 
 def fetch_artifacts() -> None:
@@ -78,56 +73,15 @@ def up(settings: Settings, with_connector: bool = True) -> dict[str, float]:
         setup(settings)
         timings["connector"] = time.monotonic() - t0
         print(f"connector RUNNING in {timings['connector']:.1f}s")
-        pid = start_supervisor(settings)
-        print(f"supervisor started (pid {pid}, kept by pid {keeper_process(settings).pid()}): restarts failed "
-              "sink tasks with backoff")
+        supervisor = Supervisor(settings)
+        supervisor.up()
+        print(f"supervisor started (pid {supervisor.supervised.pid()}, kept by pid {supervisor.process.pid()}): "
+              "restarts failed sink tasks with backoff")
     else:
         apply_registry_levels(settings)
     start_service(chart, timings)
     timings["total"] = time.monotonic() - started
     return timings
-
-
-def supervisor_process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess("supervisor", settings.state_dir)
-
-
-def supervisor_health_file(settings: Settings) -> Path:
-    return settings.state_dir / "supervisor.json"
-
-
-def keeper_process(settings: Settings) -> ManagedProcess:
-    """stack/keeper.py: starts the supervisor again whenever it exits; `down` stops it (and so the supervisor)."""
-    return ManagedProcess("supervisor-keeper", settings.state_dir)
-
-
-def keeper_command(settings: Settings) -> list[str]:
-    """The keeper with the supervisor's command: every Connect worker's URL (it asks the one that answers)."""
-    urls = [arg for worker in connect_workers(settings) for arg in ("--connect-url", worker.url)]
-    supervisor = [sys.executable, "-m", "control.supervisor", *urls,
-                  "--health-file", str(supervisor_health_file(settings))]
-    process = supervisor_process(settings)
-    return [sys.executable, "-m", "stack.keeper", "--pid-file", str(process.pid_file), "--log",
-            str(process.log_file), "--", *supervisor]
-
-
-def start_supervisor(settings: Settings, timeout: float = 30.0) -> int:
-    """The keeper, which starts the supervisor; nothing changes when both run with this command already.
-    A keeper with another command (e.g. another number of workers), or a supervisor left without its
-    keeper, is stopped first. Returns the supervisor's pid once it runs."""
-    keeper, supervisor, command = keeper_process(settings), supervisor_process(settings), keeper_command(settings)
-    if (pid := keeper.pid()) is not None and psutil.Process(pid).cmdline() == command and supervisor.is_running():
-        return supervisor.pid()  # type: ignore[return-value]
-    keeper.stop()
-    supervisor.stop()
-    supervisor_health_file(settings).unlink(missing_ok=True)  # restarts count from this `up` on
-    keeper.start(command, cwd=PROJECT_ROOT)
-    deadline = time.monotonic() + timeout
-    while (pid := supervisor.pid()) is None:
-        if not keeper.is_running() or time.monotonic() > deadline:
-            raise StackError(f"the supervisor's keeper did not start it within {timeout:.0f}s:\n{keeper.log_tail(20)}")
-        time.sleep(0.2)
-    return pid
 
 
 def start_service(service: Service, timings: dict[str, float]) -> None:
@@ -138,48 +92,41 @@ def start_service(service: Service, timings: dict[str, float]) -> None:
     print(f"healthy ({service.readiness}) in {timings[service.name]:.1f}s", flush=True)
 
 
+def supervisor_process(settings: Settings) -> ManagedProcess:
+    return Supervisor(settings).supervised
+
+
+def keeper_process(settings: Settings) -> ManagedProcess:
+    """stack/keeper.py: starts the supervisor again whenever it exits; `down` stops it (and so the supervisor)."""
+    return Supervisor(settings).process
+
+
 def producer_process(settings: Settings) -> ManagedProcess:
-    return ManagedProcess("producer", settings.state_dir, stop_timeout=60)
+    return Producer(settings).process
 
 
 def producer_health_file(settings: Settings) -> Path:
-    return settings.state_dir / "producer.health"
+    return Producer(settings).health_file
 
 
-def start_producer(settings: Settings, producer_args: str = "", timeout: float = 90.0) -> int | None:
-    """python -m producer [ARGS] with its settings (PRODUCER_SOURCE, ... from .env and the environment) and a
-    health file; waits until it reports (it has registered the schema and started its source) or exits.
-    Returns its pid, or None when it already finished (a replay as fast as possible)."""
-    process, health = producer_process(settings), producer_health_file(settings)
-    if process.is_running():
-        pid = process.pid()
+def start_producer(settings: Settings, producer_args: str = "") -> int | None:
+    """The producer (stack.services.Producer) unless it runs already. Returns its pid, or None when it
+    already finished (a replay as fast as possible)."""
+    producer = Producer(settings, producer_args)
+    if (pid := producer.process.pid()) is not None:
         print(f"producer  running (pid {pid})")
         return pid
-    health.unlink(missing_ok=True)
-    env = {**settings.env, **settings.client_env()}
-    argv = [sys.executable, "-m", "producer", *shlex.split(producer_args), "--health-file", str(health)]
-    pid = process.start(argv, env=env, cwd=PROJECT_ROOT)
-    deadline = time.monotonic() + timeout
-    while not health.exists():
-        if not process.is_running():
-            if health.exists():
-                break
-            raise StackError(f"the producer exited before it started producing:\n{process.log_tail(30)}")
-        if time.monotonic() > deadline:
-            raise StackError(f"the producer did not report within {timeout:.0f}s:\n{process.log_tail(30)}")
-        time.sleep(0.5)
-    source = json.loads(health.read_text()).get("source", "?")
-    print(f"producer  started (pid {pid}), source {source}: python -m producer {producer_args}".rstrip()
-          + f"; log {process.log_file}")
-    return pid if process.is_running() else None
+    producer.up()
+    source = (read_json(producer.health_file) or {}).get("source", "?")
+    print(f"producer  started (pid {producer.process.pid() or 'finished'}), source {source}: python -m producer "
+          f"{producer_args}".rstrip() + f"; log {producer.process.log_file}")
+    return producer.process.pid()
 
 
 def down(settings: Settings, purge: bool = False) -> None:
-    if producer_process(settings).stop():
+    if Producer(settings).down():
         print("producer  stopped")
-    producer_health_file(settings).unlink(missing_ok=True)  # its counts describe a run that is over
-    kept = keeper_process(settings).stop()  # first: it would start the supervisor again (it stops it too)
-    if supervisor_process(settings).stop() or kept:
+    if Supervisor(settings).down():  # the keeper first: it would start the supervisor again
         print("supervisor stopped (and its keeper)")
     for service in reversed(all_services(settings)):
         stopped = service.down()
@@ -202,7 +149,7 @@ def status(settings: Settings) -> int:
         state = "healthy" if ok else ("running, NOT healthy" if pid else "stopped")
         print(f"{service.name:<9} {state:<22} pid={pid or '-'}  log={service.process.log_file}")
     supervisor, keeper = supervisor_process(settings), keeper_process(settings)
-    watch = read_health(supervisor_health_file(settings)) or {}
+    watch = read_json(Supervisor(settings).health_file) or {}
     if supervisor.is_running() and keeper.is_running():
         supervisor_state, note = "running", ""
     elif supervisor.is_running():
@@ -234,7 +181,7 @@ def status(settings: Settings) -> int:
             if failed["state"] == "FAILED":  # why, in one line: the trace's first line and its root cause
                 print(f"  {'task ' + str(failed['id']) if 'id' in failed else 'connector'} FAILED: "
                       f"{failure_reason(failed.get('trace', ''))}")
-        healthy &= st["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in st["tasks"])
+        healthy &= all_running(st)
     for line in flow_lines(settings, name, producer_health_file(settings), producer.is_running()):
         print(line)
     disk = disk_report(settings, Postgres(settings).data_dir, Kafka(settings).log_dir)
@@ -295,10 +242,6 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "logs":
         logs(settings, args.service, args.lines)
         return 0
-    if args.command == "register":
-        register(ConnectApi.of(settings), Path(args.file), args.timeout)
-        print("connector registered and RUNNING")
-        return 0
     raise AssertionError(args.command)
 
 
@@ -327,9 +270,6 @@ def cli() -> None:
     p_logs.add_argument("service", help="postgres, kafka, registry, connect (worker 0), connect-N (worker N), "
                                         "chart, supervisor or producer")
     p_logs.add_argument("-n", "--lines", type=int, default=60)
-    p_reg = sub.add_parser("register", help="create or update the connector and wait until RUNNING")
-    p_reg.add_argument("--file", default=str(DEFAULT_CONNECTOR_FILE))
-    p_reg.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()
     try:
         sys.exit(main(args))

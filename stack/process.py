@@ -79,17 +79,19 @@ class ManagedProcess:
         return proc.pid
 
     def wait_ready(self, probe: Callable[[], bool], timeout: float, what: str) -> float:
-        """Poll `probe` until it returns True; fail fast if the process dies. Returns seconds waited."""
+        """Poll `probe` until it returns True; fail fast if the process dies first (a process that became
+        ready and then finished, e.g. a fast replay, counts as ready). Returns seconds waited."""
         started = time.monotonic()
         deadline = started + timeout
         while time.monotonic() < deadline:
-            if self.pid() is None:
-                raise StackError(f"{self.name} exited before it was ready ({what}).\n{self.log_tail()}")
+            alive = self.pid() is not None
             try:
                 if probe():
                     return time.monotonic() - started
             except Exception:  # noqa: BLE001 - a probe failing just means "not yet"
                 pass
+            if not alive:
+                raise StackError(f"{self.name} exited before it was ready ({what}).\n{self.log_tail()}")
             time.sleep(0.5)
         raise StackError(f"{self.name} was not ready after {timeout:.0f}s ({what}).\n{self.log_tail()}")
 

@@ -9,6 +9,7 @@ import hashlib
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -16,13 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import psycopg
 import requests
 from psycopg import sql
 
 from control.connector import ConnectApi
 from control.kafka_setup import KafkaSetupError, admin_client, ensure_kafka
-from core.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending, write_private
+from core.files import write_atomic
+from core.secrets import DB_ROLE_OF_SECRET, clear_pending, read_pending
 from core.settings import PROJECT_ROOT, REGISTRY_USERS, Settings, read_env_file
 from stack.process import ManagedProcess, StackError, base_environment
 
@@ -56,6 +59,12 @@ def heap_options(settings: Settings, service: str) -> list[str]:
     return settings[f"{service}_HEAP_OPTS"].split()
 
 
+def kafka_jvm(settings: Settings, service: str, libs: Path, *options: str) -> list[str]:
+    """A JVM on Kafka's jars (the broker, Connect): heap from .env, G1, headless, the shared log4j2 config."""
+    return [_java(), *heap_options(settings, service), "-XX:+UseG1GC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}", *options, "-cp", f"{libs}/*"]
+
+
 def _java_major(java: Path) -> int:
     out = subprocess.run([str(java), "-version"], capture_output=True, text=True, check=False).stderr
     match = re.search(r'version "(\d+)', out)
@@ -70,13 +79,16 @@ class Service:
     readiness = ""
     ready_timeout = 120.0
     stop_signal = signal.SIGTERM
+    stop_timeout = 30.0
+    inherit_env = False  # True: the caller's whole environment too (the Python services: CRYPTOPIPE_*, ...)
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
     @property
     def process(self) -> ManagedProcess:
-        return ManagedProcess(self.name, self.settings.state_dir, stop_signal=self.stop_signal)
+        return ManagedProcess(self.name, self.settings.state_dir, stop_signal=self.stop_signal,
+                              stop_timeout=self.stop_timeout)
 
     @property
     def data_dir(self) -> Path:
@@ -84,12 +96,13 @@ class Service:
 
     def up(self) -> float:
         """Start (if not running) and wait until ready; returns the seconds spent waiting. The process
-        gets environment() and the locale / PATH, nothing else of the caller's environment."""
+        gets environment() and the locale / PATH, nothing else of the caller's environment (unless
+        inherit_env), and runs in the project's folder."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.process.is_running():
             self.check_ports_free()
         self.prepare()
-        self.process.start(self.command(), env=self.environment(), inherit_env=False)
+        self.process.start(self.command(), env=self.environment(), cwd=PROJECT_ROOT, inherit_env=self.inherit_env)
         return self.process.wait_ready(self.is_ready, self.ready_timeout, self.readiness)
 
     def down(self) -> bool:
@@ -178,7 +191,7 @@ class Postgres(Service):
         if (data / "PG_VERSION").exists():
             return
         pwfile = data.parent / f"{data.name}.pw"
-        write_private(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
+        write_atomic(pwfile, self.settings["POSTGRES_PASSWORD"] + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres", "postgres")
         result = subprocess.run(
@@ -270,11 +283,7 @@ class Kafka(Service):
         libs = self.settings.kafka_home / "libs"
         if not libs.is_dir():
             raise StackError(f"Kafka jars missing in {libs}: run scripts/fetch_artifacts.sh")
-        return [
-            _java(), *heap_options(self.settings, "BROKER"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
-            "-cp", f"{libs}/*",
-        ]
+        return kafka_jvm(self.settings, "BROKER", libs)
 
     def prepare(self) -> None:
         s = self.settings
@@ -407,12 +416,8 @@ class Connect(Service):
         libs = self.settings.kafka_home / "libs"
         if not (self.settings.plugins_dir / ".complete").exists():
             raise StackError(f"Connect plugins missing in {self.settings.plugins_dir}: run scripts/fetch_artifacts.sh")
-        return [
-            _java(), *heap_options(self.settings, "CONNECT"), "-XX:+UseG1GC", "-Djava.awt.headless=true",
-            f"-Dlog4j2.configurationFile={CONFIG_DIR / 'log4j2.properties'}",
-            f"-Djava.security.auth.login.config={self.jaas_file}",
-            "-cp", f"{libs}/*", "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file),
-        ]
+        return [*kafka_jvm(self.settings, "CONNECT", libs, f"-Djava.security.auth.login.config={self.jaas_file}"),
+                "org.apache.kafka.connect.cli.ConnectDistributed", str(self.worker_file)]
 
     @property
     def worker_file(self) -> Path:
@@ -433,8 +438,8 @@ class Connect(Service):
         native = re.sub(r"(?m)^plugin\.path=.*$", f"plugin.path={self.settings.plugins_dir}", shared)
         self.worker_file.write_text(native)
         user, password = self.settings.connect_auth
-        write_private(self.credentials_file, rest_credentials(user, password))
-        write_private(self.jaas_file, rest_jaas_config(self.credentials_file))
+        write_atomic(self.credentials_file, rest_credentials(user, password))
+        write_atomic(self.jaas_file, rest_jaas_config(self.credentials_file))
 
     def environment(self) -> dict[str, str]:
         return connect_worker_env(self.settings, self.rest_port)
@@ -531,6 +536,93 @@ class Chart(Service):
 
     def is_ready(self) -> bool:
         return _http_ok(self.settings.local_url("CHART", "/healthz"))
+
+
+class Supervisor(Service):
+    """python -m control.supervisor (restarts failed sink tasks, asking every Connect worker) under its keeper
+    (python -m stack.keeper: starts it again whenever it exits). The managed process is the keeper; ready
+    once the keeper has started the supervisor. `down` stops the keeper first (it would start the supervisor
+    again), then the supervisor."""
+
+    name = "supervisor"
+    readiness = "its keeper started it"
+    ready_timeout = 30.0
+    inherit_env = True
+
+    @property
+    def process(self) -> ManagedProcess:
+        return ManagedProcess("supervisor-keeper", self.settings.state_dir)
+
+    @property
+    def supervised(self) -> ManagedProcess:
+        return ManagedProcess("supervisor", self.settings.state_dir)
+
+    @property
+    def health_file(self) -> Path:
+        return self.settings.state_dir / "supervisor.json"
+
+    def command(self) -> list[str]:
+        """The keeper with the supervisor's command: every Connect worker's URL (it asks the one that answers)."""
+        urls = [arg for worker in connect_workers(self.settings) for arg in ("--connect-url", worker.url)]
+        supervisor = [sys.executable, "-m", "control.supervisor", *urls, "--health-file", str(self.health_file)]
+        return [sys.executable, "-m", "stack.keeper", "--pid-file", str(self.supervised.pid_file), "--log",
+                str(self.supervised.log_file), "--", *supervisor]
+
+    def up(self) -> float:
+        """Nothing changes when both run with this command already. A keeper with another command (e.g.
+        another number of workers), or a supervisor left without its keeper, is stopped first."""
+        keeper = self.process
+        if (pid := keeper.pid()) is not None and psutil.Process(pid).cmdline() == self.command() \
+                and self.supervised.is_running():
+            return 0.0
+        self.down()
+        self.health_file.unlink(missing_ok=True)  # restarts count from this `up` on
+        return super().up()
+
+    def down(self) -> bool:
+        kept = self.process.stop()
+        return self.supervised.stop() or kept
+
+    def is_ready(self) -> bool:
+        return self.supervised.is_running()
+
+
+class Producer(Service):
+    """python -m producer [ARGS] with its settings (PRODUCER_SOURCE, ... from .env and the environment) and a
+    health file; ready once it reports (it has registered the schema and started its source). A replay
+    that finishes before the first look counts as started too (its health file is there)."""
+
+    name = "producer"
+    readiness = "its health file: schema registered, source started"
+    ready_timeout = 90.0
+    stop_timeout = 60.0  # SIGTERM: it flushes and reports its counts
+    inherit_env = True
+
+    def __init__(self, settings: Settings, args: str = "") -> None:
+        super().__init__(settings)
+        self.args = args
+
+    @property
+    def health_file(self) -> Path:
+        return self.settings.state_dir / "producer.health"
+
+    def prepare(self) -> None:
+        if not self.process.is_running():
+            self.health_file.unlink(missing_ok=True)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "producer", *shlex.split(self.args), "--health-file", str(self.health_file)]
+
+    def environment(self) -> dict[str, str]:
+        return {**self.settings.env, **self.settings.client_env()}
+
+    def down(self) -> bool:
+        stopped = self.process.stop()
+        self.health_file.unlink(missing_ok=True)  # its counts describe a run that is over
+        return stopped
+
+    def is_ready(self) -> bool:
+        return self.health_file.exists()
 
 
 def all_services(settings: Settings) -> list[Service]:

@@ -16,8 +16,9 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from control.dlq import dead_letter
 from control.kafka_setup import writable_topic
-from control.supervisor import read_health
+from core.files import read_json
 from core.settings import PROJECT_ROOT
 from producer.registry import registry_client, value_serializer
 from tests.conftest import StackHandle
@@ -144,10 +145,8 @@ def headers(message: Message) -> dict[str, str]:
 
 
 def dlq_reason(message: Message) -> str:
-    """The contract's reason from a dead letter's error message ('tick contract violated: REASON: ...')."""
-    text = headers(message).get("__connect.errors.exception.message", "")
-    prefix = "tick contract violated: "
-    return text[len(prefix):].split(":", 1)[0] if text.startswith(prefix) else text
+    """The dead letter's reason as `scripts/dlq.sh show` counts it (control/dlq.py: DeadLetter.reason)."""
+    return dead_letter(message).reason
 
 
 def as_json(message: Message) -> str:
@@ -156,5 +155,5 @@ def as_json(message: Message) -> str:
 
 def supervisor_restarts(stack: StackHandle) -> int:
     """How many times the stack's supervisor has restarted failed sink tasks (its health file)."""
-    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    health = read_json(stack.settings.state_dir / "supervisor.json") or {}
     return int(health.get("restarts", 0))
