@@ -13,7 +13,7 @@ and always stops it with `down --purge`. In order:
 
 The group settings under test are the committed ones (connect/worker.properties, and the broker's
 group.min.session.timeout.ms); the report prints them. Results: bench/results/failover.md and .json
-(--quick: 1 kill, 45 s quiet, into a temp dir unless --out).
+(--quick: 15 s warm-up, 30 s quiet, 1 kill, into a temp dir unless --out).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
 import statistics
@@ -146,6 +147,7 @@ class Bench:
         fresh, symbols, count = self.stream(seconds)
         joins = self.joins.since_mark()
         result = {"seconds": seconds, "ticks": count, "joins": joins, "rebalances": len(joins),
+                  "load_average_1min_at_end": os.getloadavg()[0],
                   "freshness": freshness_summary([p for p in fresh.points if p[0] > 2.0])}
         log(f"  => {len(joins)} group joins without a fault; freshness {result['freshness']}")
         return result
@@ -177,6 +179,7 @@ class Bench:
         info["freshness_before_kill"] = freshness_summary([p for p in fresh.points if 2.0 < p[0] < killed_at])
         info["freshness_after_kill"] = freshness_summary([p for p in fresh.points if p[0] >= killed_at])
         info["stall_s"] = info["freshness_after_kill"]["max"]
+        info["freshness_points"] = [(round(t - killed_at, 2), round(v, 3)) for t, v in fresh.points]
         joins = self.joins.since_mark()
         sink = [j for j in joins if j["group"].startswith("connect-")]
         info["sink_group_rejoined_after_s"] = round(sink[0]["at"] - info["killed_wall"], 2) if sink else None
@@ -184,6 +187,7 @@ class Bench:
         rows, distinct = self.once_each(symbols)
         info.update(ticks=count, rows=rows, distinct=distinct, once_each=rows == distinct == count)
         info.pop("killed_wall")
+        info["load_average_1min_at_end"] = os.getloadavg()[0]
         log(f"  => stall {info['stall_s']:.2f} s (freshness max after the kill), tasks moved after "
             f"{info.get('tasks_moved_after_s')} s, sink group rejoined after {info['sink_group_rejoined_after_s']} s; "
             f"every tick once: {info['once_each']}")
@@ -214,6 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         stack.set_config({"tasks.max": str(TASKS)})
         bench = Bench(stack, work)
         bench.wait_spread()
+        log(f"warm-up: {args.warm_up:.0f} s at {RATE:,} ticks/s (fresh JVMs) ...")
+        bench.stream(args.warm_up)
         results["quiet"] = bench.quiet(args.quiet_seconds)
         for n in range(args.kills):
             if n:
@@ -276,15 +282,17 @@ def render_markdown(results: dict[str, Any]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quiet-seconds", type=float, default=600, help="no-fault window (default %(default)s)")
+    parser.add_argument("--warm-up", type=float, default=30, help="seconds of ticks first (default %(default)s)")
     parser.add_argument("--kills", type=int, default=3, help="worker kills (default %(default)s)")
     parser.add_argument("--kill-at", type=float, default=15, help="seconds into each kill step (default %(default)s)")
     parser.add_argument("--after-kill", type=float, default=25, help="ticks produced after it (default %(default)s)")
-    parser.add_argument("--quick", action="store_true", help="1 kill, 45 s quiet; results into --out (default /tmp)")
+    parser.add_argument("--quick", action="store_true",
+                        help="15 s warm-up, 30 s quiet, 1 kill; results into --out (default a temp dir)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default bench/results, or a temp dir with --quick)")
     args = parser.parse_args()
     if args.quick:
-        args.quiet_seconds, args.kills, args.kill_at, args.after_kill = 45, 1, 10, 15
+        args.warm_up, args.quiet_seconds, args.kills, args.kill_at, args.after_kill = 15, 30, 1, 10, 15
     out = args.out or (Path(tempfile.mkdtemp(prefix="failover-bench-results-")) if args.quick
                        else ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
