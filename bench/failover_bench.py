@@ -3,11 +3,12 @@ timeouts that make it quick cause rebalances without a fault.
 
 Starts its own native stack (`python -m stack up --connect-workers 2`, temp state dir, free ports), the sink
 with 3 tasks over the 2 workers, the real producer replaying 1,000 ticks/s (3 symbols, one per partition),
-and always stops it with `down --purge`. In order:
+and always stops it with `down --purge`. In order, after --warm-up s of ticks (fresh JVMs):
 
   quiet   --quiet-seconds at 1,000 ticks/s, no fault: every group join in both workers' logs (the Connect
           group's and the sink consumers' group's generations) is a rebalance nobody asked for
-  kill    --kills times: 1,000 ticks/s; --kill-at s in, the worker running most tasks is SIGKILLed; freshness
+  kill    --kills times: 1,000 ticks/s; --kill-at s in, the worker that is not the group's leader (the slower
+          case: the leader holds a dead member's tasks back for the rebalance delay) is SIGKILLed; freshness
           (now - newest produced_at landed, stalest symbol) sampled every 100 ms; the time until every task
           RUNNING on the other worker; every tick landed once; the killed worker restarted between kills
 
@@ -152,12 +153,24 @@ class Bench:
         log(f"  => {len(joins)} group joins without a fault; freshness {result['freshness']}")
         return result
 
+    def leader(self) -> str:
+        """host:port of the Connect group's leader: the newest assignment the workers logged names it."""
+        logs = [w.process.log_file.read_text(errors="replace") for w in self.stack.workers()
+                if w.process.log_file.exists()]
+        leaders = {m[-1] for text in logs if (m := re.findall(r"leaderUrl='http://([^/']+)/'", text))}
+        if len(leaders) != 1:
+            raise RuntimeError(f"the workers' logs name leaders {leaders}")
+        return leaders.pop()
+
     def kill(self, kill_at: float, seconds: float) -> dict[str, Any]:
+        """The worker that is not the leader dies: the leader holds its tasks back for
+        scheduled.rebalance.max.delay.ms (a new leader would assign a dead leader's tasks at once)."""
         before = self.stack.tasks_by_worker()
-        victim = max(before, key=lambda w: before[w])
-        log(f"kill: tasks per worker {before}; SIGKILL {victim} {kill_at:.0f} s into {seconds:.0f} s of "
-            f"{RATE:,} ticks/s ...")
-        info: dict[str, Any] = {"tasks_before": before, "victim": victim}
+        leader = self.leader()
+        victim = next(w for w in before if w != leader)
+        log(f"kill: tasks per worker {before}, leader {leader}; SIGKILL {victim} {kill_at:.0f} s into "
+            f"{seconds:.0f} s of {RATE:,} ticks/s ...")
+        info: dict[str, Any] = {"tasks_before": before, "leader": leader, "victim": victim}
         self.joins.mark()
 
         def kill_and_watch(started: float) -> None:
@@ -258,21 +271,28 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "## Kills",
         "",
-        "| kill | freshness before (p50 / max) | stall (freshness max after) | sink group rejoined | "
-        "tasks RUNNING elsewhere | joins in both logs | every tick once |",
-        "|---|---|---|---|---|---|---|",
-        *[f"| {i + 1} | {k['freshness_before_kill']['p50']:.3f} / {k['freshness_before_kill']['max']:.3f} s "
+        "| kill | tasks on the killed worker | freshness before (p50 / max) | stall (freshness max after) | "
+        "sink group rejoined | tasks RUNNING elsewhere | joins in both logs | every tick once | load average |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[f"| {i + 1} | {k['tasks_before'][k['victim']]} of {results['tasks']} "
+          f"| {k['freshness_before_kill']['p50']:.3f} / {k['freshness_before_kill']['max']:.3f} s "
           f"| **{k['stall_s']:.2f} s** | {k['sink_group_rejoined_after_s']} s | {k.get('tasks_moved_after_s')} s "
-          f"| {k['joins']} | {k['once_each']} ({k['rows']:,} rows) |" for i, k in enumerate(kills)],
+          f"| {k['joins']} | {k['once_each']} ({k['rows']:,} rows) | {k['load_average_1min_at_end']:.1f} |"
+          for i, k in enumerate(kills)],
         "",
-        f"Tasks moved after {', '.join(f'{m} s' for m in moves)}. The joins column shows that the log parser sees "
-        "rebalances: a kill makes the surviving worker and its consumers rejoin their groups.",
+        f"Tasks moved after {', '.join(f'{m} s' for m in moves)}. The killed worker is the one that is not the "
+        "Connect group's leader (the leader holds a dead member's tasks back for the rebalance delay). Stall: the "
+        "largest freshness (now minus the newest produced_at landed, stalest symbol) after the kill. Sink group "
+        "rejoined: the first join of the sink's consumer group after the kill, from the worker's log. The joins "
+        "column shows that the log parser sees rebalances. Load average: the machine's 1-minute load at the end "
+        "of the step (2 cores).",
         "",
         "## Without a fault",
         "",
         f"{quiet['ticks']:,} ticks over {quiet['seconds']:.0f} s, {quiet['rebalances']} joins of either group in "
         f"either worker's log; freshness p50 {quiet['freshness']['p50']:.3f} s, p99 {quiet['freshness']['p99']:.3f} s,"
-        f" max {quiet['freshness']['max']:.3f} s ({quiet['freshness']['samples']} samples).",
+        f" max {quiet['freshness']['max']:.3f} s ({quiet['freshness']['samples']} samples); load average "
+        f"{quiet['load_average_1min_at_end']:.1f} at its end.",
     ]
     if quiet["joins"]:
         lines += ["", "Joins seen:", "", *[f"- {j}" for j in quiet["joins"]]]
