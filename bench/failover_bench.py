@@ -266,7 +266,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|",
         f"| freshness max stall <= 5 s when a worker is SIGKILLed | {', '.join(f'{s:.2f} s' for s in stalls)} "
         f"| {'yes' if stalls and max(stalls) <= 5 else '**no**'} |",
-        f"| no rebalance without a fault ({quiet['seconds'] / 60:.0f} min at {results['rate']:,} ticks/s) "
+        f"| no rebalance without a fault ({quiet['seconds']:.0f} s at {results['rate']:,} ticks/s) "
         f"| {quiet['rebalances']} group joins | {'yes' if quiet['rebalances'] == 0 else '**no**'} |",
         "",
         "## Kills",
