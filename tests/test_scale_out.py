@@ -44,16 +44,25 @@ SECONDS = 40
 KILL_AFTER = 10  # seconds into the stream
 WORKER_FILE = Path(__file__).resolve().parent.parent / "connect" / "worker.properties"
 # A SIGKILLed worker's tasks run on the other worker within this long (the worker that is not the leader:
-# the slower case, see killed_mid_stream). Connect notices the loss after the
-# workers' session.timeout.ms (3 s) and reassigns at once (scheduled.rebalance.max.delay.ms 0; both in
-# connect/worker.properties); the rest is the tasks' restart (Debezium's session factory, the database
-# connection), seconds more on a loaded 2-core runner (bench/results/failover.md). The slack is for that
-# runner: a rebalance delay back at 60 s (or Connect's default 5 minutes) is far past it.
+# the slower case, see killed_mid_stream). Connect notices the loss after the workers' session.timeout.ms
+# (3 s) and reassigns at once (scheduled.rebalance.max.delay.ms 0; both in connect/worker.properties); the
+# rest is the tasks' restart (Debezium's session factory, the database connection), seconds more on a loaded
+# 2-core runner (bench/results/failover.md). The slack is for that runner: a rebalance delay back at 60 s
+# (or Connect's default 5 minutes) is far past it.
 TASKS_MOVE_WITHIN_S = 25.0
 
 
 class TwoWorkers(StackHandle):
     """A stack whose Connect runs as two workers in one group, the sink with one task per partition."""
+
+    def __init__(self, settings: Settings, env: dict[str, str]) -> None:
+        super().__init__(settings, owned=True)
+        self.env = env
+
+    def up(self) -> None:
+        """`stack up --connect-workers 2`: on this running stack, it starts a worker that is not running."""
+        started = run_stack_cli("up", "--no-fetch", "--no-producer", "--connect-workers", "2", env=self.env)
+        assert started.returncode == 0, f"stack up failed:\n{started.stdout[-3000:]}\n{started.stderr[-4000:]}"
 
     def workers(self) -> list[Connect]:
         return connect_workers(self.settings)
@@ -95,9 +104,8 @@ def two_workers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoWorkers
     with mock.patch.dict(os.environ, overrides):  # the session's stack keeps its own settings
         settings = Settings.load()
     try:
-        started = run_stack_cli("up", "--no-fetch", "--no-producer", "--connect-workers", "2", env=env)
-        assert started.returncode == 0, f"stack up failed:\n{started.stdout[-3000:]}\n{started.stderr[-4000:]}"
-        handle = TwoWorkers(settings, owned=True)
+        handle = TwoWorkers(settings, env)
+        handle.up()
         definition = load_connector()
         upsert(handle.live_api(), definition["name"], {**definition["config"], "tasks.max": str(PARTITIONS)})
         tasks = poll_until(handle.tasks, lambda t: len(t) == PARTITIONS and all(x["state"] == "RUNNING" for x in t)
@@ -174,6 +182,7 @@ def killed_mid_stream(two_workers: TwoWorkers) -> dict:
         x["state"] == "RUNNING" and x["worker_id"] != victim for x in t), timeout=120)
     moved_after = time.monotonic() - killed_at
     thread.join()
+    two_workers.up()  # the killed worker back: the supervisor's tests below take worker 0 away themselves
     return {"symbols": symbols, "ticks": ticks, "victim": victim, "before": before, "after": after,
             "moved_after": moved_after}
 
