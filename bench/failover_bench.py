@@ -11,6 +11,7 @@ and always stops it with `down --purge`. In order, after --warm-up s of ticks (f
           case: the leader holds a dead member's tasks back for the rebalance delay) is SIGKILLed; freshness
           (now - newest produced_at landed, stalest symbol) sampled every 100 ms; the time until every task
           RUNNING on the other worker; every tick landed once; the killed worker restarted between kills
+          and SETTLE_SECONDS of ticks before the next
 
 The group settings under test are the committed ones (connect/worker.properties, and the broker's
 group.min.session.timeout.ms); the report prints them. Results: bench/results/failover.md and .json
@@ -51,6 +52,7 @@ from pipeline_kit import (  # noqa: E402
 
 TASKS = 3
 RATE = 1000
+SETTLE_SECONDS = 30  # ticks after a restarted worker took its tasks back, before the next kill
 WORKER_FILE = ROOT / "connect" / "worker.properties"
 BROKER_FILE = ROOT / "stack" / "config" / "kafka-broker.properties"
 GROUP_SETTINGS = ("session.timeout.ms", "heartbeat.interval.ms", "scheduled.rebalance.max.delay.ms",
@@ -194,7 +196,7 @@ class Bench:
         info["stall_s"] = info["freshness_after_kill"]["max"]
         info["freshness_points"] = [(round(t - killed_at, 2), round(v, 3)) for t, v in fresh.points]
         joins = self.joins.since_mark()
-        sink = [j for j in joins if j["group"].startswith("connect-")]
+        sink = [j for j in joins if j["group"].startswith("connect-") and j["at"] >= info["killed_wall"]]
         info["sink_group_rejoined_after_s"] = round(sink[0]["at"] - info["killed_wall"], 2) if sink else None
         info["joins"] = len(joins)
         rows, distinct = self.once_each(symbols)
@@ -210,6 +212,8 @@ class Bench:
         log("the killed worker restarts (stack up --connect-workers 2) ...")
         self.stack.up(workers=2)
         self.wait_spread()
+        log(f"settle: {SETTLE_SECONDS:.0f} s at {RATE:,} ticks/s (the restarted worker's rebalance is over) ...")
+        self.stream(SETTLE_SECONDS)
 
     def wait_spread(self) -> None:
         """Until the sink's tasks run on both workers."""
