@@ -321,7 +321,7 @@ def main() -> None:
                        else ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
     results = run(args)
-    results["command"] = "python bench/failover_bench.py" + (" --quick" if args.quick else "")
+    results["command"] = " ".join(["python bench/failover_bench.py", *sys.argv[1:]])
     (out / "failover.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "failover.md").write_text(render_markdown(results))
     print((out / "failover.md").read_text())
