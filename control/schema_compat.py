@@ -44,7 +44,7 @@ class CheckError(Exception):
     """The check could not be made: that is a failure, never a pass."""
 
 
-def load_rules(config_file: Path, settings_env: dict[str, str]) -> tuple[str, dict[str, SchemaRule]]:
+def read_check_rules(config_file: Path, settings_env: dict[str, str]) -> tuple[str, dict[str, SchemaRule]]:
     """The rule file (core.registry reads it, for this check and for the registry alike)."""
     try:
         rules = registry.load_rules(settings_env, config_file)
@@ -124,7 +124,7 @@ def history(repo: Path, path: str) -> tuple[list[Version], str]:
 
 # -- registry -----------------------------------------------------------------------------------------
 
-class Registry:
+class CheckRegistry:
     """The check's view of the registry: core.registry's client, with every failure a CheckError."""
 
     def __init__(self, url: str, auth: tuple[str, str] | None = None) -> None:
@@ -174,7 +174,7 @@ def _could_not_check() -> Iterator[None]:
 
 # -- the two checks --------------------------------------------------------------------------------------
 
-def check_history(registry: Registry, repo: Path, rule: SchemaRule, out: list[str]) -> int:
+def check_history(target: CheckRegistry, repo: Path, rule: SchemaRule, out: list[str]) -> int:
     versions, note = history(repo, rule.path)
     if not versions:
         out.append(f"OK    {rule.subject} ({rule.path}): {note}")
@@ -188,21 +188,21 @@ def check_history(registry: Registry, repo: Path, rule: SchemaRule, out: list[st
     transitive = rule.level.endswith("_TRANSITIVE")
     scratch = f"compat-check.{uuid.uuid4().hex[:12]}.{rule.subject}"
     try:
-        registry.set_level(scratch, "NONE")  # history itself may hold breaking steps: seed without rules
+        target.set_level(scratch, "NONE")  # history itself may hold breaking steps: seed without rules
         ids: list[int] = []
         for version in earlier:
-            schema_id = registry.register(scratch, version.text)
+            schema_id = target.register(scratch, version.text)
             if schema_id not in ids:
                 ids.append(schema_id)
-        registered = registry.versions(scratch)
+        registered = target.versions(scratch)
         if registered is None or len(registered) != len(ids):  # it must hold exactly what we compare against
             raise CheckError(f"registry holds versions {registered} of {scratch}, expected {len(ids)}")
-        registry.set_level(scratch, rule.level)
-        compatible, messages = registry.check(scratch, None if transitive else "latest", working)
+        target.set_level(scratch, rule.level)
+        compatible, messages = target.check(scratch, None if transitive else "latest", working)
         if not compatible and not messages:
-            messages = registry.reasons(scratch, working)
+            messages = target.reasons(scratch, working)
     finally:
-        registry.delete(scratch)
+        target.delete(scratch)
     against = [v.sha for v in earlier] if transitive else [earlier[-1].sha]
     compared = (f"{', '.join(against)} (all {len(earlier)} earlier distinct versions)" if transitive
                 else f"{against[0]} (latest of {len(earlier)} earlier distinct version(s): "
@@ -215,24 +215,24 @@ def check_history(registry: Registry, repo: Path, rule: SchemaRule, out: list[st
     return INCOMPATIBLE
 
 
-def check_live(registry: Registry, repo: Path, rule: SchemaRule, out: list[str]) -> int:
-    versions = registry.versions(rule.subject)
+def check_live(target: CheckRegistry, repo: Path, rule: SchemaRule, out: list[str]) -> int:
+    versions = target.versions(rule.subject)
     if not versions:
-        raise CheckError(f"subject {rule.subject} does not exist on {registry.url}: nothing to check against "
+        raise CheckError(f"subject {rule.subject} does not exist on {target.url}: nothing to check against "
                          "(a registry answers 'compatible' for unknown subjects, so this is an error)")
-    level = registry.level(rule.subject)
+    level = target.level(rule.subject)
     if level != rule.level:
         out.append(f"NOTE  {rule.subject}: the registry enforces {level}, {rule.path} is configured {rule.level}")
     transitive = level.endswith("_TRANSITIVE")
-    compatible, messages = registry.check(rule.subject, None if transitive else "latest",
+    compatible, messages = target.check(rule.subject, None if transitive else "latest",
                                           (repo / rule.path).read_text())
     if compatible:
         out.append(f"OK    {rule.subject} ({rule.path}): working tree is {level} compatible with live version "
-                   f"{max(versions)} on {registry.url}")
+                   f"{max(versions)} on {target.url}")
         return OK
     out.append(f"FAIL  {rule.subject} ({rule.path}): working tree is not {level} compatible with live version "
-               f"{max(versions)} on {registry.url}")
-    messages = messages or registry.reasons(rule.subject, (repo / rule.path).read_text())
+               f"{max(versions)} on {target.url}")
+    messages = messages or target.reasons(rule.subject, (repo / rule.path).read_text())
     out.extend(f"        {m}" for m in messages or ["(the registry gave no reason)"])
     return INCOMPATIBLE
 
@@ -246,14 +246,14 @@ def run(args: argparse.Namespace) -> int:
     repo = Path(args.repo).resolve()
     config_file = repo / args.config
     try:
-        _, rules = load_rules(config_file, settings.env)
+        _, rules = read_check_rules(config_file, settings.env)
         paths = args.schemas or sorted(str(p.relative_to(repo)) for p in (repo / "schemas").glob("*.avsc"))
         missing = [p for p in paths if p not in rules]
         if missing:
             raise CheckError(f"no entry in {args.config} for {', '.join(missing)}: add its subject (and level)")
         if not paths:
             raise CheckError(f"no schemas found under {repo / 'schemas'}")
-        target = Registry(args.registry or settings.ccompat_url, settings.registry_auth("admin"))
+        target = CheckRegistry(args.registry or settings.ccompat_url, settings.registry_auth("admin"))
         worst = OK
         for path in paths:
             out: list[str] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from control.schema_compat import CheckError, history, load_rules
+from control.schema_compat import CheckError, history, read_check_rules
 from core.settings import PROJECT_ROOT
 
 TICK = "schemas/crypto_tick.avsc"
@@ -30,28 +30,28 @@ def test_a_broken_config_file_is_reported(tmp_path: Path, config: dict, message:
     path = tmp_path / "compatibility.json"
     path.write_text(json.dumps(config))
     with pytest.raises(CheckError, match=message):
-        load_rules(path, SETTINGS)
+        read_check_rules(path, SETTINGS)
 
 
 def test_a_config_file_that_is_not_json_is_reported(tmp_path: Path) -> None:
     path = tmp_path / "compatibility.json"
     path.write_text("{default: BACKWARD")
     with pytest.raises(CheckError, match="cannot read"):
-        load_rules(path, SETTINGS)
+        read_check_rules(path, SETTINGS)
 
 
 def test_the_default_level_applies_where_a_schema_names_none(tmp_path: Path) -> None:
     path = tmp_path / "compatibility.json"
     path.write_text(json.dumps({"default": "FORWARD_TRANSITIVE", "schemas": {TICK: {"subject": "t-value"}}}))
-    default, rules = load_rules(path, SETTINGS)
+    default, rules = read_check_rules(path, SETTINGS)
     assert default == "FORWARD_TRANSITIVE" and rules[TICK].level == "FORWARD_TRANSITIVE"
 
 
 def test_the_project_config_names_the_ticks_subject() -> None:
-    _, rules = load_rules(PROJECT_ROOT / "schemas" / "compatibility.json", SETTINGS)
+    _, rules = read_check_rules(PROJECT_ROOT / "schemas" / "compatibility.json", SETTINGS)
     assert rules[TICK].subject == "crypto.ticks-value"
     assert rules[TICK].level == "FULL"
-    assert load_rules(PROJECT_ROOT / "schemas" / "compatibility.json",
+    assert read_check_rules(PROJECT_ROOT / "schemas" / "compatibility.json",
                       {"TICKS_TOPIC": "other"})[1][TICK].subject == "other-value"
 
 
