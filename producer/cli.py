@@ -151,7 +151,7 @@ def build_parser(env: dict[str, str] | None = None) -> argparse.ArgumentParser:
     o.add_argument("--stats-interval", type=float, default=30.0,
                    help="seconds between one-line summaries on stderr; 0 = off (default %(default)s)")
     o.add_argument("--health-file", type=Path, help="rewrite this JSON file (counters, time) periodically; "
-                                                    "check it with python -m producer.health PATH --max-age 120")
+                                                    "check it with python -m core.health PATH --max-age 120")
     o.add_argument("--stay-up", action="store_true",
                    help="when the source ends (a finished replay), keep running and rewriting the health file until "
                         "stopped, instead of exiting (docker compose runs it so: `up --wait` expects it to stay up)")

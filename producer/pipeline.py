@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from producer.health import write_health
+from core.health import write_health
 from producer.sources import Source
 from producer.stats import RecentCounts, Stats
 from producer.tick import Tick

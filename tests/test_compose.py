@@ -230,9 +230,9 @@ DOCKERFILE = PROJECT_ROOT / "producer" / "Dockerfile"
 PROJECT_PACKAGES = ("core", "control", "producer", "chart", "stack")
 # Role -> what its image must run (the compose services' commands and healthchecks) and the packages it must not hold.
 ROLES = {
-    "producer": ([["-m", "producer", "--help"], ["-m", "producer.health", "--help"]], {"control", "chart"}),
+    "producer": ([["-m", "producer", "--help"], ["-m", "core.health", "--help"]], {"control", "chart"}),
     "control": ([["-m", "control", "--help"], ["-m", "control.supervisor", "--help"], ["-m", "control.dlq", "--help"],
-                 ["-m", "producer.health", "--help"]], {"chart"}),
+                 ["-m", "core.health", "--help"]], {"chart", "producer"}),
     "chart": ([["-m", "chart", "--help"]], {"control", "producer"}),
 }
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from yfinance import _http as yf_http  # the HTTP backend yfinance uses (curl_cffi, or requests without it)
 
+from core.health import check, write_health
 from core.settings import PROJECT_ROOT, Settings
 from producer.__main__ import build_validator
 from producer.cli import SOURCES, build_parser, parse_args
-from producer.health import check, write_health
 from producer.kafka_sink import KafkaSink, producer_config
 from producer.pipeline import EXIT_OK, EXIT_UNDELIVERED, Pipeline
 from producer.sources import Source
@@ -349,7 +349,7 @@ def test_health_file_fresh_and_stale(tmp_path: Path) -> None:
     assert not check(path, 120)[0]
     write_health(path, {"delivered": 3})
     assert json.loads(path.read_text())["delivered"] == 3
-    cmd = [sys.executable, "-m", "producer.health", str(path), "--max-age", "120"]
+    cmd = [sys.executable, "-m", "core.health", str(path), "--max-age", "120"]
     assert subprocess.run(cmd, cwd=PROJECT_ROOT, capture_output=True, check=False).returncode == 0
     old = time.time() - 300
     os.utime(path, (old, old))

@@ -1,4 +1,5 @@
-"""Health file: the producer rewrites it periodically; `python -m producer.health PATH --max-age S` checks it.
+"""Health files: the producer and the supervisor rewrite theirs periodically; `python -m core.health PATH
+--max-age S` checks one.
 
 Exit 0 when the file was written less than max-age seconds ago, else 1 with a message (docker-compose
 healthcheck).
@@ -25,15 +26,15 @@ def check(path: Path, max_age: float) -> tuple[bool, str]:
     try:
         age = time.time() - path.stat().st_mtime
     except FileNotFoundError:
-        return False, f"unhealthy: {path} does not exist (producer not started or not writing it)"
+        return False, f"unhealthy: {path} does not exist (its process not started or not writing it)"
     if age > max_age:
         return False, f"unhealthy: {path} last written {age:.0f}s ago (max {max_age:.0f}s)"
     return True, f"healthy: {path} written {age:.0f}s ago"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m producer.health", description=__doc__)
-    parser.add_argument("path", type=Path, help="the file the producer writes (its --health-file)")
+    parser = argparse.ArgumentParser(prog="python -m core.health", description=__doc__)
+    parser.add_argument("path", type=Path, help="the file the process writes (its --health-file)")
     parser.add_argument("--max-age", type=float, default=120.0, help="seconds (default: %(default)s)")
     args = parser.parse_args(argv)
     ok, message = check(args.path, args.max_age)
