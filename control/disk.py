@@ -1,6 +1,6 @@
 """What the stack holds on disk and how much room is left: the `disk` lines of `scripts/stack.sh status`.
 
-  database  pg_database_size of POSTGRES_DB, as the superuser (the way control/flow.py connects), and the
+  database  pg_database_size of POSTGRES_DB, as the superuser (the way control/status_flow.py connects), and the
             raw ticks' partitions (first .. last day), retention and days dropped
   topic     TICKS_TOPIC's partitions in the broker's log directory (confluent-kafka's AdminClient has no
             DescribeLogDirs, so the files are read; the caller passes the directory: the native stack's) against
