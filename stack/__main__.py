@@ -42,8 +42,8 @@ from control.connector import (
     load_connector,
 )
 from control.disk import disk_report
-from control.status_flow import flow_lines
 from control.setup import apply_registry_levels, setup
+from control.status_flow import flow_lines
 from control.supervisor import root_cause
 from core.files import read_json
 from core.registry import RegistryError, RulesError
