@@ -41,7 +41,7 @@ from psycopg import sql  # noqa: E402
 
 from control.connector import ConnectApi, load_connector, register, wait_running  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from producer.registry import registry_client, value_serializer  # noqa: E402
+from producer.schema_registration import registry_client, value_serializer  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
 RESULTS_NAME = "contract.md"

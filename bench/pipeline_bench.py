@@ -77,7 +77,7 @@ from pipeline_kit import (  # noqa: E402
 from pipeline_report import render_markdown, render_plots  # noqa: E402
 
 from control.kafka_setup import writable_topic  # noqa: E402
-from producer.registry import registry_client  # noqa: E402
+from producer.schema_registration import registry_client  # noqa: E402
 
 ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
 COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"

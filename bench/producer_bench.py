@@ -5,11 +5,11 @@ Needs a running stack (`scripts/stack.sh up`, default ports from .env) or --boot
 at one; it starts nothing. Each run writes to a fresh topic `bench.producer.<random>` (the sink connector
 only reads TICKS_TOPIC). Three measurements, all through the producer's own code:
 
-  serialize   KafkaSink.record + AvroSerializer + key StringSerializer per tick, nothing sent (the ceiling)
-  acked       KafkaSink.send per tick (serialize + produce with delivery callback), then flush; the rate is
+  serialize   KafkaPublisher.record + AvroSerializer + key StringSerializer per tick, nothing sent (the ceiling)
+  acked       KafkaPublisher.send per tick (serialize + produce with delivery callback), then flush; the rate is
               ticks whose delivery callback reported success / wall time until the last ack
   pipeline    the full `--source replay --speed 0` path in-process: replay thread -> queue -> validate ->
-              KafkaSink -> flush (what `python -m producer` does, minus interpreter start-up)
+              KafkaPublisher -> flush (what `python -m producer` does, minus interpreter start-up)
 
     python bench/producer_bench.py --ticks 200000 --write
     python bench/producer_bench.py --quick    # CI smoke run: 5,000 ticks, one run, results into a temp dir
@@ -42,9 +42,9 @@ from confluent_kafka.schema_registry.avro import AvroSerializer  # noqa: E402
 from control.kafka_setup import writable_topic  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from producer.cli import env_defaults  # noqa: E402
-from producer.kafka_sink import KafkaSink, producer_config  # noqa: E402
+from producer.kafka_publisher import KafkaPublisher, producer_config  # noqa: E402
 from producer.pipeline import Pipeline  # noqa: E402
-from producer.registry import load_schema, register_schema, registry_client  # noqa: E402
+from producer.schema_registration import load_schema, register_schema, registry_client  # noqa: E402
 from producer.sources.replay import ReplaySource, read_ticks  # noqa: E402
 from producer.stats import Stats  # noqa: E402
 from producer.tick import Feed, Tick  # noqa: E402
@@ -60,13 +60,13 @@ def make_ticks(n: int) -> list[Tick]:
 
 
 def new_sink(args: argparse.Namespace, topic: str, stats: Stats, registry: SchemaRegistryClient,
-             schema: str, **kwargs: object) -> KafkaSink:
+             schema: str, **kwargs: object) -> KafkaPublisher:
     config = producer_config({**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap},
                              linger_ms=args.linger_ms, buffer_max_messages=args.buffer)
-    return KafkaSink(config, registry, schema, topic, stats, **kwargs)  # type: ignore[arg-type]
+    return KafkaPublisher(config, registry, schema, topic, stats, **kwargs)  # type: ignore[arg-type]
 
 
-def bench_serialize(sink: KafkaSink, ticks: list[Tick]) -> float:
+def bench_serialize(sink: KafkaPublisher, ticks: list[Tick]) -> float:
     serialize = sink.serialize
     started = time.perf_counter()
     for tick in ticks:
@@ -92,7 +92,7 @@ def bench_parse(ticks: list[Tick]) -> float:
     return n / elapsed
 
 
-def bench_acked(sink: KafkaSink, ticks: list[Tick], stats: Stats) -> float:
+def bench_acked(sink: KafkaPublisher, ticks: list[Tick], stats: Stats) -> float:
     started = time.perf_counter()
     for i, tick in enumerate(ticks):
         sink.send(tick)
@@ -226,7 +226,7 @@ linger.ms={linger}, batch.size=1000000, compression lz4, queue.buffering.max.mes
 
 "ticks/s acked" counts delivery callbacks that reported success, divided by the wall time from the first
 serialize to the last acknowledgement (flush). The ceiling is the same serialization code path
-(`KafkaSink.serialize`: record + confluent-kafka's `AvroSerializer` + `StringSerializer` for the key) without
+(`KafkaPublisher.serialize`: record + confluent-kafka's `AvroSerializer` + `StringSerializer` for the key) without
 producing.
 
 {notes}

@@ -1,4 +1,4 @@
-"""`python -m producer` / `cryptopipe-producer`: build source, validator and sink from the CLI and run."""
+"""`python -m producer` / `cryptopipe-producer`: build source, validator and output from the CLI and run."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from types import FrameType
 
 from core.settings import Settings, SettingsError
 from producer.cli import parse_args
-from producer.kafka_sink import KafkaSink, producer_config
+from producer.jsonl_recorder import JsonlRecorder
+from producer.kafka_publisher import KafkaPublisher, producer_config
 from producer.logs import setup_logging
-from producer.pipeline import EXIT_OK, EXIT_USAGE, Pipeline, Sink
-from producer.record_sink import JsonlSink
-from producer.registry import RegistryUnavailable, load_schema, register_schema, registry_client
+from producer.pipeline import EXIT_OK, EXIT_USAGE, Output, Pipeline
+from producer.schema_registration import RegistryUnavailable, load_schema, register_schema, registry_client
 from producer.sources import Source
 from producer.stats import Stats
 from producer.validate import ValidationRules, Validator, parse_symbols
@@ -53,10 +53,10 @@ def build_validator(args: argparse.Namespace, symbols: list[str]) -> Validator:
     ))
 
 
-def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline,
-               registry_auth: tuple[str, str] | None = None) -> Sink:
+def build_output(args: argparse.Namespace, stats: Stats, pipeline: Pipeline,
+               registry_auth: tuple[str, str] | None = None) -> Output:
     if args.source == "record":
-        return JsonlSink(args.out, stats)
+        return JsonlRecorder(args.out, stats)
     registry = registry_client(args.schema_registry_url, registry_auth)
     schema = load_schema()
     register_schema(registry, f"{args.topic}-value", schema, args.registry_wait)
@@ -65,7 +65,8 @@ def build_sink(args: argparse.Namespace, stats: Stats, pipeline: Pipeline,
     connection = {**Settings.load().kafka_config("producer"), "bootstrap.servers": args.bootstrap_servers}
     config = producer_config(connection, args.message_timeout_ms, args.buffer_max_messages,
                              args.linger_ms, dict(args.kafka_config))
-    return KafkaSink(config, registry, schema, args.topic, stats, give_up=pipeline.give_up, on_wait=pipeline.upkeep)
+    return KafkaPublisher(config, registry, schema, args.topic, stats, give_up=pipeline.give_up,
+                          on_wait=pipeline.upkeep)
 
 
 def install_signal_handlers(stop: threading.Event) -> None:
@@ -93,13 +94,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # The registry takes schemas from its `producer` user only (docs/registry-auth.md); its password is a
         # secret: from REGISTRY_PRODUCER_PASSWORD(_FILE) or the native stack's secrets file, never an argument.
-        sink = build_sink(args, stats, pipeline, Settings.load().registry_auth("producer"))
+        output = build_output(args, stats, pipeline, Settings.load().registry_auth("producer"))
     except (RegistryUnavailable, SettingsError) as exc:
         log.error("%s", exc)
         print(f"ERROR: {exc}", file=sys.stderr)
         return EXIT_USAGE
     log.info("producer starting: source=%s symbols=%s topic=%s", args.source, ",".join(symbols), args.topic)
-    code = pipeline.run(sink)
+    code = pipeline.run(output)
     if code == EXIT_OK and args.stay_up and not stop.is_set():
         pipeline.stay_up()
     return code

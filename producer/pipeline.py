@@ -1,7 +1,7 @@
-"""The producer's main loop: source (own thread) -> queue -> validate -> sink, plus stats/health upkeep.
+"""The producer's main loop: source (own thread) -> queue -> validate -> output, plus stats/health upkeep.
 
 Stopping (signal, --max-ticks, source exhausted): the source is stopped, what it already emitted is
-still validated and produced, then the sink is flushed. The exit code says whether everything arrived.
+still validated and produced, then the output is flushed. The exit code says whether everything arrived.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ EXIT_OK, EXIT_SOURCE_FAILED, EXIT_USAGE, EXIT_UNDELIVERED, EXIT_KAFKA_FATAL = 0,
 _END = object()
 
 
-class Sink(Protocol):
+class Output(Protocol):
     fatal: object
 
     def send(self, tick: Tick) -> None: ...
@@ -41,7 +41,7 @@ class Pipeline:
                  max_ticks: int = 0, flush_timeout: float = 30.0, stop_timeout: float = 10.0,
                  queue_size: int = 10_000) -> None:
         self.source, self.validator, self.stats, self.stop_event = source, validator, stats, stop_event
-        self.sink: Sink | None = None
+        self.output: Output | None = None
         self.health_file, self.health_interval, self.stats_interval = health_file, health_interval, stats_interval
         self.max_ticks, self.flush_timeout, self.stop_timeout = max_ticks, flush_timeout, stop_timeout
         self._queue: queue.Queue[object] = queue.Queue(maxsize=max(1, queue_size // source.emit_batch))
@@ -81,11 +81,11 @@ class Pipeline:
 
     # -- main loop ---------------------------------------------------------------------------------
     def give_up(self) -> bool:
-        """True once stopping has taken longer than stop_timeout (the sink may then count ticks as failed)."""
+        """True once stopping has taken longer than stop_timeout (the output may then count ticks as failed)."""
         return self._stop_deadline is not None and time.monotonic() > self._stop_deadline
 
-    def run(self, sink: Sink) -> int:
-        self.sink = sink
+    def run(self, output: Output) -> int:
+        self.output = output
         self.upkeep(force=True)
         thread = threading.Thread(target=self._run_source, name=f"source-{self.source.name}", daemon=True)
         thread.start()
@@ -106,15 +106,15 @@ class Pipeline:
                     self._handle(tick)
                 before, handled = handled, handled + len(item)  # type: ignore[arg-type]
             if item is None or handled // 1000 != before // 1000:
-                sink.poll(0)
+                output.poll(0)
             self.upkeep()  # on time, also while ticks arrive steadily (the queue is then never empty)
             if self.give_up():
                 self._abandon_queue()
                 break
-            if sink.fatal is not None:
+            if output.fatal is not None:
                 self.stop_event.set()
                 break
-        return self._finish(sink)
+        return self._finish(output)
 
     def _abandon_queue(self) -> None:
         """Stopping took too long: ticks still queued are counted as failed, not dropped silently."""
@@ -137,8 +137,8 @@ class Pipeline:
         if reason is not None:
             self.stats.reject(reason)
             return
-        assert self.sink is not None
-        self.sink.send(tick)
+        assert self.output is not None
+        self.output.send(tick)
         if self.max_ticks and self.stats.produced >= self.max_ticks and not self.stop_event.is_set():
             log.info("--max-ticks %d reached", self.max_ticks)
             self.stop_event.set()
@@ -149,7 +149,7 @@ class Pipeline:
         now = time.monotonic()
         if self.stats_interval > 0 and now >= self._next_stats:
             if self._next_stats:  # not on the very first call
-                log.info(self.stats.summary_line(self.sink.in_flight() if self.sink else None))
+                log.info(self.stats.summary_line(self.output.in_flight() if self.output else None))
             self._next_stats = now + self.stats_interval
         if self.health_file is not None and (force or now >= self._next_health):
             self._next_health = now + self.health_interval
@@ -168,17 +168,17 @@ class Pipeline:
         while not self.stop_event.wait(self.health_interval):
             self.upkeep(force=True)
 
-    def _finish(self, sink: Sink) -> int:
-        in_flight = sink.in_flight()
+    def _finish(self, output: Output) -> int:
+        in_flight = output.in_flight()
         if in_flight:
             log.info("flushing %d messages (up to %.0fs)", in_flight, self.flush_timeout)
-        sink.flush(self.flush_timeout)
-        sink.close()
+        output.flush(self.flush_timeout)
+        output.close()
         self.upkeep(force=True)
         summary = f"producer finished: {self.stats.counts_text()}"
         print(summary, flush=True)
         log.info(summary)
-        if sink.fatal is not None:
+        if output.fatal is not None:
             return EXIT_KAFKA_FATAL
         if self.stats.failed:
             return EXIT_UNDELIVERED

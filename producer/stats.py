@@ -1,4 +1,5 @@
-"""Counters shared by sources (threads), the pipeline and the sink; the one-line summary."""
+"""Counters shared by sources (threads), the pipeline and the output (Kafka publisher or JSONL recorder);
+the one-line summary."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ class Stats:
     _last: tuple[float, int] = (0.0, 0)
 
     def receive(self) -> None:
-        """A tick reached the pipeline (validation and the sink then produce or reject it)."""
+        """A tick reached the pipeline (validation and the output then produce or reject it)."""
         with self._lock:
             self.received += 1
 

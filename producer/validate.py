@@ -42,7 +42,7 @@ class Reason(StrEnum):
     UNKNOWN_SYMBOL = "unknown_symbol"  # not in --symbols
     STALE_TIME = "stale_time"  # older than --max-age
     DUPLICATE = "duplicate"  # same symbol + event_time + price among the last --dedup-window ticks
-    SERIALIZE_ERROR = "serialize_error"  # counted by the Kafka sink: the Avro serializer refused the tick
+    SERIALIZE_ERROR = "serialize_error"  # counted by the Kafka publisher: the Avro serializer refused the tick
 
 
 _MS = timedelta(milliseconds=1)

@@ -20,7 +20,7 @@ from control.dlq import dead_letter
 from control.kafka_setup import writable_topic
 from core.files import read_json
 from core.settings import PROJECT_ROOT
-from producer.registry import registry_client, value_serializer
+from producer.schema_registration import registry_client, value_serializer
 from tests.conftest import StackHandle
 
 TICK_SCHEMA = (PROJECT_ROOT / "schemas" / "crypto_tick.avsc").read_text()

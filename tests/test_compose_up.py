@@ -34,7 +34,7 @@ from confluent_kafka import Producer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from core.settings import PROJECT_ROOT, SECRET_KEYS, read_env_file
-from producer.registry import registry_client, value_serializer
+from producer.schema_registration import registry_client, value_serializer
 from stack.ports import claimed_ports
 from tests.support import TICK_SCHEMA, now_ms, poll_until
 

@@ -27,7 +27,7 @@ import control.dlq as dlq_module
 from control.dlq import REDRIVEN_FROM, ensure_ledger, ledger_topic, read_all, topic_id
 from control.kafka_setup import ensure_kafka
 from core.settings import PROJECT_ROOT, Settings
-from producer.registry import value_serializer
+from producer.schema_registration import value_serializer
 from tests.conftest import StackHandle
 from tests.support import (
     TICK_SCHEMA,

@@ -23,7 +23,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import load_connector, wait_running
 from core.settings import PROJECT_ROOT
-from producer.registry import registry_client
+from producer.schema_registration import registry_client
 from tests.conftest import StackHandle
 from tests.support import consume, wait_for_rows
 

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from core.settings import PROJECT_ROOT, Settings
-from producer.registry import registry_client, value_serializer
+from producer.schema_registration import registry_client, value_serializer
 from stack.ports import STACK_PORT_SETTINGS, claimed_ports
 from tests.conftest import StackHandle
 from tests.support import TICK_SCHEMA, new_symbol, poll_until, tick, writer_registry

@@ -21,9 +21,9 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from websockets.sync.server import ServerConnection
 
 from core.settings import PROJECT_ROOT, Settings
-from producer.kafka_sink import KafkaSink, producer_config
+from producer.kafka_publisher import KafkaPublisher, producer_config
 from producer.pipeline import EXIT_OK, Pipeline
-from producer.registry import load_schema, register_schema, registry_client, value_serializer
+from producer.schema_registration import load_schema, register_schema, registry_client, value_serializer
 from producer.sources.replay import ReplaySource
 from producer.stats import Stats
 from producer.tick import Feed, Tick
@@ -179,9 +179,9 @@ def test_a_tick_the_serializer_refuses_is_counted_and_the_others_are_delivered(
     validator = Validator(ValidationRules(frozenset(SYMBOLS), TickContract.from_settings(settings)))
     pipeline = Pipeline(ReplaySource(path, 0, stats, stop_event=stop), validator, stats, stop, stats_interval=0)
     register_schema(registry, f"{unique_topic}-value", schema, wait_s=30)
-    sink = KafkaSink(producer_config(stack.settings.kafka_config("producer")), registry, schema, unique_topic, stats,
-                     value_serializer_=serializer)
-    assert pipeline.run(sink) == EXIT_OK
+    publisher = KafkaPublisher(producer_config(stack.settings.kafka_config("producer")), registry, schema,
+                               unique_topic, stats, value_serializer_=serializer)
+    assert pipeline.run(publisher) == EXIT_OK
     assert (stats.received, stats.produced, stats.delivered, stats.failed) == (50, 49, 49, 0)
     assert dict(stats.rejected) == {"serialize_error": 1}
     records = consume(stack, unique_topic, 49)

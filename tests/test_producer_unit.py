@@ -22,7 +22,7 @@ from core.health import check, write_health
 from core.settings import PROJECT_ROOT, Settings
 from producer.__main__ import build_validator
 from producer.cli import SOURCES, build_parser, parse_args
-from producer.kafka_sink import KafkaSink, producer_config
+from producer.kafka_publisher import KafkaPublisher, producer_config
 from producer.pipeline import EXIT_OK, EXIT_UNDELIVERED, Pipeline
 from producer.sources import Source
 from producer.sources.jitter import Jitter
@@ -330,9 +330,9 @@ def test_a_tick_the_serializer_refuses_is_a_counted_rejection(caplog: pytest.Log
 
     stats = Stats()
     config = producer_config({"bootstrap.servers": "127.0.0.1:9"}, message_timeout_ms=1000)
-    sink = KafkaSink(config, None, "", "t", stats,  # type: ignore
+    sink = KafkaPublisher(config, None, "", "t", stats,  # type: ignore
                      value_serializer_=serializer)
-    with caplog.at_level(logging.WARNING, logger="producer.kafka_sink"):
+    with caplog.at_level(logging.WARNING, logger="producer.kafka_publisher"):
         for symbol in ("BTC-USD", "ETH-USD", "SOL-USD"):
             sink.send(Tick(symbol, 1.0, NOW, None, Feed.STREAM))
     assert (stats.produced, dict(stats.rejected), sink.in_flight()) == (2, {"serialize_error": 1}, 2)

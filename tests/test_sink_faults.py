@@ -23,7 +23,7 @@ import pytest
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from control.connector import connector_status, load_connector, wait_running
-from producer.registry import value_serializer
+from producer.schema_registration import value_serializer
 from tests.conftest import StackHandle, run_stack_cli
 from tests.support import (
     TICK_SCHEMA,

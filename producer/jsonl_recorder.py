@@ -1,4 +1,4 @@
-"""Record sink (`--source record`): validated ticks appended to a JSONL file that `--source replay` reads back."""
+"""JSONL recorder (`--source record`): validated ticks appended to a JSONL file that `--source replay` reads back."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from producer.stats import Stats
 from producer.tick import Tick
 
 
-class JsonlSink:
+class JsonlRecorder:
     fatal = None
 
     def __init__(self, path: Path, stats: Stats) -> None:

@@ -1,4 +1,4 @@
-"""Kafka sink: Tick -> Avro record (AvroSerializer, Confluent framing) -> produce, key = symbol.
+"""Kafka publisher: Tick -> Avro record (AvroSerializer, Confluent framing) -> produce, key = symbol.
 
 Idempotent producer with acks=all. While the broker is unreachable librdkafka buffers up to
 queue.buffering.max.messages for message.timeout.ms; error_cb logs that the broker is unreachable.
@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext, Serializer, StringSerializer
 
-from producer.registry import value_serializer
+from producer.schema_registration import value_serializer
 from producer.stats import Stats
 from producer.tick import Tick, now_ms
 from producer.validate import Reason
@@ -53,7 +53,7 @@ def producer_config(connection: dict[str, str], message_timeout_ms: int = 300_00
     }
 
 
-class KafkaSink:
+class KafkaPublisher:
     def __init__(self, config: dict[str, Any], registry: SchemaRegistryClient, schema_str: str, topic: str,
                  stats: Stats, give_up: Callable[[], bool] = lambda: False,
                  on_wait: Callable[[], None] = lambda: None, value_serializer_: Serializer | None = None) -> None:
