@@ -82,13 +82,21 @@ def test_replaying_the_same_file_twice_changes_no_row_and_no_candle(stack: Stack
 
 def test_connect_redelivering_the_whole_topic_changes_no_row_and_no_candle(stack: StackHandle,
                                                                            first_replay: dict) -> None:
-    """Offsets reset (Connect's offsets API): the sink reads the topic from its first record again."""
+    """Offsets reset (Connect's offsets API): the sink reads the topic from its first record again. Proof
+    that it did: each symbol's first row is deleted while the connector is stopped, and only that record
+    delivered again can bring it back (with its candles) exactly as it was."""
     api = stack.connect_api
     assert api.put(f"/connectors/{CONNECTOR}/stop").status_code == 204
     poll_until(lambda: api.get(f"/connectors/{CONNECTOR}/status").json()["connector"]["state"],
                lambda state: state == "STOPPED", timeout=60)
+    deleted = query(stack, "DELETE FROM crypto_prices WHERE (symbol, __connect_offset) IN ("
+                           " SELECT symbol, min(__connect_offset) FROM crypto_prices WHERE symbol = ANY(%s)"
+                           " AND event_time >= to_timestamp(%s / 1000.0) GROUP BY symbol) RETURNING symbol",
+                    first_replay["symbols"], START_MS)
+    assert sorted(r[0] for r in deleted) == sorted(first_replay["symbols"])
     reset = api.delete(f"/connectors/{CONNECTOR}/offsets", timeout=60)
     assert reset.status_code == 200, reset.text
+    assert api.get(f"/connectors/{CONNECTOR}/offsets", timeout=30).json()["offsets"] == []  # really reset
     assert api.put(f"/connectors/{CONNECTOR}/resume").status_code == 202
     wait_running(api, CONNECTOR)
     drained(stack, first_replay["symbols"], sentinel_price=3.0)
