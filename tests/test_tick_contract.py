@@ -32,6 +32,7 @@ from tests.support import (
     query,
     tick,
     wait_for_rows,
+    wait_until,
     writer_registry,
 )
 
@@ -212,6 +213,11 @@ def past_a_looser_transform(stack: StackHandle, written: dict) -> Iterator[dict]
     looser = {**definition["config"], "transforms.contract.price.min": "0"}
     assert api.put(f"/connectors/{name}/config", json=looser, timeout=60).status_code == 200
     try:
+        def tasks_have_the_looser_config() -> bool:
+            tasks = api.get(f"/connectors/{name}/tasks", timeout=10).json()
+            return bool(tasks) and all(t["config"].get("transforms.contract.price.min") == "0" for t in tasks)
+
+        wait_until(tasks_have_the_looser_config, 60, "the tasks' configs with the looser transform")
         wait_running(api, name)
         key = new_symbol("SETASIDE")
         bad, good = tick(key, 0, price=1e-12), tick(key, 1)
