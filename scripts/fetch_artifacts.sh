@@ -117,7 +117,8 @@ build_project_plugin() {
   echo "building the project's Connect plugin (connect/plugin) into $PLUGINS_HOME_DIR/apicurio-converter ..."
   work="$(mktemp -d)"
   cp -r "$src/." "$work/"  # a scratch copy keeps target/ out of the clone (and works on a read-only mount)
-  if ! mvn -B -s "$MAVEN_DIR/settings.xml" -f "$work/pom.xml" -Dkafka.version="$KAFKA_VERSION" package >"$work/maven.log" 2>&1; then
+  if ! mvn -B -s "$MAVEN_DIR/settings.xml" -f "$work/pom.xml" -Dkafka.version="$KAFKA_VERSION" \
+       -Dapicurio.converter.version="$APICURIO_CONVERTER_VERSION" package >"$work/maven.log" 2>&1; then
     echo "ERROR: building connect/plugin failed; last lines of the Maven log:" >&2
     tail -n 60 "$work/maven.log" >&2
     rm -rf "$work"

@@ -5,13 +5,15 @@ read the dead-letter topic."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+import requests
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.serialization import MessageField, SerializationContext
@@ -157,3 +159,88 @@ def supervisor_restarts(stack: StackHandle) -> int:
     """How many times the stack's supervisor has restarted failed sink tasks (its health file)."""
     health = read_json(stack.settings.state_dir / "supervisor.json") or {}
     return int(health.get("restarts", 0))
+
+
+def supervisor_checked_since(stack: StackHandle, since: float) -> bool:
+    """Whether the supervisor finished a check after `since` (time.time()): it rewrites its health file after each."""
+    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    return float(health.get("time", 0)) > since
+
+
+class SinkWatch:
+    """Proves "the sink kept running" over a window, not at one instant: from `with` to its end it polls the
+    connector's status (every `interval` s) and keeps every status in which the connector or a task was not
+    RUNNING; at the end it waits for one more supervisor check and takes the supervisor's restart count. The
+    supervisor restarts a FAILED task within its check interval, so a failure can come and go between two
+    snapshots; the count cannot (tests/README.md)."""
+
+    def __init__(self, stack: StackHandle, connector: str, interval: float = 0.25) -> None:
+        self.stack, self.connector, self.interval = stack, connector, interval
+        self.lapses: list[str] = []  # each status that was not all RUNNING, as "<seconds into the window>s: <states>"
+        self.polls = 0
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                answer = self.stack.connect_api.get(f"/connectors/{self.connector}/status", timeout=10)
+                status = answer.json() if answer.status_code == 200 else {}
+            except (requests.RequestException, ValueError) as exc:
+                status = {"error": type(exc).__name__}
+            self.polls += 1
+            states = [status["connector"]["state"], *(t["state"] for t in status.get("tasks", []))] \
+                if "connector" in status else []
+            if len(states) < 2 or set(states) != {"RUNNING"}:
+                self.lapses.append(f"{time.monotonic() - self._started:.1f}s: {states or status}")
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> SinkWatch:
+        self._restarts_before = supervisor_restarts(self.stack)
+        self._started = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ended = time.time()
+        try:  # keep watching until the supervisor has looked once more: a failure near the end is counted too
+            wait_until(lambda: supervisor_checked_since(self.stack, ended), 120, "a supervisor check after the window")
+        finally:
+            self._stop.set()
+            self._thread.join(30)
+        self.restarts = supervisor_restarts(self.stack) - self._restarts_before
+
+    def assert_kept_running(self) -> None:
+        assert self.polls >= 4, f"the window was too short to say anything ({self.polls} status polls)"
+        assert self.lapses == [], f"not RUNNING at {len(self.lapses)} of {self.polls} polls: {self.lapses[:10]}"
+        assert self.restarts == 0, f"the supervisor restarted failed tasks {self.restarts} time(s) in the window"
+
+
+def dead_letters_to_end(stack: StackHandle, key: bytes, timeout: float = 60) -> list[Message]:
+    """Every record on the dead-letter topic whose key is `key`, read from the beginning to the end offsets it
+    has now: "none" means none was written before this call, not "none arrived within a few seconds"."""
+    topic = stack.settings["TICKS_DLQ_TOPIC"]
+    consumer = Consumer({**stack.settings.kafka_config(), "group.id": f"tests-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False})
+    found: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        ends = {}
+        for partition in end_offsets(stack, topic):
+            start, end = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            if end > start:
+                ends[partition] = end
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        while ends:
+            assert time.monotonic() < deadline, f"{topic} not read to its end offsets {ends} in {timeout:.0f}s"
+            message = consumer.poll(0.5)
+            if message is None or message.error():
+                continue
+            if message.offset() < ends.get(message.partition(), 0) and message.key() == key:
+                found.append(message)
+            if message.offset() + 1 >= ends.get(message.partition(), 0):
+                ends.pop(message.partition(), None)
+    finally:
+        consumer.close()
+    return found

@@ -388,16 +388,20 @@ def test_gap_filled_candles_equal_pandas_resampling_with_a_forward_filled_close(
 
 
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/St_Johns", "Pacific/Chatham"])
-def test_candles_are_identical_whatever_the_server_time_zone(db: psycopg.Connection, writer: TickWriter,
-                                                             zone: str) -> None:
-    symbols = new_symbols(1)
-    ticks = random_ticks(symbols, seed=14, hours=30)
-    writer.write(ticks)
-    db.execute(f"SET TimeZone = '{zone}'")
-    for resolution, rule in RESOLUTIONS.items():
-        assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, rule))
-    rows = db.execute("SELECT bucket_utc FROM view_crypto_candles_1d WHERE symbol = %s ORDER BY bucket",
-                      (symbols[0],)).fetchall()
+def test_candles_are_identical_whatever_the_server_time_zone(stack: StackHandle, zone: str) -> None:
+    """The zone is the session's from its first statement (as a server's or role's TimeZone setting would
+    make it), so it is in force while the ticks are written and the rollup's triggers bucket them, not only
+    while the views are read; every interval is checked. Half- and quarter-hour offsets move hour and day
+    buckets if anything buckets in local time."""
+    with psycopg.connect(stack.pg_dsn(), autocommit=True, options=f"-c TimeZone={zone}") as conn:
+        assert conn.execute("SHOW TimeZone").fetchone()[0] == zone
+        symbols = new_symbols(1)
+        ticks = random_ticks(symbols, seed=14, hours=30)
+        TickWriter(conn).write(ticks)
+        for resolution, rule in RESOLUTIONS.items():
+            assert_candles_equal(candles(conn, view_name(resolution), symbols), expected_candles(ticks, rule))
+        rows = conn.execute("SELECT bucket_utc FROM view_crypto_candles_1d WHERE symbol = %s ORDER BY bucket",
+                            (symbols[0],)).fetchall()
     assert [r[0] for r in rows] == [datetime(2025, 11, 24), datetime(2025, 11, 25), datetime(2025, 11, 26)]
 
 

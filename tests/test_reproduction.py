@@ -30,6 +30,7 @@ SNAPSHOT = ("SELECT resolution, symbol, bucket, synthetic, first, last, high, lo
             "FROM candle_rollup WHERE symbol = ANY(%s) ORDER BY 1, 2, 3, 4")
 ROWS = ("SELECT symbol, event_time, price, volume, feed, producer_id, sequence, __connect_topic, "
         "__connect_partition, __connect_offset FROM crypto_prices WHERE symbol = ANY(%s) ORDER BY 1, 2, 3")
+SENTINELS = ROWS.replace("ORDER BY", "AND price = 1.0 ORDER BY")  # the first replay's, one record each
 
 
 def replay(stack: StackHandle, path: Path, symbols: list[str]) -> None:
@@ -82,16 +83,25 @@ def test_replaying_the_same_file_twice_changes_no_row_and_no_candle(stack: Stack
 
 def test_connect_redelivering_the_whole_topic_changes_no_row_and_no_candle(stack: StackHandle,
                                                                            first_replay: dict) -> None:
-    """Offsets reset (Connect's offsets API): the sink reads the topic from its first record again."""
+    """Offsets reset (Connect's offsets API): the sink reads the topic from its first record again. Proof
+    that it did: the first replay's sentinel rows (one record each in the topic) are deleted while the
+    connector is stopped, and only their records delivered again can bring them back, coordinates and all.
+    (A replayed tick's row could come back from either of its two records: the sink keeps one per key.)"""
     api = stack.connect_api
     assert api.put(f"/connectors/{CONNECTOR}/stop").status_code == 204
     poll_until(lambda: api.get(f"/connectors/{CONNECTOR}/status").json()["connector"]["state"],
                lambda state: state == "STOPPED", timeout=60)
+    sentinels = query(stack, SENTINELS, first_replay["symbols"])
+    assert len(sentinels) == len(first_replay["symbols"])
+    query(stack, "DELETE FROM crypto_prices WHERE symbol = ANY(%s) AND price = 1.0 RETURNING symbol",
+          first_replay["symbols"])
     reset = api.delete(f"/connectors/{CONNECTOR}/offsets", timeout=60)
     assert reset.status_code == 200, reset.text
+    assert api.get(f"/connectors/{CONNECTOR}/offsets", timeout=30).json()["offsets"] == []  # really reset
     assert api.put(f"/connectors/{CONNECTOR}/resume").status_code == 202
     wait_running(api, CONNECTOR)
     drained(stack, first_replay["symbols"], sentinel_price=3.0)
+    assert query(stack, SENTINELS, first_replay["symbols"]) == sentinels  # delivered again, from their records
     assert snapshot(stack, first_replay["symbols"]) == (first_replay["rows"], first_replay["candles"])
 
 

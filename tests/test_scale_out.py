@@ -235,17 +235,28 @@ def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_n
     with psycopg.connect(two_workers.pg_dsn(), autocommit=True) as conn:  # the day's coarse buckets exist
         insert_tick(conn, f"P{tag}", day)
     minute_1, minute_2 = day + timedelta(minutes=1), day + timedelta(minutes=2)
-    a_first_done, b_started = threading.Event(), threading.Event()
+    a_first_done = threading.Event()
     outcome: dict[str, str] = {}
+    b_pid: list[int] = []
+
+    def b_waits_for_a_lock() -> bool:
+        """b's backend blocked (pg_locks: a lock it asked for, not granted): at its first statement with the
+        calendar's lock, at its second without it; either way a's second statement comes after."""
+        with psycopg.connect(two_workers.pg_dsn(), autocommit=True) as conn:
+            return bool(b_pid) and conn.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
+                                                (b_pid[0],)).fetchone()[0] > 0
 
     def transaction(name: str, first: tuple, second: tuple) -> None:
         with psycopg.connect(two_workers.pg_dsn(), options="-c lock_timeout=30s") as conn:
+            if name == "b":
+                b_pid.append(conn.info.backend_pid)
             try:
                 insert_tick(conn, *first)
                 if name == "a":
                     a_first_done.set()
-                    b_started.wait(10)
-                    time.sleep(0.5)  # b's first statement has run (or is waiting)
+                    if not poll_until(b_waits_for_a_lock, bool, timeout=30, interval=0.05):
+                        outcome[name] = "b never waited for a lock"
+                        return
                 insert_tick(conn, *second)
                 conn.commit()
                 outcome[name] = "committed"
@@ -254,7 +265,6 @@ def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_n
 
     def b() -> None:
         a_first_done.wait(10)
-        b_started.set()
         transaction("b", (f"Y{tag}", minute_1), (f"W{tag}", minute_2))
 
     threads = [threading.Thread(target=transaction, args=("a", (f"X{tag}", minute_2), (f"Z{tag}", minute_1))),

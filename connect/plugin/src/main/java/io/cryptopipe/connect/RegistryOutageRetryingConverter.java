@@ -211,6 +211,9 @@ public class RegistryOutageRetryingConverter implements Converter {
             if (isConnectionFailure(t)) {
                 return true;
             }
+            if (t.getClass().getSimpleName().equals("RateLimitedClientException")) {
+                return true;  // Apicurio's client raises it for HTTP 429, with no status to read (its tests show it)
+            }
             Optional<Optional<Integer>> status = httpStatus(t);
             if (status.isPresent()) {
                 if (status.get().isPresent()) {

@@ -6,11 +6,13 @@ import static org.junit.jupiter.api.Assertions.assertSame;
 import static org.junit.jupiter.api.Assertions.assertThrows;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import java.io.ByteArrayInputStream;
 import java.io.EOFException;
 import java.io.IOException;
 import java.net.ConnectException;
 import java.net.SocketTimeoutException;
 import java.net.UnknownHostException;
+import java.nio.charset.StandardCharsets;
 import java.time.Clock;
 import java.time.Duration;
 import java.time.Instant;
@@ -18,6 +20,9 @@ import java.time.ZoneOffset;
 import java.util.Map;
 import java.util.concurrent.atomic.AtomicReference;
 
+import com.fasterxml.jackson.core.JsonParseException;
+import io.apicurio.registry.rest.client.exception.NotFoundException;
+import io.apicurio.registry.rest.client.impl.ErrorHandler;
 import org.apache.kafka.connect.data.Schema;
 import org.apache.kafka.connect.data.SchemaAndValue;
 import org.apache.kafka.connect.errors.DataException;
@@ -28,47 +33,23 @@ import org.junit.jupiter.api.Test;
 /** Which delegate failures Connect retries (registry outage) and which go to the dead-letter topic (bad record). */
 class RegistryOutageRetryingConverterTest {
 
-    /** Shaped like Apicurio's client exceptions: the HTTP status in getError().getErrorCode(), the name of
-     *  the I/O error (when there was no answer) in getError().getName(). */
-    static class RestError {
-        private final Integer code;
-        private final String name;
+    /** Apicurio 2.6's own client error handler: it turns an HTTP answer, or an I/O error that got none, into
+     *  the exception the client throws, so the converter is tested against the real types, not look-alikes. */
+    static final ErrorHandler CLIENT = new ErrorHandler();
 
-        RestError(Integer code, String name) {
-            this.code = code;
-            this.name = name;
-        }
-
-        public Integer getErrorCode() {
-            return code;
-        }
-
-        public String getName() {
-            return name;
-        }
+    /** What the client throws when the registry answered {@code status} with this error body. */
+    static RuntimeException answered(int status, String name) {
+        String body = "{\"error_code\":" + status + ",\"message\":\"HTTP " + status + "\",\"name\":\"" + name + "\"}";
+        return CLIENT.handleErrorResponse(new ByteArrayInputStream(body.getBytes(StandardCharsets.UTF_8)), status);
     }
 
-    static class RestClientException extends RuntimeException {
-        private final RestError error;
-
-        RestClientException(Integer status) {
-            this(status, status == null ? "ConnectException" : "RestError");
-        }
-
-        RestClientException(Integer status, String name) {
-            super(status == null ? null : "HTTP " + status);
-            this.error = new RestError(status, name);
-        }
-
-        public RestError getError() {
-            return error;
-        }
+    static RuntimeException answered(int status) {
+        return answered(status, "RestError");
     }
 
-    static class ArtifactNotFoundException extends RestClientException {
-        ArtifactNotFoundException() {
-            super(404);
-        }
+    /** What the client throws when its request got no HTTP answer at all. */
+    static RuntimeException noAnswer(Exception ioError) {
+        return CLIENT.parseError(ioError);
     }
 
     static Converter failingWith(RuntimeException failure) {
@@ -121,17 +102,18 @@ class RegistryOutageRetryingConverterTest {
     @Test
     void aRequestThatGotNoHttpAnswerIsRetried() {
         // What Apicurio 2.6's client throws on "connection refused": no cause, no status.
-        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(null)));
+        assertInstanceOf(RetriableException.class, thrownBy(noAnswer(new ConnectException("Connection refused"))));
     }
 
     @Test
     void aServerErrorOfTheRegistryIsRetried() {
-        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(503)));
+        assertInstanceOf(RetriableException.class, thrownBy(answered(503)));
     }
 
     @Test
     void anIdTheRegistryNeverIssuedIsNotRetried() {
-        RuntimeException notFound = new ArtifactNotFoundException();
+        RuntimeException notFound = answered(404, "ContentNotFoundException");
+        assertInstanceOf(NotFoundException.class, notFound);  // the client's own mapping of the error name
         assertSame(notFound, thrownBy(notFound));
     }
 
@@ -158,35 +140,33 @@ class RegistryOutageRetryingConverterTest {
                 new java.net.http.HttpConnectTimeoutException("connect timed out")}) {
             assertInstanceOf(RetriableException.class, thrownBy(new IllegalStateException(cause)), cause.toString());
         }
-        for (String name : new String[] {"ConnectException", "HttpConnectTimeoutException", "IOException"}) {
-            assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(null, name)), name);
+        for (Exception ioError : new Exception[] {new ConnectException("refused"),
+                new java.net.http.HttpConnectTimeoutException("connect timed out"), new IOException("stream closed")}) {
+            assertInstanceOf(RetriableException.class, thrownBy(noAnswer(ioError)), ioError.toString());
         }
     }
 
     @Test
     void aStatuslessClientErrorThatIsNotAConnectionFailureIsNotRetried() {
-        RuntimeException parse = new RestClientException(null, "JsonParseException");
+        RuntimeException parse = CLIENT.parseInputSerializingError(new JsonParseException(null, "Unexpected character"));
         assertSame(parse, thrownBy(parse));
     }
 
     @Test
     void rateLimitsAndTimeoutsOfTheRegistryAreRetriedOtherClientErrorsAreNot() {
-        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(429)));
-        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(408)));
-        assertInstanceOf(RetriableException.class, thrownBy(new RestClientException(500)));
+        assertInstanceOf(RetriableException.class, thrownBy(answered(429)));
+        assertInstanceOf(RetriableException.class, thrownBy(answered(408)));
+        assertInstanceOf(RetriableException.class, thrownBy(answered(500)));
         for (int code : new int[] {400, 409, 422}) {
-            RuntimeException refused = new RestClientException(code);
+            RuntimeException refused = answered(code);
             assertSame(refused, thrownBy(refused));
         }
     }
 
-    static class NotAuthorizedException extends RuntimeException {
-    }
-
     @Test
     void refusedCredentialsFailTheTaskAtOnceInsteadOfDeadLetteringEveryRecord() {
-        for (RuntimeException denied : new RuntimeException[] {new RestClientException(401), new RestClientException(403),
-                new IllegalStateException(new NotAuthorizedException())}) {
+        for (RuntimeException denied : new RuntimeException[] {answered(401), answered(403),
+                new IllegalStateException(answered(401))}) {
             var converter = new RegistryOutageRetryingConverter(failingWith(denied), Clock.systemUTC());
             converter.configure(Map.of(), false);
             var fatal = assertThrows(RegistryOutageRetryingConverter.RegistryAccessDenied.class,
@@ -238,6 +218,6 @@ class RegistryOutageRetryingConverterTest {
     void bytesThatDoNotDecodeAreNotRetried() {
         RuntimeException bad = new DataException("Unknown magic byte!");
         assertSame(bad, thrownBy(bad));
-        assertFalse(RegistryOutageRetryingConverter.isRegistryOutage(new RestClientException(400)));
+        assertFalse(RegistryOutageRetryingConverter.isRegistryOutage(answered(400)));
     }
 }
