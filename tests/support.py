@@ -163,7 +163,7 @@ def supervisor_restarts(stack: StackHandle) -> int:
 
 def supervisor_checked_since(stack: StackHandle, since: float) -> bool:
     """Whether the supervisor finished a check after `since` (time.time()): it rewrites its health file after each."""
-    health = read_health(stack.settings.state_dir / "supervisor.json") or {}
+    health = read_json(stack.settings.state_dir / "supervisor.json") or {}
     return float(health.get("time", 0)) > since
 
 
