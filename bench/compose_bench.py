@@ -72,7 +72,7 @@ from core.settings import Settings, read_env_file  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402
 
 PUBLISHED_PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "REGISTRY_PORT", "CONNECT_PORT", "CHART_PORT")
-ONE_SHOTS = ("secrets", "db-init", "connect-plugins", "register-connector", "chart-assets")
+ONE_SHOTS = ("secrets", "db-init", "connect-plugins", "control-setup", "chart-assets")
 HEALTHY = ("postgres", "broker", "registry", "connect", "connect-supervisor", "producer", "chart")
 BUDGET_BYTES = 3 * 1024**3
 NEAR_LIMIT = 0.85

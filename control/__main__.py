@@ -2,7 +2,7 @@
 
   setup     apply the registry's compatibility levels, then register the sink connector and wait until it
             RUNs: what `scripts/stack.sh up` does once the services are healthy, and what docker compose's
-            one-shot `register-connector` runs
+            one-shot `control-setup` runs
   kafka-setup  Kafka's principals (SCRAM-SHA-512 credentials from the secrets), their ACLs, the topics and the
             ticks' and dead letters' retention (.env), as the super user admin (control/kafka_setup.py): what
             `scripts/stack.sh up` does once the broker answers, and what docker compose's one-shot `kafka-setup`

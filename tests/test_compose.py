@@ -77,7 +77,7 @@ def test_containers_use_the_config_files_the_native_stack_uses(compose: dict) ->
     assert services["connect"]["command"] == ["/project/connect/worker.properties"]
     assert services["registry"]["env_file"] == "./stack/config/registry.env"
     assert services["db-init"]["entrypoint"] == ["bash", "/project/scripts/init_db.sh"]
-    assert services["register-connector"]["command"] == ["python", "-m", "control", "setup"]
+    assert services["control-setup"]["command"] == ["python", "-m", "control", "setup"]
     assert services["postgres"]["command"] == ["postgres", *POSTGRES_SERVER_OPTIONS]
 
 
@@ -184,7 +184,7 @@ def test_the_registry_knows_the_users_and_roles_it_knows_natively_with_passwords
 
 
 @pytest.mark.parametrize(("service", "secret"), [("producer", "REGISTRY_PRODUCER_PASSWORD"),
-                                                 ("register-connector", "REGISTRY_ADMIN_PASSWORD")])
+                                                 ("control-setup", "REGISTRY_ADMIN_PASSWORD")])
 def test_the_registry_writers_get_their_password_file(compose: dict, service: str, secret: str) -> None:
     assert compose["services"][service]["environment"][f"{secret}_FILE"] == f"{SECRETS_DIR}/{secret}"
 def test_kafka_takes_sasl_only_and_setup_runs_before_its_clients(compose: dict) -> None:

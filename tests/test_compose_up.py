@@ -42,7 +42,7 @@ from tests.support import TICK_SCHEMA, now_ms, poll_until
 pytestmark = [pytest.mark.compose, pytest.mark.timeout(3600)]
 
 PUBLISHED_PORTS = ("POSTGRES_PORT", "KAFKA_PORT", "REGISTRY_PORT", "CONNECT_PORT", "CHART_PORT")
-ONE_SHOTS = {"secrets", "db-init", "kafka-setup", "connect-plugins", "register-connector", "chart-assets"}
+ONE_SHOTS = {"secrets", "db-init", "kafka-setup", "connect-plugins", "control-setup", "chart-assets"}
 HEALTHY = {"postgres", "broker", "registry", "connect", "connect-supervisor", "chart"}
 SAMPLE = "tests/fixtures/producer/sample_ticks.jsonl"
 MEMORY_BUDGET_BYTES = 3 * 1024**3

@@ -291,8 +291,8 @@ def test_up_applies_the_levels_of_compatibility_json(stack: StackHandle, second_
 
 
 def test_composes_one_shot_applies_the_same_levels_as_stack_up(stack: StackHandle, tmp_path: Path) -> None:
-    """docker-compose.yml's register-connector command, run against the native stack."""
-    service = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["register-connector"]
+    """docker-compose.yml's control-setup command, run against the native stack."""
+    service = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())["services"]["control-setup"]
     command = service["command"]
     assert command[0] == "python"
     expected = registry.load_rules(stack.settings.env).levels()
