@@ -14,8 +14,8 @@ and always stops it with `down --purge`. In order, after --warm-up s of ticks (f
           and SETTLE_SECONDS of ticks before the next
 
 The group settings under test are the committed ones (connect/worker.properties, and the broker's
-group.min.session.timeout.ms); the report prints them. Results: bench/results/failover.md and .json
-(--quick: 15 s warm-up, 30 s quiet, 1 kill, into a temp dir unless --out).
+group.min.session.timeout.ms); the report prints them. Results: printed; failover.md and .json into
+bench/results/ with --write, or --out DIR (--quick: 15 s warm-up, 30 s quiet, 1 kill; bench/bench_options.py).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_options import add_options, parse, results_file  # noqa: E402
 from pipeline_kit import (  # noqa: E402
     ROOT,
     NativeStack,
@@ -310,22 +311,16 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=3, help="worker kills (default %(default)s)")
     parser.add_argument("--kill-at", type=float, default=15, help="seconds into each kill step (default %(default)s)")
     parser.add_argument("--after-kill", type=float, default=25, help="ticks produced after it (default %(default)s)")
-    parser.add_argument("--quick", action="store_true",
-                        help="15 s warm-up, 30 s quiet, 1 kill; results into --out (default a temp dir)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results directory (default bench/results, or a temp dir with --quick)")
-    args = parser.parse_args()
-    if args.quick:
-        args.warm_up, args.quiet_seconds, args.kills, args.kill_at, args.after_kill = 15, 30, 1, 10, 15
-    out = args.out or (Path(tempfile.mkdtemp(prefix="failover-bench-results-")) if args.quick
-                       else ROOT / "bench" / "results")
-    out.mkdir(parents=True, exist_ok=True)
+    add_options(parser, {"warm_up": 15, "quiet_seconds": 30, "kills": 1, "kill_at": 10, "after_kill": 15})
+    args = parse(parser)
     results = run(args)
     results["command"] = " ".join(["python bench/failover_bench.py", *sys.argv[1:]])
-    (out / "failover.json").write_text(json.dumps(results, indent=1, default=str))
-    (out / "failover.md").write_text(render_markdown(results))
-    print((out / "failover.md").read_text())
-    log(f"written: {out}/failover.md, failover.json")
+    markdown = render_markdown(results)
+    print(markdown)
+    if (out := results_file(args, "failover.md")) is not None:
+        out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=str))
+        out.write_text(markdown)
+        log(f"written: {out}, {out.with_suffix('.json').name}")
 
 
 if __name__ == "__main__":
