@@ -55,6 +55,17 @@ class TickWriter:
                 cur.execute(insert + ", ".join([one_row] * len(chunk)), [v for row in chunk for v in row])
 
 
+    def copy(self, ticks: list[dict]) -> None:
+        """All ticks in one COPY: one statement, so one run of the rollup trigger, however many buckets."""
+        columns = "__connect_topic, __connect_partition, __connect_offset, symbol, price, event_time, volume, feed"
+        with self.conn.cursor().copy(f"COPY crypto_prices ({columns}) FROM STDIN") as copy:
+            for tick in ticks:
+                tick["offset"] = self.offset
+                copy.write_row((self.topic, 0, self.offset, tick["symbol"], tick["price"], tick["event_time"],
+                                tick.get("volume"), tick.get("feed", "STREAM")))
+                self.offset += 1
+
+
 @pytest.fixture
 def db(stack: StackHandle) -> Iterator[psycopg.Connection]:
     with psycopg.connect(stack.pg_dsn(), autocommit=True) as conn:
@@ -163,6 +174,24 @@ def test_a_late_tick_updates_the_candle_it_belongs_to(db: psycopg.Connection, wr
     writer.write([{"symbol": symbol, "price": 9.0, "event_time": START + timedelta(seconds=5)}])  # arrives late
     first = candles(db, "view_crypto_candles", [symbol]).iloc[0]
     assert (first["open"], first["low"], first["close"], first["tick_count"]) == (9.0, 9.0, 11.0, 3)
+
+
+@pytest.mark.parametrize("resolution", list(RESOLUTIONS))
+def test_one_copy_over_many_buckets_equals_pandas_resampling(db: psycopg.Connection, writer: TickWriter,
+                                                             resolution: str) -> None:
+    """A bulk load: every tick in one statement, ties of equal event times inside it (also a bucket's
+    very first and last instants, real and synthetic), arriving out of order."""
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=23, hours=26)
+    for symbol in symbols:
+        for at in (START + timedelta(minutes=10), START + timedelta(minutes=11) - timedelta(microseconds=1)):
+            for price, feed in ((50.0, "STREAM"), (40.0, "JITTER"), (60.0, "STREAM"), (45.0, "POLL"),
+                                (55.0, "JITTER")):
+                ticks.append({"symbol": symbol, "price": price, "event_time": at, "volume": 1.0, "feed": feed})
+    writer.copy(ticks)
+    assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, RESOLUTIONS[resolution]))
+    assert_candles_equal(candles(db, view_name(resolution, "_real"), symbols),
+                         expected_candles(ticks, RESOLUTIONS[resolution], real_only=True))
 
 
 def test_equal_timestamps_are_ordered_by_arrival(db: psycopg.Connection, writer: TickWriter) -> None:
