@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -31,11 +29,11 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, write_results  # noqa: E402
+from copy_bench import scratch_postgres  # noqa: E402
 
-from core.secrets import ensure_secrets  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from stack.ports import PortClaims  # noqa: E402
-from stack.services import Postgres  # noqa: E402
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)  # the newest tick; query windows end here
 SECONDS_PER_TICK = 30.0
@@ -194,57 +192,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=50, help="timed runs per query")
     parser.add_argument("--ingest-ticks", type=int, default=100_000, help="ticks for the ingest-cost measurement")
     parser.add_argument("--no-naive", action="store_true", help="skip the plain-view comparison (slow at 10M)")
-    parser.add_argument("--write", action="store_true", help="write bench/results/candles.md")
-    args = parser.parse_args()
+    add_options(parser, {"sizes": "20000,100000", "repeats": 5, "ingest_ticks": 10_000})
+    args = parse(parser)
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    state = tempfile.mkdtemp(prefix="candles-bench-")
-    claims = PortClaims()  # held until the bench exits
-    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(claims.claim())})
-    settings = Settings.load()
-    ensure_secrets(settings)  # the stack's passwords, generated into the bench's own state dir
-    postgres = Postgres(settings)
-    print(f"starting PostgreSQL in {postgres.data_dir} ...", flush=True)
-    postgres.up()
-    try:
-        with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
-            server = conn.execute("SHOW server_version").fetchone()[0]
-            print("ingest cost of the rollup trigger ...", flush=True)
-            ingest = {}
-            for rows_per_statement in (128, 1):
-                ingest[rows_per_statement] = ingest_cost(conn, args.ingest_ticks, 2000, rows_per_statement)
-                print(f"  {rows_per_statement} rows/statement: without rollup {ingest[rows_per_statement][0]:,.0f}"
-                      f" ticks/s, with rollup {ingest[rows_per_statement][1]:,.0f} ticks/s", flush=True)
-            conn.execute("TRUNCATE crypto_prices")
-            results: dict[int, dict[str, Timing]] = {}
-            load_seconds: dict[int, float] = {}
-            loaded = 0
-            for size in sizes:
-                print(f"history of {size:,} ticks:", flush=True)
-                load_seconds[size] = load_ticks(conn, loaded, size - 1, args.symbols)
-                loaded = size
-                rollup_rows = conn.execute("SELECT count(*) FROM candle_rollup").fetchone()[0]
-                print(f"  candle_rollup rows: {rollup_rows:,}")
-                with powerbi_connection(settings) as powerbi:
-                    results[size] = measure_queries(conn, powerbi, args.repeats, naive=not args.no_naive)
+    with scratch_postgres("candles-bench-") as settings, psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
+        server = conn.execute("SHOW server_version").fetchone()[0]
+        print("ingest cost of the rollup trigger ...", flush=True)
+        ingest = {}
+        for rows_per_statement in (128, 1):
+            ingest[rows_per_statement] = ingest_cost(conn, args.ingest_ticks, 2000, rows_per_statement)
+            print(f"  {rows_per_statement} rows/statement: without rollup {ingest[rows_per_statement][0]:,.0f}"
+                  f" ticks/s, with rollup {ingest[rows_per_statement][1]:,.0f} ticks/s", flush=True)
+        conn.execute("TRUNCATE crypto_prices")
+        results: dict[int, dict[str, Timing]] = {}
+        load_seconds: dict[int, float] = {}
+        loaded = 0
+        for size in sizes:
+            print(f"history of {size:,} ticks:", flush=True)
+            load_seconds[size] = load_ticks(conn, loaded, size - 1, args.symbols)
+            loaded = size
+            rollup_rows = conn.execute("SELECT count(*) FROM candle_rollup").fetchone()[0]
+            print(f"  candle_rollup rows: {rollup_rows:,}")
             with powerbi_connection(settings) as powerbi:
-                plans = {label: "\n".join(r[0] for r in powerbi.execute(
-                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " + POWER_BI_SQL.format(
-                        view=view, symbol_filter=symbol_filter.replace("symbol", '"_"."symbol"'),
-                        since=(NOW - window).isoformat(), until=NOW.isoformat())).fetchall())
-                    for label, (view, symbol_filter, window) in QUERIES.items()}
-    finally:
-        postgres.down()
-        postgres.purge()
-        shutil.rmtree(state, ignore_errors=True)
-
+                results[size] = measure_queries(conn, powerbi, args.repeats, naive=not args.no_naive)
+        with powerbi_connection(settings) as powerbi:
+            plans = {label: "\n".join(r[0] for r in powerbi.execute(
+                "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF, TIMING OFF) " + POWER_BI_SQL.format(
+                    view=view, symbol_filter=symbol_filter.replace("symbol", '"_"."symbol"'),
+                    since=(NOW - window).isoformat(), until=NOW.isoformat())).fetchall())
+                for label, (view, symbol_filter, window) in QUERIES.items()}
     report = render(sizes, results, load_seconds, ingest, plans, server, args)
     print(report)
-    if args.write:
-        out = ROOT / "bench" / "results" / "candles.md"
-        out.parent.mkdir(exist_ok=True)
-        out.write_text(report)
-        print(f"written to {out}")
+    write_results(args, "candles.md", report)
 
 
 def render(sizes: list[int], results: dict[int, dict[str, Timing]], load_seconds: dict[int, float],

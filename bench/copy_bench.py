@@ -33,9 +33,11 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_options import add_options, parse, results_file  # noqa: E402
 
-from control.secrets import ensure_secrets  # noqa: E402
-from control.settings import Settings  # noqa: E402
+from core.secrets import ensure_secrets  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 
@@ -247,13 +249,10 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=300_000, help="ticks per COPY")
     parser.add_argument("--rounds", type=int, default=3, help="timed COPYs of each kind per spacing")
     parser.add_argument("--spacings", default=",".join(f"{s:g}" for s in SPACINGS_MS), help="ms between ticks")
-    parser.add_argument("--quick", action="store_true", help="100,000 ticks, 2 rounds")
     parser.add_argument("--dsn", help="an existing database made by init.sql (default: a scratch cluster)")
     parser.add_argument("--no-key", action="store_true", help="skip the narrower-key measurement")
-    parser.add_argument("--write", action="store_true", help="write bench/results/copy.md and copy.json")
-    args = parser.parse_args()
-    if args.quick:
-        args.ticks, args.rounds = 100_000, 2
+    add_options(parser, {"ticks": 100_000, "rounds": 2})
+    args = parse(parser)
     spacings = [float(s) for s in args.spacings.split(",")]
     command = "python bench/copy_bench.py " + " ".join(sys.argv[1:])
 
@@ -274,14 +273,13 @@ def main() -> None:
             rates, keys, server = run(settings.pg_dsn())
     report = render(rates, keys, server, command.strip(), args.rounds)
     print(report)
-    if args.write:
-        out = ROOT / "bench" / "results"
-        (out / "copy.md").write_text(report)
-        (out / "copy.json").write_text(json.dumps(
+    if (out := results_file(args, "copy.md")) is not None:
+        out.write_text(report)
+        out.with_suffix(".json").write_text(json.dumps(
             {"command": command.strip(), "server": server, "rounds": args.rounds,
              "rates": [{**asdict(r), "ratio": r.ratio, "cpu_ratio": r.cpu_ratio} for r in rates],
              "raw_copy_key_ticks_per_cpu_s": keys}, indent=2) + "\n")
-        print(f"written to {out / 'copy.md'} and copy.json")
+        print(f"written to {out} and {out.with_suffix('.json').name}")
 
 
 if __name__ == "__main__":
