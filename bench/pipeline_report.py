@@ -48,7 +48,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"with `down --purge`), {os.cpu_count()} cores shared with other work, {platform.python_version()} for the "
         f"producer and the bench. Connector as committed unless a row says otherwise: tasks.max "
         f"{cfg.get('tasks.max')}, batch.size {cfg.get('batch.size')}, max.poll.records "
-        f"{cfg.get('consumer.override.max.poll.records')}, reWriteBatchedInserts. Symbols: 3 per step, one per "
+        f"{cfg.get('max.poll.records')} (the worker's), reWriteBatchedInserts. Symbols: 3 per step, one per "
         "partition of the 3-partition topic. " + "; ".join(results.get("notes", [])) + ".",
         "",
         "## Targets",
@@ -141,4 +141,108 @@ def render_plots(results: dict[str, Any], out: Path) -> None:
     axes[-1, 0].set_xlabel("seconds since the step's first tick landed")
     fig.tight_layout()
     fig.savefig(out / "pipeline_freshness.png", dpi=110)
+    plt.close(fig)
+
+
+# -- the data-shape sweep (bench/pipeline_sweep.py) -------------------------------------------------
+SINK_TARGET, COPY_TARGET = 0.90, 0.75
+
+
+def sweep_rates(sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per (path, spacing): ticks/s with and without candles (all runs of a kind: total ticks / total
+    seconds), their ratio, and the sink's pg_stat_statements profile summed per kind."""
+    out = []
+    for path in ("sink", "COPY"):
+        for spacing in sorted({r["spacing_ms"] for r in sweep["runs"]}):
+            runs = [r for r in sweep["runs"] if r["path"] == path and r["spacing_ms"] == spacing]
+            if not runs:
+                continue
+            row: dict[str, Any] = {"path": path, "spacing_ms": spacing}
+            for candles, kind in ((True, "with"), (False, "without")):
+                mine = [r for r in runs if r["candles"] is candles]
+                row[kind] = sum(r["ticks"] for r in mine) / sum(r["seconds"] for r in mine)
+                row[f"{kind}_runs"] = [round(r["rate"]) for r in mine]
+                row[f"{kind}_seconds"] = sum(r["seconds"] for r in mine)
+                row[f"{kind}_ticks"] = sum(r["ticks"] for r in mine)
+                row[f"{kind}_profile"] = {k: sum(r["profile"].get(k, 0) for r in mine)
+                                          for k in ("statements", "rows", "exec_ms", "rollup_ms", "rollup_statements")}
+            row["ratio"] = row["with"] / row["without"]
+            row["target"] = SINK_TARGET if path == "sink" else COPY_TARGET
+            out.append(row)
+    return out
+
+
+def render_sweep_markdown(sweep: dict[str, Any]) -> str:
+    rows = sweep_rates(sweep)
+    sink = [r for r in rows if r["path"] == "sink"]
+    lines = [
+        "# Pipeline bench: data-shape sweep",
+        "",
+        f"`{sweep['command']}`: one run on the real native stack, {os.cpu_count()} cores shared with other work. "
+        f"Candle trigger: init.sql of commit `{sweep['trigger_commit']}` (bench at `{sweep['bench_commit']}`). "
+        f"Symbols {', '.join(sweep['symbols'])} (SYMBOLS in .env; on a 3-partition topic), connector as committed "
+        f"(tasks.max {sweep['connector'].get('tasks.max')}, batch.size {sweep['connector'].get('batch.size')}). "
+        + "; ".join(sweep["notes"]) + ".",
+        "",
+        f"Per spacing (event time between consecutive ticks, symbols taking turns): {sweep['ticks']:,} ticks through "
+        f"the sink per run (produced while the connector is paused, then resumed; until the last is visible), "
+        f"{sweep['copy_ticks']:,} per COPY (rolled back); runs with / without candles in the order "
+        f"{', '.join('with' if c else 'without' for c in sweep['order'])}; each run in an event-time window of its "
+        "own. Ticks/s of a kind: its total ticks / total seconds.",
+        "",
+        "## Targets",
+        "",
+        "| target | spacing ms | with candles ticks/s (runs) | without ticks/s (runs) | ratio | met |",
+        "|---|---|---|---|---|---|",
+        *[f"| {r['path']} with candles >= {r['target']:.0%} of without | {r['spacing_ms']:g} | {r['with']:,.0f} "
+          f"({', '.join(f'{v:,}' for v in r['with_runs'])}) | {r['without']:,.0f} "
+          f"({', '.join(f'{v:,}' for v in r['without_runs'])}) | {r['ratio']:.0%} | "
+          f"{'yes' if r['ratio'] >= r['target'] else '**no**'} |" for r in rows],
+        "",
+        "![ticks/s per spacing](pipeline_sweep.png)",
+        "",
+        "## Where the sink's time goes (pg_stat_statements, track = all, summed over a kind's runs)",
+        "",
+        "| spacing ms | candles | sink wall s | sink statements | rows per statement | event time per statement "
+        "| executing s (share of wall) | of which rollup trigger s | rollup ms per 1,000 ticks |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in sink:
+        for kind in ("with", "without"):
+            p = r[f"{kind}_profile"]
+            per = p["rows"] / max(p["statements"], 1)
+            lines.append(
+                f"| {r['spacing_ms']:g} | {kind} | {r[f'{kind}_seconds']:.2f} | {p['statements']:,} | {per:,.0f} | "
+                f"{per * r['spacing_ms'] / 1000:,.2f} s | {p['exec_ms'] / 1000:.2f} "
+                f"({p['exec_ms'] / 1000 / r[f'{kind}_seconds']:.0%}) | {p['rollup_ms'] / 1000:.2f} | "
+                f"{p['rollup_ms'] / r[f'{kind}_ticks'] * 1000:,.1f} |")
+    lines += [
+        "",
+        "Executing: the server time of the sink's own statements (its upserts, trigger included); the rest of the "
+        "wall time is Connect (poll, convert, the transforms), the network and the waits between batches.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_sweep_plot(sweep: dict[str, Any], out: Path) -> None:
+    rows = sweep_rates(sweep)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for ax, path in zip(axes, ("sink", "COPY"), strict=True):
+        mine = [r for r in rows if r["path"] == path]
+        x = range(len(mine))
+        ax.bar([i - 0.2 for i in x], [r["with"] for r in mine], 0.4, label="with candles", color="#1f77b4")
+        ax.bar([i + 0.2 for i in x], [r["without"] for r in mine], 0.4, label="without candles", color="#aaaaaa")
+        for i, r in zip(x, mine, strict=True):
+            ax.text(i, max(r["with"], r["without"]) * 1.02, f"{r['ratio']:.0%}", ha="center", fontsize=9,
+                    color="black" if r["ratio"] >= r["target"] else "red")
+        ax.set_xticks(list(x), [f"{r['spacing_ms']:g} ms" for r in mine])
+        ax.set_xlabel("event time between consecutive ticks")
+        ax.set_ylabel("ticks/s")
+        ax.set_title(f"{path}: with / without candles (target {mine[0]['target']:.0%})" if mine else path,
+                     fontsize=10)
+        ax.set_ylim(top=max((max(r["with"], r["without"]) for r in mine), default=1) * 1.15)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"Data-shape sweep, trigger of {sweep['trigger_commit']} (one run, shared 2 cores)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out / "pipeline_sweep.png", dpi=110)
     plt.close(fig)
