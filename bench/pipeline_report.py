@@ -242,7 +242,8 @@ def render_sweep_plot(sweep: dict[str, Any], out: Path) -> None:
                      fontsize=10)
         ax.set_ylim(top=max((max(r["with"], r["without"]) for r in mine), default=1) * 1.15)
         ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle(f"Data-shape sweep, trigger of {sweep['trigger_commit']} (one run, shared 2 cores)", fontsize=10)
+    fig.suptitle(f"Data-shape sweep, candle trigger of {sweep['trigger_commit'].split()[0]} (one run, shared 2 cores)",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "pipeline_sweep.png", dpi=110)
     plt.close(fig)
