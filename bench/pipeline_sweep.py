@@ -65,7 +65,7 @@ class Timeline:
 
     def take(self, ticks: int, spacing_ms: float) -> tuple[int, int]:
         lo = self.next_ms
-        self.next_ms += math.ceil(ticks * spacing_ms) + 1
+        self.next_ms += math.ceil(ticks * spacing_ms)  # > the last tick's (ticks - 1) spacings
         return lo, self.next_ms
 
 
