@@ -220,6 +220,17 @@ def render_sweep_markdown(sweep: dict[str, Any]) -> str:
         "",
         "Executing: the server time of the sink's own statements (its upserts, trigger included); the rest of the "
         "wall time is Connect (poll, convert, the transforms), the network and the waits between batches.",
+        "",
+        "## The database's side alone (EXPLAIN ANALYZE of sink-shaped upserts, rolled back)",
+        "",
+        "Per spacing, statements of the sink's measured rows per statement (INSERT ... ON CONFLICT on the tick key "
+        "from a staged batch), with the trigger and without in the order with, without, without, with; medians.",
+        "",
+        "| spacing ms | rows per statement | statements of each kind | with candles ms | of which trigger ms "
+        "| without ms | without / with |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {e['spacing_ms']:g} | {e['rows']:,} | {e['batches']} | {e['with_ms']:.2f} | {e['trigger_ms']:.2f} | "
+          f"{e['without_ms']:.2f} | {e['without_ms'] / e['with_ms']:.0%} |" for e in sweep.get("explains", [])],
     ]
     return "\n".join(lines) + "\n"
 

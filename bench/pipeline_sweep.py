@@ -11,6 +11,9 @@ partitions made beforehand as the tick maintainer makes them), then per spacing:
   COPY    --sweep-copy-ticks ticks COPYed into crypto_prices with and without the trigger, same order,
           rolled back.
 
+  EXPLAIN the database's side alone: EXPLAIN ANALYZE of upserts shaped like the sink's statements (its
+          measured rows per statement), with the trigger and without, rolled back.
+
 Every run gets an event-time window of its own (consecutive, ending a few minutes before now), so no run
 meets another's rows or dead rows. For each sink run pg_stat_statements (track = all, for the run only)
 gives the sink's statements, their rows and execution time, and the rollup's statements inside them.
@@ -19,6 +22,7 @@ gives the sink's statements, their rows and execution time, and the rollup's sta
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline_kit import (
+    COPY_COLUMNS,
+    ROLLUP_TRIGGER,
     NativeStack,
     copy_into,
     copy_rows,
@@ -41,6 +47,7 @@ from pipeline_kit import (
 SPACINGS_MS = (0.1, 1.0, 10.0, 100.0)
 ORDER = (True, False, False, True)  # candles on/off per repeat: ABBA
 HISTORY_STEP_S = 1.0  # production: about one tick per second per symbol
+EXPLAIN_BATCHES = 12  # statements of each kind per spacing (EXPLAIN ANALYZE)
 
 
 @dataclass
@@ -89,7 +96,8 @@ class Sweep:
         self.topic = stack.settings["TICKS_TOPIC"]
         self.runs: list[Run] = []
         self.notes: list[str] = []
-        span_ms = sum(len(ORDER) * (ticks + copy_ticks) * s + 2 * len(ORDER) for s in spacings) + ticks * 2
+        self.explains: list[dict[str, Any]] = []
+        span_ms = sum((len(ORDER) * (ticks + copy_ticks) + 2 * EXPLAIN_BATCHES * 2000) * s for s in spacings) + ticks
         end_ms = time.time() * 1000 - 5 * 60_000
         self.timeline = Timeline(math.floor(end_ms - span_ms))
         self.history_from_ms = self.timeline.next_ms - history_days * 86_400_000
@@ -164,6 +172,41 @@ class Sweep:
         self.record(run)
         return run
 
+    def explain_batches(self, spacing_ms: float, rows: int, batches: int) -> dict[str, Any]:
+        """The database's side alone: EXPLAIN ANALYZE of `batches` upserts shaped like the sink's (`rows` ticks
+        `spacing_ms` apart per statement, ON CONFLICT on the tick key), with the rollup trigger and without,
+        alternating, each rolled back; server milliseconds per statement and the trigger's."""
+        times: dict[bool, list[float]] = {True: [], False: []}
+        trigger_ms: list[float] = []
+        with self.stack.pg(autocommit=False) as conn:
+            conn.execute(f"CREATE TEMP TABLE sweep_batch ON COMMIT PRESERVE ROWS AS SELECT {COPY_COLUMNS}"
+                         " FROM crypto_prices LIMIT 0")
+            conn.commit()
+            for i in range(2 * batches):
+                candles = i % 4 in (0, 3)  # ABBA
+                lo, _ = self.timeline.take(rows, spacing_ms)
+                conn.execute("TRUNCATE sweep_batch")
+                with conn.cursor().copy(f"COPY sweep_batch ({COPY_COLUMNS}) FROM STDIN") as copy:
+                    copy.write(copy_rows(self.symbols, rows, lo, spacing_ms, self.topic))
+                if not candles:
+                    conn.execute(f"ALTER TABLE crypto_prices DISABLE TRIGGER {ROLLUP_TRIGGER}")
+                plan = conn.execute(
+                    f"EXPLAIN (ANALYZE, FORMAT JSON) INSERT INTO crypto_prices ({COPY_COLUMNS}) SELECT {COPY_COLUMNS}"
+                    " FROM sweep_batch ON CONFLICT (symbol, event_time, price) DO UPDATE SET volume = EXCLUDED.volume"
+                ).fetchone()[0][0]
+                conn.rollback()
+                times[candles].append(plan["Execution Time"])
+                if candles:
+                    trigger_ms.append(sum(t["Time"] for t in plan.get("Triggers", [])
+                                          if t["Trigger Name"] == ROLLUP_TRIGGER))
+        result = {"spacing_ms": spacing_ms, "rows": rows, "batches": batches,
+                  "with_ms": statistics.median(times[True]), "without_ms": statistics.median(times[False]),
+                  "trigger_ms": statistics.median(trigger_ms)}
+        self.log(f"  => EXPLAIN ANALYZE, {rows} ticks {spacing_ms:g} ms apart per statement: median "
+                 f"{result['with_ms']:.2f} ms with candles (trigger {result['trigger_ms']:.2f} ms), "
+                 f"{result['without_ms']:.2f} ms without")
+        return result
+
     def record(self, run: Run) -> None:
         self.runs.append(run)
         extra = ""
@@ -186,8 +229,11 @@ class Sweep:
                     self.sink(spacing, candles, self.ticks)
                 for candles in ORDER:
                     self.copy(spacing, candles)
+                sink = [r.profile for r in self.runs if r.path == "sink" and r.spacing_ms == spacing]
+                rows = round(sum(p["rows"] for p in sink) / max(sum(p["statements"] for p in sink), 1)) or 128
+                self.explains.append(self.explain_batches(spacing, rows, EXPLAIN_BATCHES))
         finally:
             self.track_nested(False)
         return {"symbols": self.symbols, "ticks": self.ticks, "copy_ticks": self.copy_ticks,
                 "history_days": self.history_days, "order": list(ORDER), "notes": self.notes,
-                "runs": [{**asdict(r), "rate": round(r.rate, 1)} for r in self.runs]}
+                "runs": [{**asdict(r), "rate": round(r.rate, 1)} for r in self.runs], "explains": self.explains}
