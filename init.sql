@@ -337,14 +337,20 @@ COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks
 -- rows, and the planner's guesses would otherwise make a call pay ~150 ms of JIT for a millisecond of work.
 
 -- THE candle definition. Merge the ticks of one statement into the candles of every interval: the
--- ticks are aggregated once, into 1-minute partial candles; every interval's partials are derived
--- from those (open/close by min/max of candle_point, high, low, volume and count combine), then
--- upserted, one row per (interval, symbol, bucket, real/synthetic) touched. Per new candle the
+-- ticks are aggregated once, into 1-minute partial candles, with scalar aggregates only (first and last
+-- event time, high, low, volume, count); candle_point() is built only for the ticks at a partial's first
+-- or last event time (a hash join back to the statement's ticks: a few per partial, not two arrays per
+-- tick), and min/max of those pick open and close, ties by Kafka coordinates as before. Every interval's
+-- partials are derived from the 1-minute ones (open/close by min/max of candle_point, high, low, volume
+-- and count combine), then upserted, one row per (interval, symbol, bucket, real/synthetic) touched.
+-- work_mem: the planner cannot count a statement's ticks per bucket, and with the default it sorts
+-- (spilling to disk) where hashing a few thousand groups in memory is what a COPY needs. Per new candle the
 -- calendar gains at most 2 x max_fill buckets per interval; so the work a statement causes is bounded
 -- by its ticks and its new candles, however late or far-dated a tick is. Listeners (the chart page)
 -- are told which symbols changed, from which 1-minute bucket on: NOTIFY candles_changed.
 CREATE OR REPLACE FUNCTION candle_merge_ticks() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off
+    SET work_mem = '64MB' AS $$
 DECLARE
     new_resolution text[];
     new_symbol     text[];
@@ -353,14 +359,27 @@ DECLARE
     cal_bucket     timestamptz[];
     changed        jsonb;
 BEGIN
-    WITH minute AS (
+    WITH span AS MATERIALIZED (  -- one pass over the ticks, scalar aggregates only
         SELECT t.symbol, date_bin(interval '1 minute', t.event_time, candle_origin()) AS bucket,
-               t.feed = 'JITTER' AS synthetic,
-               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS first,
-               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS last,
+               t.feed = 'JITTER' AS synthetic, min(t.event_time) AS first_at, max(t.event_time) AS last_at,
                max(t.price) AS high, min(t.price) AS low, coalesce(sum(t.volume), 0) AS volume, count(*) AS tick_count
           FROM new_ticks t
          GROUP BY 1, 2, 3),
+    ends AS (  -- candle_point() only for the ticks at a partial candle's first or last event time
+        SELECT t.symbol, t.feed = 'JITTER' AS synthetic, t.event_time,
+               min(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS first,
+               max(candle_point(t.event_time, t.__connect_partition, t.__connect_offset, t.price)) AS last
+          FROM new_ticks t
+          JOIN (SELECT symbol, synthetic, first_at AS at FROM span
+                UNION
+                SELECT symbol, synthetic, last_at FROM span) e
+            ON e.symbol = t.symbol AND e.synthetic = (t.feed = 'JITTER') AND e.at = t.event_time
+         GROUP BY 1, 2, 3),
+    minute AS (
+        SELECT s.symbol, s.bucket, s.synthetic, f.first, l.last, s.high, s.low, s.volume, s.tick_count
+          FROM span s
+          JOIN ends f ON f.symbol = s.symbol AND f.synthetic = s.synthetic AND f.event_time = s.first_at
+          JOIN ends l ON l.symbol = s.symbol AND l.synthetic = s.synthetic AND l.event_time = s.last_at),
     partial AS (
         SELECT i.resolution, m.symbol, date_bin(i.width, m.bucket, candle_origin()) AS bucket, m.synthetic,
                min(m.first) AS first, max(m.last) AS last, max(m.high) AS high, min(m.low) AS low,
@@ -395,10 +414,13 @@ BEGIN
                   FROM unnest(new_resolution, new_symbol, new_bucket) AS n(resolution, symbol, bucket)
                   JOIN candle_intervals i USING (resolution)
                  CROSS JOIN LATERAL (
-                        SELECT (SELECT max(r.bucket) FROM candle_rollup r
-                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket < n.bucket) AS prev,
-                               (SELECT min(r.bucket) FROM candle_rollup r
-                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket > n.bucket) AS next) nb
+                        SELECT (SELECT r.bucket FROM candle_rollup r
+                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket < n.bucket
+                                 ORDER BY r.bucket DESC LIMIT 1) AS prev,
+                               (SELECT r.bucket FROM candle_rollup r
+                                 WHERE r.resolution = n.resolution AND r.symbol = n.symbol AND r.bucket > n.bucket
+                                 ORDER BY r.bucket LIMIT 1) AS next
+                        OFFSET 0) nb  -- kept a subquery: each lookup runs once per candle, not once per use
                  CROSS JOIN LATERAL (
                         SELECT n.bucket
                         UNION ALL

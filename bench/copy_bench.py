@@ -1,0 +1,253 @@
+"""What candle maintenance costs a COPY into crypto_prices, by how ticks spread over buckets.
+
+Starts a PostgreSQL cluster of its own (init.sql applied, free port, throwaway data directory) unless
+--dsn names one. Per event-time spacing (0.1, 1, 10, 100 ms between consecutive ticks, symbols taking
+turns), the same ticks are COPYed with the rollup trigger and without it (ALTER TABLE ... DISABLE TRIGGER),
+interleaved, each COPY rolled back; ticks/s is the total of each kind. Also: the raw COPY ceiling on
+scratch tables keyed by the symbol's name (text, the real key) or by a smallint symbol id.
+
+    python bench/copy_bench.py --write     # 300,000 ticks, 3 rounds: bench/results/copy.md and .json
+    python bench/copy_bench.py --quick     # 100,000 ticks, 2 rounds (under a minute)
+
+`copy_sweep()` is the measurement, importable (bench/pipeline_bench.py may call it with its stack's DSN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from control.secrets import ensure_secrets  # noqa: E402
+from control.settings import Settings  # noqa: E402
+from stack.ports import PortClaims  # noqa: E402
+from stack.services import Postgres  # noqa: E402
+
+ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
+COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"
+                " __connect_partition, __connect_offset")
+SPACINGS_MS = (0.1, 1.0, 10.0, 100.0)
+TARGET_RATIO = 0.75
+
+
+@dataclass
+class CopyRate:
+    spacing_ms: float
+    ticks: int             # ticks per COPY
+    minute_buckets: int    # distinct (symbol, 1-minute bucket) per COPY
+    with_candles: float    # ticks/s, rollup trigger on
+    without_candles: float  # ticks/s, rollup trigger off
+
+    @property
+    def ratio(self) -> float:
+        return self.with_candles / self.without_candles
+
+
+def copy_payload(ticks: int, spacing_ms: float, symbols: Sequence[str], start: datetime) -> tuple[bytes, int]:
+    """COPY text of `ticks` ticks: tick i at start + i * spacing_ms, of symbol i mod len(symbols), its
+    Kafka partition that symbol's index, prices wandering, 10% synthetic (JITTER); and how many
+    (symbol, 1-minute bucket) pairs they fall in."""
+    buffer = io.StringIO()
+    minutes = set()
+    for i in range(ticks):
+        when = start + timedelta(microseconds=round(i * spacing_ms * 1000))
+        at = when.isoformat()
+        s = i % len(symbols)
+        minutes.add((s, when.replace(second=0, microsecond=0)))
+        feed = "JITTER" if i % 10 == 9 else "STREAM"
+        buffer.write(f"{symbols[s]}\t{at}\t{100 + s + (i % 997) * 0.01 + i * 1e-7:.7f}\t0.5\t{feed}\t{at}\t"
+                     f"bench\t{i}\tcopy.bench\t{s}\t{i}\n")
+    return buffer.getvalue().encode(), len(minutes)
+
+
+def timed_copy(conn: psycopg.Connection, table: str, columns: str, data: bytes, candles: bool | None) -> float:
+    """Seconds for one COPY of `data` (rolled back). candles: the rollup trigger on/off (None: leave it)."""
+    with conn.transaction(force_rollback=True):
+        if candles is not None:
+            conn.execute(f"ALTER TABLE crypto_prices {'ENABLE' if candles else 'DISABLE'} TRIGGER {ROLLUP_TRIGGER}")
+        started = time.perf_counter()
+        with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+            for lo in range(0, len(data), 1 << 20):
+                copy.write(data[lo:lo + (1 << 20)])
+        return time.perf_counter() - started
+
+
+def copy_sweep(dsn: str, spacings_ms: Sequence[float] = SPACINGS_MS, ticks: int = 300_000, rounds: int = 3,
+               symbols: Sequence[str] = ("BTC-USD", "ETH-USD", "SOL-USD"),
+               start: datetime | None = None) -> list[CopyRate]:
+    """Per spacing, `rounds` COPYs of the same `ticks` ticks with candle maintenance and as many without,
+    interleaved (the order alternates per round), each in a transaction rolled back (the database is left
+    as it was). Event times start at `start` (default: the current UTC hour, whose day has a partition on
+    a database made by init.sql). Needs a role that may ALTER TABLE crypto_prices (the superuser)."""
+    start = start or datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    rates = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("ANALYZE candle_rollup")  # the trigger's plans, as a database in use has them
+        for spacing in spacings_ms:
+            data, buckets = copy_payload(ticks, spacing, symbols, start)
+            seconds = {True: 0.0, False: 0.0}
+            timed_copy(conn, "crypto_prices", COPY_COLUMNS, data, candles=True)  # warm-up, not counted
+            for round_no in range(rounds):
+                for candles in ((True, False) if round_no % 2 == 0 else (False, True)):
+                    seconds[candles] += timed_copy(conn, "crypto_prices", COPY_COLUMNS, data, candles)
+            rates.append(CopyRate(spacing, ticks, buckets, rounds * ticks / seconds[True],
+                                  rounds * ticks / seconds[False]))
+            r = rates[-1]
+            print(f"  {spacing:g} ms apart: with candles {r.with_candles:,.0f}/s, without {r.without_candles:,.0f}/s,"
+                  f" ratio {r.ratio:.2f}", flush=True)
+    return rates
+
+
+KEY_TABLES = {
+    "symbol text (the real key)": ("symbol text NOT NULL", "symbol"),
+    "symbol_id smallint": ("symbol_id smallint NOT NULL", "symbol_id"),
+}
+
+
+def key_width(dsn: str, ticks: int, rounds: int) -> dict[str, float]:
+    """Raw COPY ticks/s into a plain scratch table with the tick key (symbol, event_time, price), the
+    symbol as text vs as a smallint id; no triggers, no partitions, no CHECK; interleaved, rolled back."""
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    text_data, _ = copy_payload(ticks, 1.0, ("BTC-USD", "ETH-USD", "SOL-USD"), start)
+    id_data = b"\n".join(line.replace(line.split(b"\t", 1)[0], str(n % 3).encode(), 1)
+                         for n, line in enumerate(text_data.splitlines())) + b"\n"
+    seconds = dict.fromkeys(KEY_TABLES, 0.0)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for label, (column, _) in KEY_TABLES.items():
+            table = "scratch_key_" + label.split()[0]
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"""CREATE TABLE {table} ({column}, event_time timestamptz NOT NULL,
+                price double precision NOT NULL, volume double precision, feed text NOT NULL, produced_at timestamptz,
+                producer_id text, sequence bigint, __connect_topic text, __connect_partition integer,
+                __connect_offset bigint, landed_at timestamptz DEFAULT now(),
+                PRIMARY KEY ({label.split()[0]}, event_time, price))""")
+        try:
+            for round_no in range(rounds + 1):
+                order = list(KEY_TABLES.items()) if round_no % 2 == 0 else list(reversed(KEY_TABLES.items()))
+                for label, (_, key) in order:
+                    table = "scratch_key_" + label.split()[0]
+                    data = text_data if key == "symbol" else id_data
+                    took = timed_copy(conn, table, COPY_COLUMNS.replace("symbol,", f"{key},", 1), data, None)
+                    if round_no > 0:  # round 0 warms up
+                        seconds[label] += took
+        finally:
+            for label in KEY_TABLES:
+                conn.execute(f"DROP TABLE IF EXISTS scratch_key_{label.split()[0]}")
+    return {label: rounds * ticks / s for label, s in seconds.items()}
+
+
+@contextmanager
+def scratch_postgres(prefix: str) -> Iterator[Settings]:
+    """The stack's PostgreSQL service on a free port in a throwaway state directory, init.sql applied;
+    purged on exit. Yields its settings (settings.pg_dsn() is the superuser's DSN)."""
+    state = tempfile.mkdtemp(prefix=prefix)
+    claims = PortClaims()  # held until the context exits
+    os.environ.update({"CRYPTOPIPE_STATE": state, "POSTGRES_PORT": str(claims.claim())})
+    settings = Settings.load()
+    ensure_secrets(settings)  # the stack's passwords, generated into the throwaway state dir
+    postgres = Postgres(settings)
+    print(f"starting PostgreSQL in {postgres.data_dir} ...", flush=True)
+    postgres.up()
+    try:
+        yield settings
+    finally:
+        postgres.down()
+        postgres.purge()
+        shutil.rmtree(state, ignore_errors=True)
+        del claims
+
+
+def render(rates: list[CopyRate], keys: dict[str, float], server: str, command: str, rounds: int) -> str:
+    lines = [
+        "# COPY into crypto_prices: with and without candle maintenance",
+        "",
+        f"`{command}` on {os.cpu_count()} cores, PostgreSQL {server} with default settings. Per spacing: "
+        f"{rounds} COPYs with the rollup trigger and {rounds} without (`ALTER TABLE crypto_prices DISABLE TRIGGER "
+        f"{ROLLUP_TRIGGER}`), interleaved, after one warm-up, each rolled back; 3 symbols taking turns, "
+        "consecutive ticks `spacing` apart in event time (so a symbol's ticks are 3x that apart), 10% synthetic.",
+        f"Target: with candles >= {TARGET_RATIO:.0%} of without, at every spacing.",
+        "",
+        "| spacing | ticks per COPY | 1m candles per COPY (all symbols) | without candles ticks/s "
+        "| with candles ticks/s | with / without | target |",
+        "|---|---|---|---|---|---|---|",
+        *[f"| {r.spacing_ms:g} ms | {r.ticks:,} | {r.minute_buckets:,} | {r.without_candles:,.0f} "
+          f"| {r.with_candles:,.0f} | {r.ratio:.0%} | {'met' if r.ratio >= TARGET_RATIO else 'MISSED'} |"
+          for r in rates],
+    ]
+    if keys:
+        text, small = keys["symbol text (the real key)"], keys["symbol_id smallint"]
+        lines += [
+            "",
+            "## A narrower tick key?",
+            "",
+            "Raw COPY (1 ms spacing, same ticks) into a plain scratch table with crypto_prices' columns and the "
+            "primary key (symbol, event_time, price), the symbol as text (as now) or as a smallint id; no CHECK, "
+            "no triggers, no partitions; interleaved, rolled back.",
+            "",
+            "| key | ticks/s |",
+            "|---|---|",
+            *[f"| {label} | {rate:,.0f} |" for label, rate in keys.items()],
+            "",
+            f"The smallint key COPYs at {small / text:.2f}x the text key's rate.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ticks", type=int, default=300_000, help="ticks per COPY")
+    parser.add_argument("--rounds", type=int, default=3, help="timed COPYs of each kind per spacing")
+    parser.add_argument("--spacings", default=",".join(f"{s:g}" for s in SPACINGS_MS), help="ms between ticks")
+    parser.add_argument("--quick", action="store_true", help="100,000 ticks, 2 rounds")
+    parser.add_argument("--dsn", help="an existing database made by init.sql (default: a scratch cluster)")
+    parser.add_argument("--no-key", action="store_true", help="skip the narrower-key measurement")
+    parser.add_argument("--write", action="store_true", help="write bench/results/copy.md and copy.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.ticks, args.rounds = 100_000, 2
+    spacings = [float(s) for s in args.spacings.split(",")]
+    command = "python bench/copy_bench.py " + " ".join(sys.argv[1:])
+
+    def run(dsn: str) -> tuple[list[CopyRate], dict[str, float], str]:
+        with psycopg.connect(dsn) as conn:
+            server = conn.execute("SHOW server_version").fetchone()[0]
+        print("COPY with and without candles ...", flush=True)
+        rates = copy_sweep(dsn, spacings, args.ticks, args.rounds)
+        keys = {} if args.no_key else key_width(dsn, args.ticks, args.rounds)
+        for label, rate in keys.items():
+            print(f"  raw COPY, key {label}: {rate:,.0f} ticks/s", flush=True)
+        return rates, keys, server
+
+    if args.dsn:
+        rates, keys, server = run(args.dsn)
+    else:
+        with scratch_postgres("copy-bench-") as settings:
+            rates, keys, server = run(settings.pg_dsn())
+    report = render(rates, keys, server, command.strip(), args.rounds)
+    print(report)
+    if args.write:
+        out = ROOT / "bench" / "results"
+        (out / "copy.md").write_text(report)
+        (out / "copy.json").write_text(json.dumps(
+            {"command": command.strip(), "server": server, "rounds": args.rounds,
+             "rates": [{**asdict(r), "ratio": r.ratio} for r in rates], "raw_copy_key": keys}, indent=2) + "\n")
+        print(f"written to {out / 'copy.md'} and copy.json")
+
+
+if __name__ == "__main__":
+    main()
