@@ -396,6 +396,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return bench.results
 
 
+def write_sweep_report(json_path: Path) -> None:
+    """NAME.md and NAME.png beside a sweep's NAME.json."""
+    swept = json.loads(json_path.read_text())
+    plot = json_path.with_suffix(".png")
+    render_sweep_plot(swept, plot)
+    json_path.with_suffix(".md").write_text(render_sweep_markdown(swept, plot.name))
+    print(json_path.with_suffix(".md").read_text())
+    log(f"written: {json_path.with_suffix('.md')}, {plot.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=300_000, help="ticks per backlog step (default %(default)s)")
@@ -415,7 +425,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes; results into --out (default /tmp)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default bench/results, or a temp dir with --quick)")
+    parser.add_argument("--render-sweep", type=Path, metavar="JSON",
+                        help="only (re)write the markdown and plot of a sweep's JSON, beside it")
     args = parser.parse_args()
+    if args.render_sweep:
+        write_sweep_report(args.render_sweep)
+        return
     if args.quick:
         args.backlog, args.tuning_backlog, args.steady_seconds = 30_000, 20_000, 20
         args.seed_seconds, args.failover_seconds = 5, 45
@@ -430,10 +445,7 @@ def main() -> None:
     swept |= {"command": command, "connector": results["connector"], "trigger_commit": trigger_commit(),
               "bench_commit": git("rev-parse", "--short", "HEAD")}
     (out / "pipeline_sweep.json").write_text(json.dumps(swept, indent=1, default=str))
-    render_sweep_plot(swept, out)
-    (out / "pipeline_sweep.md").write_text(render_sweep_markdown(swept))
-    print((out / "pipeline_sweep.md").read_text())
-    log(f"written: {out}/pipeline_sweep.md, pipeline_sweep.json, pipeline_sweep.png")
+    write_sweep_report(out / "pipeline_sweep.json")
     if args.sweep_only:
         return
     (out / "pipeline.json").write_text(json.dumps(results, indent=1, default=str))

@@ -166,13 +166,28 @@ def sweep_rates(sweep: dict[str, Any]) -> list[dict[str, Any]]:
                 row[f"{kind}_ticks"] = sum(r["ticks"] for r in mine)
                 row[f"{kind}_profile"] = {k: sum(r["profile"].get(k, 0) for r in mine)
                                           for k in ("statements", "rows", "exec_ms", "rollup_ms", "rollup_statements")}
+                sizes: dict[int, int] = {}
+                for r in mine:
+                    for size, calls in r["profile"].get("sizes", {}).items():
+                        sizes[int(size)] = sizes.get(int(size), 0) + calls
+                row[f"{kind}_sizes"] = dict(sorted(sizes.items()))
             row["ratio"] = row["with"] / row["without"]
             row["target"] = SINK_TARGET if path == "sink" else COPY_TARGET
             out.append(row)
     return out
 
 
-def render_sweep_markdown(sweep: dict[str, Any]) -> str:
+def _gap_line(r: dict[str, Any]) -> str:
+    """A spacing's row of the lost-time table: extra wall and server seconds with candles."""
+    wall = r["with_seconds"] - r["without_seconds"]
+    server = (r["with_profile"]["exec_ms"] - r["without_profile"]["exec_ms"]) / 1000
+    share = f"{server / wall:.0%}" if wall > 0 else "(no extra wall time)"
+    sizes = ", ".join(f"{size}: {n:,}" for size, n in r["with_sizes"].items()) or "not recorded"
+    return (f"| {r['spacing_ms']:g} | {wall:.2f} | {server:.2f} | {r['with_profile']['rollup_ms'] / 1000:.2f} | "
+            f"{share} | {sizes} |")
+
+
+def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
     rows = sweep_rates(sweep)
     sink = [r for r in rows if r["path"] == "sink"]
     lines = [
@@ -199,7 +214,7 @@ def render_sweep_markdown(sweep: dict[str, Any]) -> str:
           f"({', '.join(f'{v:,}' for v in r['without_runs'])}) | {r['ratio']:.0%} | "
           f"{'yes' if r['ratio'] >= r['target'] else '**no**'} |" for r in rows],
         "",
-        "![ticks/s per spacing](pipeline_sweep.png)",
+        f"![ticks/s per spacing]({plot_name})",
         "",
         "## Where the sink's time goes (pg_stat_statements, track = all, summed over a kind's runs)",
         "",
@@ -221,6 +236,21 @@ def render_sweep_markdown(sweep: dict[str, Any]) -> str:
         "Executing: the server time of the sink's own statements (its upserts, trigger included); the rest of the "
         "wall time is Connect (poll, convert, the transforms), the network and the waits between batches.",
         "",
+        "## The sink's lost time with candles, and how much of it the database accounts for",
+        "",
+        "Same ticks with and without candles; wall: the sink's run time; server: its statements' execution time "
+        "(pg_stat_statements). When the server's extra time is most of the wall's, the sink waits on the trigger "
+        "(a task converts a poll, then writes it, then polls again: its conversion and its writes do not overlap).",
+        "",
+        "| spacing ms | extra wall s | extra server s | of which rollup statements s | server share of the extra wall "
+        "| statements by rows per statement (with candles) |",
+        "|---|---|---|---|---|---|",
+        *[_gap_line(r) for r in sink],
+    ]
+    if not sweep.get("explains"):
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
         "## The database's side alone (EXPLAIN ANALYZE of sink-shaped upserts, rolled back)",
         "",
         "Per spacing, statements of the sink's measured rows per statement (INSERT ... ON CONFLICT on the tick key "
@@ -235,11 +265,11 @@ def render_sweep_markdown(sweep: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_sweep_plot(sweep: dict[str, Any], out: Path) -> None:
+def render_sweep_plot(sweep: dict[str, Any], path: Path) -> None:
     rows = sweep_rates(sweep)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for ax, path in zip(axes, ("sink", "COPY"), strict=True):
-        mine = [r for r in rows if r["path"] == path]
+    for ax, kind in zip(axes, ("sink", "COPY"), strict=True):
+        mine = [r for r in rows if r["path"] == kind]
         x = range(len(mine))
         ax.bar([i - 0.2 for i in x], [r["with"] for r in mine], 0.4, label="with candles", color="#1f77b4")
         ax.bar([i + 0.2 for i in x], [r["without"] for r in mine], 0.4, label="without candles", color="#aaaaaa")
@@ -249,12 +279,12 @@ def render_sweep_plot(sweep: dict[str, Any], out: Path) -> None:
         ax.set_xticks(list(x), [f"{r['spacing_ms']:g} ms" for r in mine])
         ax.set_xlabel("event time between consecutive ticks")
         ax.set_ylabel("ticks/s")
-        ax.set_title(f"{path}: with / without candles (target {mine[0]['target']:.0%})" if mine else path,
+        ax.set_title(f"{kind}: with / without candles (target {mine[0]['target']:.0%})" if mine else kind,
                      fontsize=10)
         ax.set_ylim(top=max((max(r["with"], r["without"]) for r in mine), default=1) * 1.15)
         ax.legend(fontsize=8, loc="lower left")
     fig.suptitle(f"Data-shape sweep, candle trigger of {sweep['trigger_commit'].split()[0]} (one run, shared 2 cores)",
                  fontsize=10)
     fig.tight_layout()
-    fig.savefig(out / "pipeline_sweep.png", dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

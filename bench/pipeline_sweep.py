@@ -86,6 +86,15 @@ SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND userid = %(sink)s::regrole
  WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
 """
 
+# The sink's upserts by rows per statement: the driver rewrites a batch into multi-row statements, each size
+# its own statement text.
+SIZES_SQL = """
+SELECT rows / calls, sum(calls) FROM pg_stat_statements
+ WHERE toplevel AND userid = %(sink)s::regrole AND calls > 0 AND query ILIKE 'insert%%'
+   AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ GROUP BY 1 ORDER BY 1
+"""
+
 
 class Sweep:
     def __init__(self, stack: NativeStack, work: Path, log: Callable[[str], None], ticks: int, copy_ticks: int,
@@ -158,12 +167,14 @@ class Sweep:
             self.record(run)
         return run
 
-    def profile(self) -> dict[str, float]:
+    def profile(self) -> dict[str, Any]:
+        sink = {"sink": self.stack.settings["CONNECT_DB_USER"]}
         with self.stack.pg() as conn:
-            calls, rows, exec_ms, rollup_ms, rollup_calls = conn.execute(
-                PROFILE_SQL, {"sink": self.stack.settings["CONNECT_DB_USER"]}).fetchone()
+            calls, rows, exec_ms, rollup_ms, rollup_calls = conn.execute(PROFILE_SQL, sink).fetchone()
+            sizes = conn.execute(SIZES_SQL, sink).fetchall()
         return {"statements": int(calls), "rows": int(rows), "exec_ms": round(float(exec_ms), 1),
-                "rollup_ms": round(float(rollup_ms), 1), "rollup_statements": int(rollup_calls)}
+                "rollup_ms": round(float(rollup_ms), 1), "rollup_statements": int(rollup_calls),
+                "sizes": {str(size): int(n) for size, n in sizes}}
 
     def copy(self, spacing_ms: float, candles: bool) -> Run:
         lo, _ = self.timeline.take(self.copy_ticks, spacing_ms)
