@@ -262,6 +262,11 @@ def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
         *[f"| {e['spacing_ms']:g} | {e['rows']:,} | {e['batches']} | {e['with_ms']:.2f} | {e['trigger_ms']:.2f} | "
           f"{e['without_ms']:.2f} | {e['without_ms'] / e['with_ms']:.0%} |" for e in sweep.get("explains", [])],
     ]
+    for e in sweep["explains"]:
+        if e.get("trigger_plans"):
+            lines += ["", f"<details><summary>The trigger's statements at {e['spacing_ms']:g} ms, {e['rows']} rows "
+                      "(auto_explain, one more statement, not counted)</summary>", "", "```",
+                      *[line for plan in e["trigger_plans"] for line in (*plan.splitlines(), "")], "```", "</details>"]
     return "\n".join(lines) + "\n"
 
 

@@ -193,8 +193,8 @@ class Sweep:
             conn.execute(f"CREATE TEMP TABLE sweep_batch ON COMMIT PRESERVE ROWS AS SELECT {COPY_COLUMNS}"
                          " FROM crypto_prices LIMIT 0")
             conn.commit()
-            for i in range(2 * batches):
-                candles = i % 4 in (0, 3)  # ABBA
+
+            def upsert(candles: bool) -> dict[str, Any]:
                 lo, _ = self.timeline.take(rows, spacing_ms)
                 conn.execute("TRUNCATE sweep_batch")
                 with conn.cursor().copy(f"COPY sweep_batch ({COPY_COLUMNS}) FROM STDIN") as copy:
@@ -206,13 +206,28 @@ class Sweep:
                     " FROM sweep_batch ON CONFLICT (symbol, event_time, price) DO UPDATE SET volume = EXCLUDED.volume"
                 ).fetchone()[0][0]
                 conn.rollback()
+                return plan
+
+            for i in range(2 * batches):
+                candles = i % 4 in (0, 3)  # ABBA
+                plan = upsert(candles)
                 times[candles].append(plan["Execution Time"])
                 if candles:
                     trigger_ms.append(sum(t["Time"] for t in plan.get("Triggers", [])
                                           if t["Trigger Name"] == ROLLUP_TRIGGER))
+            # One more, not counted: the plans of the trigger's statements, from auto_explain (sent as notices).
+            plans: list[str] = []
+            conn.add_notice_handler(lambda diag: plans.append(diag.message_primary or ""))
+            conn.execute("LOAD 'auto_explain'")
+            for setting in ("log_min_duration = 0", "log_analyze = on", "log_nested_statements = on",
+                            "log_level = notice", "log_timing = on"):
+                conn.execute(f"SET auto_explain.{setting}")
+            conn.commit()
+            upsert(True)
         result = {"spacing_ms": spacing_ms, "rows": rows, "batches": batches,
                   "with_ms": statistics.median(times[True]), "without_ms": statistics.median(times[False]),
-                  "trigger_ms": statistics.median(trigger_ms)}
+                  "trigger_ms": statistics.median(trigger_ms),
+                  "trigger_plans": [p for p in plans if "candle_" in p and "EXPLAIN" not in p]}
         self.log(f"  => EXPLAIN ANALYZE, {rows} ticks {spacing_ms:g} ms apart per statement: median "
                  f"{result['with_ms']:.2f} ms with candles (trigger {result['trigger_ms']:.2f} ms), "
                  f"{result['without_ms']:.2f} ms without")
