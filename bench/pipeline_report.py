@@ -190,6 +190,8 @@ def _gap_line(r: dict[str, Any]) -> str:
 def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
     rows = sweep_rates(sweep)
     sink = [r for r in rows if r["path"] == "sink"]
+    # Runs before upserts were told apart counted every statement of the sink's role (metadata queries too).
+    counted = sweep.get("counted", "statements")
     lines = [
         "# Pipeline bench: data-shape sweep",
         "",
@@ -218,8 +220,9 @@ def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
         "",
         "## Where the sink's time goes (pg_stat_statements, track = all, summed over a kind's runs)",
         "",
-        "| spacing ms | candles | sink wall s | sink statements | rows per statement | event time per statement "
-        "| executing s (share of wall) | of which rollup trigger s | rollup ms per 1,000 ticks |",
+        f"| spacing ms | candles | sink wall s | sink {counted} | rows per {counted[:-1]} "
+        f"| event time per {counted[:-1]} | executing s (share of wall) | of which rollup trigger s "
+        "| rollup ms per 1,000 ticks |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in sink:

@@ -76,9 +76,11 @@ class Timeline:
         return lo, self.next_ms
 
 
+# The sink's upserts (calls, rows), the server time of all its statements (upserts, and Hibernate's metadata
+# queries and transaction statements), and that of the rollup trigger's statements inside them.
 PROFILE_SQL = """
-SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND userid = %(sink)s::regrole), 0),
-       coalesce(sum(rows) FILTER (WHERE toplevel AND userid = %(sink)s::regrole), 0),
+SELECT coalesce(sum(calls) FILTER (WHERE toplevel AND userid = %(sink)s::regrole AND query ILIKE 'insert%%'), 0),
+       coalesce(sum(rows) FILTER (WHERE toplevel AND userid = %(sink)s::regrole AND query ILIKE 'insert%%'), 0),
        coalesce(sum(total_exec_time) FILTER (WHERE toplevel AND userid = %(sink)s::regrole), 0),
        coalesce(sum(total_exec_time) FILTER (WHERE NOT toplevel AND query ~* 'candle_(rollup|calendar)'), 0),
        coalesce(sum(calls) FILTER (WHERE NOT toplevel AND query ~* 'INSERT INTO candle_rollup'), 0)
@@ -238,7 +240,7 @@ class Sweep:
         extra = ""
         if run.profile:
             p = run.profile
-            extra = (f" ({p['statements']:,} statements, {p['rows'] / max(p['statements'], 1):,.0f} rows each,"
+            extra = (f" ({p['statements']:,} upserts, {p['rows'] / max(p['statements'], 1):,.0f} rows each,"
                      f" {p['exec_ms'] / 1000:.2f} s executing, of which rollup {p['rollup_ms'] / 1000:.2f} s)")
         self.log(f"  => {run.path} {run.spacing_ms:g} ms apart, {'with' if run.candles else 'without'} candles: "
                  f"{run.ticks:,} ticks in {run.seconds:.2f} s = {run.rate:,.0f} ticks/s{extra}")
@@ -260,6 +262,6 @@ class Sweep:
                 self.explains.append(self.explain_batches(spacing, rows, EXPLAIN_BATCHES))
         finally:
             self.track_nested(False)
-        return {"symbols": self.symbols, "ticks": self.ticks, "copy_ticks": self.copy_ticks,
+        return {"symbols": self.symbols, "ticks": self.ticks, "counted": "upserts", "copy_ticks": self.copy_ticks,
                 "history_days": self.history_days, "order": list(ORDER), "notes": self.notes,
                 "runs": [{**asdict(r), "rate": round(r.rate, 1)} for r in self.runs], "explains": self.explains}
