@@ -11,8 +11,9 @@ partitions made beforehand as the tick maintainer makes them), then per spacing:
   COPY    --sweep-copy-ticks ticks COPYed into crypto_prices with and without the trigger, same order,
           rolled back.
 
-  EXPLAIN the database's side alone: EXPLAIN ANALYZE of upserts shaped like the sink's statements (its
-          measured rows per statement), with the trigger and without, rolled back.
+  EXPLAIN the database's side alone, after the sink runs: EXPLAIN ANALYZE of upserts shaped like the sink's
+          (its measured rows per upsert), with the trigger and without, rolled back, all in the window right
+          after the last sink run's candles.
 
 Every run gets an event-time window of its own (consecutive, ending a few minutes before now), so no run
 meets another's rows or dead rows. For each sink run pg_stat_statements (track = all, for the run only)
@@ -196,8 +197,11 @@ class Sweep:
                          " FROM crypto_prices LIMIT 0")
             conn.commit()
 
+            # One window for all: each statement is rolled back, and all start right after the last sink run's
+            # candles (a window after a gap would make each statement fill the calendar over the gap).
+            lo, _ = self.timeline.take(rows, spacing_ms)
+
             def upsert(candles: bool) -> dict[str, Any]:
-                lo, _ = self.timeline.take(rows, spacing_ms)
                 conn.execute("TRUNCATE sweep_batch")
                 with conn.cursor().copy(f"COPY sweep_batch ({COPY_COLUMNS}) FROM STDIN") as copy:
                     copy.write(copy_rows(self.symbols, rows, lo, spacing_ms, self.topic))
@@ -255,13 +259,14 @@ class Sweep:
                 self.log(f"sweep: ticks {spacing:g} ms apart, the sink with and without candles, then COPY ...")
                 for candles in ORDER:
                     self.sink(spacing, candles, self.ticks)
-                for candles in ORDER:
-                    self.copy(spacing, candles)
                 sink = [r.profile for r in self.runs if r.path == "sink" and r.spacing_ms == spacing]
                 rows = round(sum(p["rows"] for p in sink) / max(sum(p["statements"] for p in sink), 1)) or 128
-                self.explains.append(self.explain_batches(spacing, rows, EXPLAIN_BATCHES))
+                self.explains.append(self.explain_batches(spacing, rows, EXPLAIN_BATCHES))  # ORDER ends with candles
+                for candles in ORDER:
+                    self.copy(spacing, candles)
         finally:
             self.track_nested(False)
-        return {"symbols": self.symbols, "ticks": self.ticks, "counted": "upserts", "copy_ticks": self.copy_ticks,
+        return {"symbols": self.symbols, "ticks": self.ticks, "counted": "upserts",
+                "explain_window": "right after the last sink run's candles", "copy_ticks": self.copy_ticks,
                 "history_days": self.history_days, "order": list(ORDER), "notes": self.notes,
                 "runs": [{**asdict(r), "rate": round(r.rate, 1)} for r in self.runs], "explains": self.explains}
