@@ -439,11 +439,11 @@ def main() -> None:
                        else ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python bench/pipeline_bench.py", *sys.argv[1:]])
+    commits = {"trigger_commit": trigger_commit(), "bench_commit": git("rev-parse", "--short", "HEAD")}  # as started
     results = run(args)
     results["command"] = command
     swept = results.pop("sweep")
-    swept |= {"command": command, "connector": results["connector"], "trigger_commit": trigger_commit(),
-              "bench_commit": git("rev-parse", "--short", "HEAD")}
+    swept |= {"command": command, "connector": results["connector"], **commits}
     (out / "pipeline_sweep.json").write_text(json.dumps(swept, indent=1, default=str))
     write_sweep_report(out / "pipeline_sweep.json")
     if args.sweep_only:
