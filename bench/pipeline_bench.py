@@ -32,7 +32,7 @@ each of the topic's 3 partitions). In order:
 
 Writes bench/results/pipeline.md (tables, targets), pipeline.json (every sample) and two plots,
 pipeline_throughput.png and pipeline_freshness.png; the sweep into pipeline_sweep.md, .json and .png.
-Takes ~25 minutes on 2 cores.
+Takes ~15 minutes on 2 cores, plus the sweep's ~20 (measured beside four other helpers' stacks).
 
     python bench/pipeline_bench.py              # the full run, results into bench/results/
     python bench/pipeline_bench.py --sweep-only # the data-shape sweep alone (pipeline_sweep.*)
