@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import sys
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
-from control.settings import PROJECT_ROOT
-
-sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from pipeline_kit import copy_rows, worker_property, write_replay  # noqa: E402
 from pipeline_report import sweep_rates  # noqa: E402
 from pipeline_sweep import SPACINGS_MS, Timeline  # noqa: E402
