@@ -10,6 +10,8 @@ each of the topic's 3 partitions). In order:
                         (now - newest produced_at visible in crypto_prices)
   backlog               connector paused, --backlog ticks produced (the producer's rate: broker end offsets
                         over time), connector resumed: the sink's rate with candles
+  data-shape sweep      bench/pipeline_sweep.py: the production symbols with history, ticks 0.1 / 1 / 10 / 100 ms
+                        apart: the sink (as committed) and a COPY, each with and without candles, interleaved
   COPY ceilings         --backlog ticks COPYed into crypto_prices with and without candle maintenance
                         (the insert trigger disabled inside the transaction), both rolled back, into the
                         symbols and the minute the next step writes
@@ -20,8 +22,8 @@ each of the topic's 3 partitions). In order:
   while producing       --backlog ticks produced as fast as possible while the sink runs
   seed-style consumer   a hand-written consumer (AvroDeserializer, one INSERT + commit per record) into
                         crypto_prices with candles, for --seed-seconds
-  sink settings         backlogs of --tuning-backlog ticks with other batch.size / max.poll.records, and
-                        without reWriteBatchedInserts (one row per statement)
+  sink settings         backlogs of --tuning-backlog ticks with batch.size 500, and without
+                        reWriteBatchedInserts (one row per statement)
   scale-out             3 tasks on 1 worker; a second worker joins the group; 3 tasks on 2 workers
   failover              2 workers, 3 tasks, 1,000 ticks/s; the worker with most tasks is SIGKILLed after
                         20 s: time until its tasks run on the other, freshness meanwhile, every tick once,
@@ -29,26 +31,27 @@ each of the topic's 3 partitions). In order:
   memory                proportional set size (PSS) of every stack process, sampled every 5 s
 
 Writes bench/results/pipeline.md (tables, targets), pipeline.json (every sample) and two plots,
-pipeline_throughput.png and pipeline_freshness.png. Takes ~15 minutes on 2 cores.
+pipeline_throughput.png and pipeline_freshness.png; the sweep into pipeline_sweep.md, .json and .png.
+Takes ~15 minutes on 2 cores, plus the sweep's ~20 (measured beside four other helpers' stacks).
 
     python bench/pipeline_bench.py              # the full run, results into bench/results/
-    python bench/pipeline_bench.py --quick      # small sizes, a smoke run (~8 min), results into /tmp
+    python bench/pipeline_bench.py --sweep-only # the data-shape sweep alone (pipeline_sweep.*)
+    python bench/pipeline_bench.py --quick      # small sizes, a smoke run, results into /tmp
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,28 +63,31 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_kit import (  # noqa: E402
+    COPY_COLUMNS,
     ROOT,
     NativeStack,
     Series,
     background_activity,
+    copy_rows,
     finish,
     freshness_probe,
+    produce_all,
     row_counter,
     run_producer,
     sampling,
+    set_rollup,
     spread_symbols,
+    timed_copy,
     topic_end_offsets,
     wait_until,
+    worker_property,
     write_replay,
 )
-from pipeline_report import render_markdown, render_plots  # noqa: E402
+from pipeline_report import render_markdown, render_plots, render_sweep_markdown, render_sweep_plot  # noqa: E402
+from pipeline_sweep import Sweep  # noqa: E402
 
 from control.kafka_setup import writable_topic  # noqa: E402
 from producer.schema_registration import registry_client  # noqa: E402
-
-ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
-COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"
-                " __connect_partition, __connect_offset")
 
 
 def log(message: str) -> None:
@@ -117,15 +123,7 @@ class Bench:
         producer's rate, measured on the broker's end offsets."""
         replay = self.work / f"{symbols[0]}.jsonl"
         write_replay(replay, symbols, count, now_ms() - count // 10 - 60_000, 0.1)
-        offsets = topic_end_offsets(self.stack, self.topic)
-        base = offsets()
-        series = Series("offsets")
-        with sampling(series, lambda: offsets() - base, 0.1):
-            finish(run_producer(self.stack, replay, symbols, speed=0))
-            wait_until(lambda: series.points[-1][1] if series.points else 0, count, 60, lambda v: None)
-        first = next(t for t, v in series.points if v > 0)
-        done = next(t for t, v in series.points if v >= count)
-        return count / max(done - first, 1e-3)
+        return produce_all(self.stack, self.topic, replay, symbols, count)
 
     def backlog(self, label: str, count: int, candles: bool = True, record_producer: bool = False,
                 **extra: Any) -> float:
@@ -135,8 +133,7 @@ class Bench:
         producer_rate = self.produce_backlog(symbols, count)
         if record_producer:
             self.rate("producer (python -m producer, replay --speed 0, acks=all)", count, count / producer_rate)
-        with self.stack.pg() as conn:
-            conn.execute(f"ALTER TABLE crypto_prices {'ENABLE' if candles else 'DISABLE'} TRIGGER {ROLLUP_TRIGGER}")
+        set_rollup(self.stack, candles)
         try:
             counter = row_counter(self.stack, symbols)
             started = time.monotonic()
@@ -144,8 +141,7 @@ class Bench:
             log("  resumed; waiting for every tick to land ...")
             done = wait_until(counter, count, 900, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
         finally:
-            with self.stack.pg() as conn:
-                conn.execute(f"ALTER TABLE crypto_prices ENABLE TRIGGER {ROLLUP_TRIGGER}")
+            set_rollup(self.stack, True)
         return self.rate(label, count, done - started, **extra)
 
     def while_producing(self, count: int) -> None:
@@ -167,22 +163,8 @@ class Bench:
     def copy_ceiling(self, count: int, candles: bool, symbols: list[str], label: str | None = None) -> None:
         """COPY `count` ticks of `symbols`, event times over the next minute (where the next steady step's
         ticks go: its inserts then meet the dead rows the rollback leaves), rolled back."""
-        start = datetime.now(UTC)
-        buffer = io.StringIO()
-        for i in range(count):
-            at = (start + timedelta(milliseconds=i * 60_000 / count)).isoformat()
-            buffer.write(f"{symbols[i % 3]}\t{at}\t{100 + (i % 997) * 0.01 + i * 1e-7:.7f}\t0.5\tSTREAM\t{at}\t"
-                         f"bench\t{i}\t{self.topic}\t{i % 3}\t{i}\n")
-        data = buffer.getvalue().encode()
-        with self.stack.pg(autocommit=False) as conn:
-            if not candles:
-                conn.execute(f"ALTER TABLE crypto_prices DISABLE TRIGGER {ROLLUP_TRIGGER}")
-            started = time.perf_counter()
-            with conn.cursor().copy(f"COPY crypto_prices ({COPY_COLUMNS}) FROM STDIN") as copy:
-                for lo in range(0, len(data), 1 << 20):
-                    copy.write(data[lo:lo + (1 << 20)])
-            elapsed = time.perf_counter() - started
-            conn.rollback()
+        data = copy_rows(symbols, count, now_ms(), 60_000 / count, self.topic)
+        elapsed = timed_copy(self.stack, data, candles)
         self.rate(label or f"COPY into crypto_prices, {'with' if candles else 'without'} candles (rolled back)",
                   count, elapsed)
 
@@ -336,6 +318,23 @@ class Bench:
         log(f"  memory ({label}): " + ", ".join(f"{k} {v:.0f} MB" for k, v in self.results["memory"][label].items()))
 
 
+def sweep(stack: NativeStack, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    started = time.monotonic()
+    results = Sweep(stack, work, log, args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days).run()
+    results["notes"].append(f"sweep {time.monotonic() - started:.0f} s")
+    return results
+
+
+def git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def trigger_commit() -> str:
+    """The commit whose init.sql (the candle trigger) the stack ran, marked when the checkout changed it."""
+    commit = git("log", "-1", "--format=%h %s", "--", "init.sql")[:90]
+    return commit + (" + uncommitted changes" if git("status", "--porcelain", "--", "init.sql") else "")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     stack = NativeStack(work / "stack", log)
@@ -347,11 +346,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.results["notes"].append(f"stack up in {time.monotonic() - started:.0f} s")
         bench.memory("idle, 1 worker")
         default = stack.connector["config"]
-        bench.results["connector"] = {k: default[k] for k in ("tasks.max", "batch.size",
-                                                              "consumer.override.max.poll.records")}
+        # max.poll.records is the worker's (connect/worker.properties): connectors may not override client
+        # settings (connector.client.config.override.policy=None), so the connector JSON has none.
+        bench.results["connector"] = {"tasks.max": default["tasks.max"], "batch.size": default["batch.size"],
+                                      "max.poll.records": worker_property("consumer.max.poll.records")}
         tasks = default["tasks.max"]
+        if args.sweep_only:
+            return bench.results | {"sweep": sweep(stack, args, work)}
         bench.steady(f"steady 1k/s, fresh stack ({tasks} tasks)", args.steady_seconds)
         bench.backlog(f"sink backlog, {tasks} tasks on 1 worker (as committed)", args.backlog)
+        bench.results["sweep"] = sweep(stack, args, work)
         stack.set_config({"tasks.max": "1"})
         bench.backlog("sink backlog (1 task, candles)", args.backlog, record_producer=True)
         next_steady = bench.symbols("S")
@@ -368,10 +372,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         bench.while_producing(args.backlog)
         bench.seed_consumer(args.seed_seconds)
         bench.memory("after the 1-task steps")
-        for batch in (500, 5000):
-            stack.set_config({"tasks.max": "1", "batch.size": str(batch),
-                              "consumer.override.max.poll.records": str(batch)})
-            bench.backlog(f"sink backlog (1 task), batch.size = max.poll.records = {batch}", args.tuning_backlog)
+        # Only batch.size can change per connector (max.poll.records is the worker's); each put hands the sink
+        # at most max.poll.records (2000) records, so only a smaller batch.size is a different setting.
+        stack.set_config({"tasks.max": "1", "batch.size": "500"})
+        bench.backlog("sink backlog (1 task), batch.size = 500", args.tuning_backlog)
         stack.set_config({"tasks.max": "1", "connection.url": default["connection.url"].replace(
             "?reWriteBatchedInserts=true", "")})
         bench.backlog("sink backlog, one row per statement (1 task, no reWriteBatchedInserts)",
@@ -392,6 +396,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return bench.results
 
 
+def write_sweep_report(json_path: Path) -> None:
+    """NAME.md and NAME.png beside a sweep's NAME.json."""
+    swept = json.loads(json_path.read_text())
+    plot = json_path.with_suffix(".png")
+    render_sweep_plot(swept, plot)
+    json_path.with_suffix(".md").write_text(render_sweep_markdown(swept, plot.name))
+    print(json_path.with_suffix(".md").read_text())
+    log(f"written: {json_path.with_suffix('.md')}, {plot.name}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backlog", type=int, default=300_000, help="ticks per backlog step (default %(default)s)")
@@ -400,19 +414,40 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=60, help="per steady step (default %(default)s)")
     parser.add_argument("--seed-seconds", type=float, default=20, help="seed-style consumer (default %(default)s)")
     parser.add_argument("--failover-seconds", type=float, default=75, help="failover step (default %(default)s)")
+    parser.add_argument("--sweep-ticks", type=int, default=150_000,
+                        help="ticks per sink run of the data-shape sweep (default %(default)s)")
+    parser.add_argument("--sweep-copy-ticks", type=int, default=300_000,
+                        help="ticks per COPY of the data-shape sweep (default %(default)s)")
+    parser.add_argument("--sweep-history-days", type=float, default=2,
+                        help="days of history (1 tick/s per symbol) before the sweep (default %(default)s)")
+    parser.add_argument("--sweep-only", action="store_true",
+                        help="only the data-shape sweep: writes pipeline_sweep.md/.json/.png, not pipeline.md")
     parser.add_argument("--quick", action="store_true", help="small sizes; results into --out (default /tmp)")
     parser.add_argument("--out", type=Path, default=None,
                         help="results directory (default bench/results, or a temp dir with --quick)")
+    parser.add_argument("--render-sweep", type=Path, metavar="JSON",
+                        help="only (re)write the markdown and plot of a sweep's JSON, beside it")
     args = parser.parse_args()
+    if args.render_sweep:
+        write_sweep_report(args.render_sweep)
+        return
     if args.quick:
         args.backlog, args.tuning_backlog, args.steady_seconds = 30_000, 20_000, 20
         args.seed_seconds, args.failover_seconds = 5, 45
+        args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days = 6_000, 20_000, 0.05
     out = args.out or (Path(tempfile.mkdtemp(prefix="pipeline-bench-results-")) if args.quick
                        else ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)
-    command = "python bench/pipeline_bench.py" + (" --quick" if args.quick else "")
+    command = " ".join(["python bench/pipeline_bench.py", *sys.argv[1:]])
+    commits = {"trigger_commit": trigger_commit(), "bench_commit": git("rev-parse", "--short", "HEAD")}  # as started
     results = run(args)
     results["command"] = command
+    swept = results.pop("sweep")
+    swept |= {"command": command, "connector": results["connector"], **commits}
+    (out / "pipeline_sweep.json").write_text(json.dumps(swept, indent=1, default=str))
+    write_sweep_report(out / "pipeline_sweep.json")
+    if args.sweep_only:
+        return
     (out / "pipeline.json").write_text(json.dumps(results, indent=1, default=str))
     render_plots(results, out)
     (out / "pipeline.md").write_text(render_markdown(results))

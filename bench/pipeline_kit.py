@@ -5,6 +5,7 @@ freshness, topic offsets and memory in the background."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,6 +172,16 @@ def stack_memory_mb(settings: Settings) -> dict[str, float]:
     return out
 
 
+def worker_property(name: str, path: Path = ROOT / "connect" / "worker.properties") -> str:
+    """A setting of the Connect worker file (e.g. consumer.max.poll.records: connectors may not override
+    client settings, so the worker's is the sink's)."""
+    for line in path.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == name:
+            return value.strip()
+    raise KeyError(f"{name} is not set in {path}")
+
+
 # -- ticks and the real producer ------------------------------------------------------------------
 def write_replay(path: Path, symbols: Sequence[str], count: int, start_ms: int, step_ms: float) -> list[dict]:
     """`count` ticks round-robin over `symbols`, tick i at start_ms + i * step_ms, prices a walk per symbol."""
@@ -182,6 +194,46 @@ def write_replay(path: Path, symbols: Sequence[str], count: int, start_ms: int, 
             out.write(json.dumps(tick) + "\n")
             ticks.append(tick)
     return ticks
+
+
+ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
+COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"
+                " __connect_partition, __connect_offset")
+
+
+def copy_rows(symbols: Sequence[str], count: int, start_ms: float, step_ms: float, topic: str) -> bytes:
+    """COPY text (COPY_COLUMNS) of `count` ticks round-robin over `symbols`, tick i at start_ms + i * step_ms."""
+    buffer = io.StringIO()
+    for i in range(count):
+        at = datetime.fromtimestamp((start_ms + i * step_ms) / 1000, UTC).isoformat()
+        buffer.write(f"{symbols[i % len(symbols)]}\t{at}\t{100 + (i % 997) * 0.01 + i * 1e-7:.7f}\t0.5\tSTREAM\t"
+                     f"{at}\tbench\t{i}\t{topic}\t{i % 3}\t{i}\n")
+    return buffer.getvalue().encode()
+
+
+def copy_into(conn: psycopg.Connection, data: bytes) -> None:
+    """COPY text of copy_rows() into crypto_prices, in the caller's transaction."""
+    with conn.cursor().copy(f"COPY crypto_prices ({COPY_COLUMNS}) FROM STDIN") as copy:
+        for lo in range(0, len(data), 1 << 20):
+            copy.write(data[lo:lo + (1 << 20)])
+
+
+def timed_copy(stack: NativeStack, data: bytes, candles: bool) -> float:
+    """Seconds the COPY of `data` into crypto_prices takes, with the rollup trigger on or off (disabled inside
+    the transaction), rolled back."""
+    with stack.pg(autocommit=False) as conn:
+        if not candles:
+            conn.execute(f"ALTER TABLE crypto_prices DISABLE TRIGGER {ROLLUP_TRIGGER}")
+        started = time.perf_counter()
+        copy_into(conn, data)
+        elapsed = time.perf_counter() - started
+        conn.rollback()
+    return elapsed
+
+
+def set_rollup(stack: NativeStack, candles: bool) -> None:
+    with stack.pg() as conn:
+        conn.execute(f"ALTER TABLE crypto_prices {'ENABLE' if candles else 'DISABLE'} TRIGGER {ROLLUP_TRIGGER}")
 
 
 def run_producer(stack: NativeStack, replay: Path, symbols: Sequence[str], speed: float,
@@ -199,6 +251,20 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> str:
     if proc.returncode != 0:
         raise RuntimeError(f"producer exited {proc.returncode}:\n{output[-3000:]}")
     return output
+
+
+def produce_all(stack: NativeStack, topic: str, replay: Path, symbols: Sequence[str], count: int) -> float:
+    """Produce the `count` ticks of `replay` as fast as the producer can; returns the producer's rate,
+    measured on the broker's end offsets (first to last record)."""
+    offsets = topic_end_offsets(stack, topic)
+    base = offsets()
+    series = Series("offsets")
+    with sampling(series, lambda: offsets() - base, 0.1):
+        finish(run_producer(stack, replay, symbols, speed=0))
+        wait_until(lambda: series.points[-1][1] if series.points else 0, count, 60, lambda v: None)
+    first = next(t for t, v in series.points if v > 0)
+    done = next(t for t, v in series.points if v >= count)
+    return count / max(done - first, 1e-3)
 
 
 # -- samplers -------------------------------------------------------------------------------------
@@ -235,11 +301,15 @@ def sampling(series: Series, sample: Callable[[], float | None], interval: float
         thread.join(10)
 
 
-def row_counter(stack: NativeStack, symbols: Sequence[str]) -> Callable[[], float]:
+def row_counter(stack: NativeStack, symbols: Sequence[str], window_ms: tuple[float, float] | None = None
+                ) -> Callable[[], float]:
+    """Rows of `symbols` in crypto_prices (with event times in [lo, hi) ms when `window_ms` is given)."""
     conn = stack.pg()
+    lo, hi = (datetime.fromtimestamp(ms / 1000, UTC) for ms in window_ms or (0, 2**42))
 
     def count() -> float:
-        return conn.execute("SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s)", (list(symbols),)).fetchone()[0]
+        return conn.execute("SELECT count(*) FROM crypto_prices WHERE symbol = ANY(%s) AND event_time >= %s"
+                            " AND event_time < %s", (list(symbols), lo, hi)).fetchone()[0]
     return count
 
 
