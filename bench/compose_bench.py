@@ -16,7 +16,7 @@ engine and touches none of them. The upstream images must be there already
   load     --idle-seconds of idle (the stack's own producer service replays the 10-minute sample with
            PRODUCER_SOURCE=replay, PRODUCER_REPLAY_SPEED=0, is done within seconds and idles, --stay-up),
            then the project's real producer runs *from the host* through the published ports on a replay
-           file of --ticks ticks (bench/pipeline_kit.py write_replay: --symbols symbols round-robin, event
+           file of --ticks ticks (bench/stack_driver.py write_replay: --symbols symbols round-robin, event
            times --step-ms apart, the history ending now) with --speed 0, until every tick is a row of
            crypto_prices (counted as the postgres superuser through the published port), then
            --settle-seconds more. `docker stats --no-stream` of the project's containers every
@@ -65,7 +65,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_options import add_options, parse, write_results  # noqa: E402
-from pipeline_kit import spread_symbols, write_replay  # noqa: E402
+from stack_driver import spread_symbols, write_replay  # noqa: E402
 
 from control.connector import all_running  # noqa: E402
 from core.settings import Settings, read_env_file  # noqa: E402

@@ -37,17 +37,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_options import add_options, parse, results_file  # noqa: E402
-from pipeline_kit import (  # noqa: E402
+from stack_driver import (  # noqa: E402
     ROOT,
     NativeStack,
     Series,
-    finish,
     freshness_probe,
-    row_counter,
-    run_producer,
+    replay_until_landed,
     sampling,
     spread_symbols,
-    wait_until,
     write_replay,
 )
 
@@ -132,11 +129,9 @@ class Bench:
         write_replay(replay, symbols, count, time.time_ns() // 1_000_000 + 2000, 1000 / RATE)
         fresh = Series("freshness")
         with sampling(fresh, freshness_probe(self.stack, symbols), 0.1):
-            proc = run_producer(self.stack, replay, symbols, speed=1)
-            if during is not None:
-                during(fresh.started)
-            finish(proc, timeout=seconds * 3 + 120)
-            wait_until(row_counter(self.stack, symbols), count, 300, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+            replay_until_landed(self.stack, replay, symbols, count, seconds,
+                                lambda v: log(f"  {v:,.0f} of {count:,} landed"),
+                                None if during is None else lambda: during(fresh.started))
         replay.unlink()
         return fresh, symbols, count
 

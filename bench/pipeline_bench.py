@@ -62,7 +62,9 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_kit import (  # noqa: E402
+from pipeline_report import render_markdown, render_plots, render_sweep_markdown, render_sweep_plot  # noqa: E402
+from pipeline_sweep import Sweep  # noqa: E402
+from stack_driver import (  # noqa: E402
     COPY_COLUMNS,
     ROOT,
     NativeStack,
@@ -72,6 +74,7 @@ from pipeline_kit import (  # noqa: E402
     finish,
     freshness_probe,
     produce_all,
+    replay_until_landed,
     row_counter,
     run_producer,
     sampling,
@@ -79,12 +82,10 @@ from pipeline_kit import (  # noqa: E402
     spread_symbols,
     timed_copy,
     topic_end_offsets,
-    wait_until,
+    wait_for_count,
     worker_property,
     write_replay,
 )
-from pipeline_report import render_markdown, render_plots, render_sweep_markdown, render_sweep_plot  # noqa: E402
-from pipeline_sweep import Sweep  # noqa: E402
 
 from control.kafka_setup import writable_topic  # noqa: E402
 from producer.schema_registration import registry_client  # noqa: E402
@@ -139,7 +140,7 @@ class Bench:
             started = time.monotonic()
             self.stack.resume()
             log("  resumed; waiting for every tick to land ...")
-            done = wait_until(counter, count, 900, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+            done = wait_for_count(counter, count, 900, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
         finally:
             set_rollup(self.stack, True)
         return self.rate(label, count, done - started, **extra)
@@ -154,7 +155,7 @@ class Bench:
         series = Series("offsets")
         with sampling(series, lambda: offsets() - base, 0.1):
             proc = run_producer(self.stack, replay, symbols, speed=0)
-            done = wait_until(row_counter(self.stack, symbols), count, 900,
+            done = wait_for_count(row_counter(self.stack, symbols), count, 900,
                               lambda v: log(f"  {v:,.0f} of {count:,} landed"))
             finish(proc)
         first = series.started + next(t for t, v in series.points if v > 0)
@@ -185,11 +186,9 @@ class Bench:
             return 0.0
 
         with sampling(fresh, probe, 0.1), sampling(activity, sample_activity, 0.5):
-            proc = run_producer(self.stack, replay, symbols, speed=1)
-            if during is not None:
-                during(fresh.started)
-            finish(proc, timeout=seconds * 3 + 120)
-            wait_until(row_counter(self.stack, symbols), count, 300, lambda v: log(f"  {v:,.0f} of {count:,} landed"))
+            replay_until_landed(self.stack, replay, symbols, count, seconds,
+                                lambda v: log(f"  {v:,.0f} of {count:,} landed"),
+                                None if during is None else lambda: during(fresh.started))
         self.record_freshness(label, fresh, samples, symbols)
         return symbols, ticks
 

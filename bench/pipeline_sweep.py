@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from pipeline_kit import (
+from stack_driver import (
     COPY_COLUMNS,
     ROLLUP_TRIGGER,
     NativeStack,
@@ -41,7 +41,7 @@ from pipeline_kit import (
     row_counter,
     set_rollup,
     timed_copy,
-    wait_until,
+    wait_for_count,
     write_replay,
 )
 
@@ -161,7 +161,7 @@ class Sweep:
             counter = row_counter(self.stack, self.symbols, (lo, hi))
             started = time.monotonic()
             self.stack.resume()
-            done = wait_until(counter, ticks, 900, lambda v: self.log(f"  {v:,.0f} of {ticks:,} landed"))
+            done = wait_for_count(counter, ticks, 900, lambda v: self.log(f"  {v:,.0f} of {ticks:,} landed"))
             profile = self.profile()
         finally:
             set_rollup(self.stack, True)

@@ -4,7 +4,7 @@ Each run uses a fresh state directory (new PostgreSQL cluster, new Kafka storage
 measures what a newcomer waits for after the first download: `stack up --no-producer` until "all
 healthy, connector RUNNING" (PostgreSQL, Kafka, the registry, Connect, the connector, the supervisor and
 the chart page). Then the stack idles for --idle-seconds and the bench takes the PSS of every process of
-each service (bench/pipeline_kit.py: stack_memory_mb), before `down --purge`. The JVM heaps are the
+each service (bench/stack_driver.py: stack_memory_mb), before `down --purge`. The JVM heaps are the
 *_HEAP_OPTS of .env (the environment wins, as for `stack up`). Writes bench/results/stack_cold_start.md
 with --write.
 
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_options import add_options, parse, write_results  # noqa: E402
-from pipeline_kit import stack_memory_mb  # noqa: E402
+from stack_driver import stack_memory_mb  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
 from stack.ports import claimed_ports  # noqa: E402

@@ -49,7 +49,7 @@ def imported_modules(path: Path) -> set[str]:
 def test_the_glob_finds_the_benches_the_readme_names() -> None:
     assert {"pipeline_bench", "history_bench", "contract_bench", "chart_bench", "producer_bench",
             "compose_bench", "stack_cold_start"} <= set(BENCHES), BENCHES
-    assert "bench_options" not in BENCHES and "pipeline_kit" not in BENCHES
+    assert "bench_options" not in BENCHES and "stack_driver" not in BENCHES
 
 
 @pytest.mark.parametrize("bench", BENCHES)

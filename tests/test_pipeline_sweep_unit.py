@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from pipeline_kit import copy_rows, worker_property, write_replay  # noqa: E402
 from pipeline_report import sweep_rates  # noqa: E402
 from pipeline_sweep import SPACINGS_MS, Timeline  # noqa: E402
+from stack_driver import copy_rows, worker_property, write_replay  # noqa: E402
 
 SYMBOLS = ["BTC-USD", "ETH-USD", "SOL-USD"]
 

@@ -261,7 +261,7 @@ def produce_all(stack: NativeStack, topic: str, replay: Path, symbols: Sequence[
     series = Series("offsets")
     with sampling(series, lambda: offsets() - base, 0.1):
         finish(run_producer(stack, replay, symbols, speed=0))
-        wait_until(lambda: series.points[-1][1] if series.points else 0, count, 60, lambda v: None)
+        wait_for_count(lambda: series.points[-1][1] if series.points else 0, count, 60, lambda v: None)
     first = next(t for t, v in series.points if v > 0)
     done = next(t for t, v in series.points if v >= count)
     return count / max(done - first, 1e-3)
@@ -356,8 +356,8 @@ def topic_end_offsets(stack: NativeStack, topic: str) -> Callable[[], float]:
     return total
 
 
-def wait_until(check: Callable[[], float], target: float, timeout: float, progress: Callable[[float], None],
-               every: float = 5.0) -> float:
+def wait_for_count(check: Callable[[], float], target: float, timeout: float, progress: Callable[[float], None],
+                   every: float = 5.0) -> float:
     """Poll `check` until it reaches `target`; returns the monotonic time it first did."""
     deadline, next_report = time.monotonic() + timeout, time.monotonic() + every
     while True:
@@ -372,3 +372,14 @@ def wait_until(check: Callable[[], float], target: float, timeout: float, progre
             next_report = now + every
         # Counting is not free (it competes with the sink for 2 cores): often only near the end.
         time.sleep(0.1 if value >= 0.9 * target else 0.5)
+
+
+def replay_until_landed(stack: NativeStack, replay: Path, symbols: Sequence[str], count: int, seconds: float,
+                        progress: Callable[[float], None], on_start: Callable[[], None] | None = None) -> None:
+    """The real producer replays `replay` at recorded pace (`seconds` long); returns once its `count` ticks of
+    `symbols` have landed. `on_start` runs right after the producer started (e.g. the fault to inject)."""
+    proc = run_producer(stack, replay, symbols, speed=1)
+    if on_start is not None:
+        on_start()
+    finish(proc, timeout=seconds * 3 + 120)
+    wait_for_count(row_counter(stack, symbols), count, 300, progress)
