@@ -49,8 +49,7 @@ from control.connector import (
 )
 from control.reader_watchdog import ReaderWatchdog
 from control.tick_maintenance import TickMaintainer
-from core.files import read_json as read_health  # the health file this module writes; stack status reads it
-from core.files import write_atomic
+from core.files import read_json, write_atomic
 from core.settings import Settings, SettingsError
 
 log = logging.getLogger("supervisor")
@@ -166,7 +165,7 @@ def root_cause(trace: str) -> str:
 def previous_restarts(health_file: Path | None) -> int:
     """The count a previous supervisor left in the health file (0 without one): a restarted supervisor
     goes on counting, so `status` shows every restart since the stack came up."""
-    health = read_health(health_file) if health_file else None
+    health = read_json(health_file) if health_file else None
     try:
         return int((health or {}).get("restarts", 0))
     except (TypeError, ValueError):

@@ -28,7 +28,7 @@ import pytest
 import requests
 
 from control.connector import ConnectApi, connector_status, load_connector, upsert
-from control.supervisor import read_health
+from core.files import read_json
 from core.settings import Settings
 from stack.ports import claim_ports
 from stack.process import ManagedProcess
@@ -295,7 +295,7 @@ def test_the_supervisor_watches_through_worker_1_when_worker_0_is_gone(two_worke
     if (pid := worker_0.process.pid()) is not None:  # the failover test may have killed it already
         os.kill(pid, signal.SIGKILL)
     health_file = two_workers.settings.state_dir / "supervisor.json"
-    health = poll_until(lambda: read_health(health_file) or {},
+    health = poll_until(lambda: read_json(health_file) or {},
                         lambda h: h.get("worker") == worker_1.url and h.get("state") == "RUNNING", timeout=120)
     assert health.get("worker") == worker_1.url and health.get("state") == "RUNNING", health
 
@@ -307,8 +307,8 @@ def test_with_worker_0_gone_the_supervisor_restarts_a_failed_task_through_worker
     if (pid := worker_0.process.pid()) is not None:
         os.kill(pid, signal.SIGKILL)
     health_file = two_workers.settings.state_dir / "supervisor.json"
-    poll_until(lambda: read_health(health_file) or {}, lambda h: h.get("state") == "RUNNING", timeout=120)
-    restarts_before = int((read_health(health_file) or {}).get("restarts", 0))
+    poll_until(lambda: read_json(health_file) or {}, lambda h: h.get("state") == "RUNNING", timeout=120)
+    restarts_before = int((read_json(health_file) or {}).get("restarts", 0))
     symbols = one_symbol_per_partition(uuid.uuid4().hex[:5].upper())
     producer, sent, stop = TickProducer(two_workers), [], threading.Event()
     start_ms = int((datetime.now(UTC) - timedelta(minutes=5)).timestamp() * 1000)
@@ -329,7 +329,7 @@ def test_with_worker_0_gone_the_supervisor_restarts_a_failed_task_through_worker
         poll_until(lambda: row_counts(two_workers, symbols)[0], lambda n: n >= 3, timeout=60)
         two_workers.stop_postgres()
         try:
-            health = poll_until(lambda: read_health(health_file) or {},
+            health = poll_until(lambda: read_json(health_file) or {},
                                 lambda h: int(h.get("restarts", 0)) > restarts_before, timeout=300, interval=2)
         finally:
             two_workers.start_postgres()
