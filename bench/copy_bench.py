@@ -35,15 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_options import add_options, parse, results_file  # noqa: E402
+from stack_driver import COPY_COLUMNS, ROLLUP_TRIGGER, copy_into  # noqa: E402
 
 from core.secrets import ensure_secrets  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from stack.ports import PortClaims  # noqa: E402
 from stack.services import Postgres  # noqa: E402
 
-ROLLUP_TRIGGER = "crypto_prices_rollup_insert"
-COPY_COLUMNS = ("symbol, event_time, price, volume, feed, produced_at, producer_id, sequence, __connect_topic,"
-                " __connect_partition, __connect_offset")
 SPACINGS_MS = (0.1, 1.0, 10.0, 100.0)
 TARGET_RATIO = 0.75
 
@@ -106,9 +104,7 @@ def timed_copy(conn: psycopg.Connection, table: str, columns: str, data: bytes,
         conn.add_notice_handler(on_notice)
         cpu.clear()  # the SET's own
         started = time.perf_counter()
-        with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for lo in range(0, len(data), 1 << 20):
-                copy.write(data[lo:lo + (1 << 20)])
+        copy_into(conn, data, table, columns)
         wall = time.perf_counter() - started
         conn.remove_notice_handler(on_notice)
         return wall, sum(cpu)

@@ -211,9 +211,9 @@ def copy_rows(symbols: Sequence[str], count: int, start_ms: float, step_ms: floa
     return buffer.getvalue().encode()
 
 
-def copy_into(conn: psycopg.Connection, data: bytes) -> None:
-    """COPY text of copy_rows() into crypto_prices, in the caller's transaction."""
-    with conn.cursor().copy(f"COPY crypto_prices ({COPY_COLUMNS}) FROM STDIN") as copy:
+def copy_into(conn: psycopg.Connection, data: bytes, table: str = "crypto_prices", columns: str = COPY_COLUMNS) -> None:
+    """COPY text (e.g. of copy_rows()) into `table`, in the caller's transaction."""
+    with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
         for lo in range(0, len(data), 1 << 20):
             copy.write(data[lo:lo + (1 << 20)])
 
