@@ -269,20 +269,26 @@ CREATE OR REPLACE FUNCTION candle_point(p_event_time timestamptz, p_partition in
                  p_price]
 $$;
 
--- Real and synthetic (JITTER) ticks are rolled up apart, so candles of real ticks only cost no
--- more than candles of all ticks; the views merge the two parts (at most two rows per candle).
+-- One row per candle: all of its ticks, and apart, its real ticks (feed other than JITTER; real_* NULL when
+-- it has none), so the views of either are one index range with no aggregation (Power BI's shapes read
+-- thousands of candles; merging a real and a synthetic row per candle at read time cost 2x).
 CREATE TABLE IF NOT EXISTS candle_rollup (
-    resolution text             NOT NULL REFERENCES candle_intervals ON DELETE CASCADE,
-    symbol     text             NOT NULL,
-    bucket     timestamptz      NOT NULL,
-    synthetic  boolean          NOT NULL,
-    first      float8[]         NOT NULL,
-    last       float8[]         NOT NULL,
-    high       double precision NOT NULL,
-    low        double precision NOT NULL,
-    volume     double precision NOT NULL,
-    tick_count bigint           NOT NULL,
-    PRIMARY KEY (resolution, symbol, bucket, synthetic)
+    resolution      text             NOT NULL REFERENCES candle_intervals ON DELETE CASCADE,
+    symbol          text             NOT NULL,
+    bucket          timestamptz      NOT NULL,
+    first           float8[]         NOT NULL,
+    last            float8[]         NOT NULL,
+    high            double precision NOT NULL,
+    low             double precision NOT NULL,
+    volume          double precision NOT NULL,
+    tick_count      bigint           NOT NULL,
+    synthetic_count bigint           NOT NULL,
+    real_first      float8[],
+    real_last       float8[],
+    real_high       double precision,
+    real_low        double precision,
+    real_volume     double precision NOT NULL,
+    PRIMARY KEY (resolution, symbol, bucket)
 ) WITH (fillfactor = 70);  -- room for HOT updates: a candle row is rewritten by every batch
 CREATE INDEX IF NOT EXISTS candle_rollup_resolution_bucket ON candle_rollup (resolution, bucket);
 -- Power BI filters on bucket_utc (bucket AT TIME ZONE 'UTC', see the views): index that expression too,
@@ -292,6 +298,7 @@ CREATE INDEX IF NOT EXISTS candle_rollup_symbol_bucket_utc
 CREATE INDEX IF NOT EXISTS candle_rollup_bucket_utc ON candle_rollup (resolution, (bucket AT TIME ZONE 'UTC'));
 COMMENT ON TABLE candle_rollup IS 'Incrementally maintained candles; read them through the view_crypto_candles* views.';
 COMMENT ON COLUMN candle_rollup.first IS 'candle_point() of the opening tick: {epoch s, partition, offset, price}';
+COMMENT ON COLUMN candle_rollup.synthetic_count IS 'JITTER ticks among tick_count; the real_* columns describe the others (NULL: none)';
 
 -- The origin every bucket is aligned to: a UTC midnight, so 1d candles run 00:00-24:00 UTC.
 CREATE OR REPLACE FUNCTION candle_origin() RETURNS timestamptz
@@ -331,7 +338,8 @@ COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks
 -- or last event time (a hash join back to the statement's ticks: a few per partial, not two arrays per
 -- tick), and min/max of those pick open and close, ties by Kafka coordinates as before. Every interval's
 -- partials are derived from the 1-minute ones (open/close by min/max of candle_point, high, low, volume
--- and count combine), then upserted, one row per (interval, symbol, bucket, real/synthetic) touched.
+-- and count combine, for all ticks and for the real ones), then upserted, one row per (interval, symbol,
+-- bucket) touched.
 -- work_mem: the planner cannot count a statement's ticks per bucket, and with the default it sorts
 -- (spilling to disk) where hashing a few thousand groups in memory is what a COPY needs. Per new candle the
 -- calendar gains at most 2 x max_fill buckets per interval; so the work a statement causes is bounded
@@ -370,24 +378,37 @@ BEGIN
           JOIN ends f ON f.symbol = s.symbol AND f.synthetic = s.synthetic AND f.event_time = s.first_at
           JOIN ends l ON l.symbol = s.symbol AND l.synthetic = s.synthetic AND l.event_time = s.last_at),
     partial AS (
-        SELECT i.resolution, m.symbol, date_bin(i.width, m.bucket, candle_origin()) AS bucket, m.synthetic,
+        SELECT i.resolution, m.symbol, date_bin(i.width, m.bucket, candle_origin()) AS bucket,
                min(m.first) AS first, max(m.last) AS last, max(m.high) AS high, min(m.low) AS low,
-               sum(m.volume) AS volume, sum(m.tick_count)::bigint AS tick_count
+               sum(m.volume) AS volume, sum(m.tick_count)::bigint AS tick_count,
+               coalesce(sum(m.tick_count) FILTER (WHERE m.synthetic), 0)::bigint AS synthetic_count,
+               min(m.first) FILTER (WHERE NOT m.synthetic) AS real_first,
+               max(m.last) FILTER (WHERE NOT m.synthetic) AS real_last,
+               max(m.high) FILTER (WHERE NOT m.synthetic) AS real_high,
+               min(m.low) FILTER (WHERE NOT m.synthetic) AS real_low,
+               coalesce(sum(m.volume) FILTER (WHERE NOT m.synthetic), 0) AS real_volume
           FROM minute m CROSS JOIN candle_intervals i
-         GROUP BY 1, 2, 3, 4),
-    merged AS (
-        INSERT INTO candle_rollup AS c (resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+         GROUP BY 1, 2, 3),
+    merged AS (  -- least/greatest skip NULLs: real_* of a candle without real ticks stay NULL until one comes
+        INSERT INTO candle_rollup AS c (resolution, symbol, bucket, first, last, high, low, volume, tick_count,
+                                        synthetic_count, real_first, real_last, real_high, real_low, real_volume)
         SELECT * FROM partial
-         ORDER BY resolution, symbol, bucket, synthetic  -- one lock order for concurrent sink tasks
-        ON CONFLICT (resolution, symbol, bucket, synthetic) DO UPDATE SET
-            first      = least(c.first, EXCLUDED.first),
-            last       = greatest(c.last, EXCLUDED.last),
-            high       = greatest(c.high, EXCLUDED.high),
-            low        = least(c.low, EXCLUDED.low),
-            volume     = c.volume + EXCLUDED.volume,
-            tick_count = c.tick_count + EXCLUDED.tick_count
+         ORDER BY resolution, symbol, bucket  -- one lock order for concurrent sink tasks
+        ON CONFLICT (resolution, symbol, bucket) DO UPDATE SET
+            first           = least(c.first, EXCLUDED.first),
+            last            = greatest(c.last, EXCLUDED.last),
+            high            = greatest(c.high, EXCLUDED.high),
+            low             = least(c.low, EXCLUDED.low),
+            volume          = c.volume + EXCLUDED.volume,
+            tick_count      = c.tick_count + EXCLUDED.tick_count,
+            synthetic_count = c.synthetic_count + EXCLUDED.synthetic_count,
+            real_first      = least(c.real_first, EXCLUDED.real_first),
+            real_last       = greatest(c.real_last, EXCLUDED.real_last),
+            real_high       = greatest(c.real_high, EXCLUDED.real_high),
+            real_low        = least(c.real_low, EXCLUDED.real_low),
+            real_volume     = c.real_volume + EXCLUDED.real_volume
         RETURNING c.resolution, c.symbol, c.bucket, c.xmax = 0 AS is_new),
-    fresh AS (SELECT DISTINCT resolution, symbol, bucket FROM merged WHERE is_new)
+    fresh AS (SELECT resolution, symbol, bucket FROM merged WHERE is_new)
     SELECT (SELECT array_agg(resolution) FROM fresh), (SELECT array_agg(symbol) FROM fresh),
            (SELECT array_agg(bucket) FROM fresh),
            (SELECT jsonb_object_agg(symbol, to_char(first_bucket AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"'))
@@ -708,16 +729,15 @@ BEGIN
             SELECT symbol,
                    bucket,
                    (bucket AT TIME ZONE 'UTC') AS bucket_utc,
-                   (min(first))[4] AS open,
-                   max(high) AS high,
-                   min(low) AS low,
-                   (max(last))[4] AS close,
-                   sum(volume) AS volume,
-                   sum(tick_count)::bigint AS tick_count,
-                   coalesce(sum(tick_count) FILTER (WHERE synthetic), 0)::bigint AS synthetic_count
+                   first[4] AS open,
+                   high,
+                   low,
+                   last[4] AS close,
+                   volume,
+                   tick_count,
+                   synthetic_count
               FROM candle_rollup
              WHERE resolution = %L
-             GROUP BY symbol, bucket
         $v$, all_view, iv.resolution);
         EXECUTE format('COMMENT ON VIEW %I IS %L', all_view,
                        iv.resolution || ' OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle');
@@ -727,15 +747,15 @@ BEGIN
             SELECT symbol,
                    bucket,
                    (bucket AT TIME ZONE 'UTC') AS bucket_utc,
-                   first[4] AS open,
-                   high,
-                   low,
-                   last[4] AS close,
-                   volume,
-                   tick_count,
+                   real_first[4] AS open,
+                   real_high AS high,
+                   real_low AS low,
+                   real_last[4] AS close,
+                   real_volume AS volume,
+                   tick_count - synthetic_count AS tick_count,
                    0::bigint AS synthetic_count
               FROM candle_rollup
-             WHERE resolution = %L AND NOT synthetic
+             WHERE resolution = %L AND tick_count > synthetic_count
         $v$, candle_view_name(iv.resolution, '_real'), iv.resolution);
         EXECUTE format('COMMENT ON VIEW %I IS %L', candle_view_name(iv.resolution, '_real'),
                        iv.resolution || ' OHLC candles of real ticks only (JITTER excluded)');

@@ -7,32 +7,30 @@ CREATE OR REPLACE VIEW view_crypto_candles AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    (min(candle_rollup.first))[4] AS open,
-    max(candle_rollup.high) AS high,
-    min(candle_rollup.low) AS low,
-    (max(candle_rollup.last))[4] AS close,
-    sum(candle_rollup.volume) AS volume,
-    sum(candle_rollup.tick_count)::bigint AS tick_count,
-    COALESCE(sum(candle_rollup.tick_count) FILTER (WHERE candle_rollup.synthetic), 0::numeric)::bigint AS synthetic_count
+    candle_rollup.first[4] AS open,
+    candle_rollup.high,
+    candle_rollup.low,
+    candle_rollup.last[4] AS close,
+    candle_rollup.volume,
+    candle_rollup.tick_count,
+    candle_rollup.synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1m'::text
-  GROUP BY candle_rollup.symbol, candle_rollup.bucket;
+  WHERE candle_rollup.resolution = '1m'::text;
 
 -- 15m OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle
 CREATE OR REPLACE VIEW view_crypto_candles_15m AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    (min(candle_rollup.first))[4] AS open,
-    max(candle_rollup.high) AS high,
-    min(candle_rollup.low) AS low,
-    (max(candle_rollup.last))[4] AS close,
-    sum(candle_rollup.volume) AS volume,
-    sum(candle_rollup.tick_count)::bigint AS tick_count,
-    COALESCE(sum(candle_rollup.tick_count) FILTER (WHERE candle_rollup.synthetic), 0::numeric)::bigint AS synthetic_count
+    candle_rollup.first[4] AS open,
+    candle_rollup.high,
+    candle_rollup.low,
+    candle_rollup.last[4] AS close,
+    candle_rollup.volume,
+    candle_rollup.tick_count,
+    candle_rollup.synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '15m'::text
-  GROUP BY candle_rollup.symbol, candle_rollup.bucket;
+  WHERE candle_rollup.resolution = '15m'::text;
 
 -- 15m OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill
 CREATE OR REPLACE VIEW view_crypto_candles_15m_filled AS
@@ -109,31 +107,30 @@ CREATE OR REPLACE VIEW view_crypto_candles_15m_real AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    candle_rollup.first[4] AS open,
-    candle_rollup.high,
-    candle_rollup.low,
-    candle_rollup.last[4] AS close,
-    candle_rollup.volume,
-    candle_rollup.tick_count,
+    candle_rollup.real_first[4] AS open,
+    candle_rollup.real_high AS high,
+    candle_rollup.real_low AS low,
+    candle_rollup.real_last[4] AS close,
+    candle_rollup.real_volume AS volume,
+    candle_rollup.tick_count - candle_rollup.synthetic_count AS tick_count,
     0::bigint AS synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '15m'::text AND NOT candle_rollup.synthetic;
+  WHERE candle_rollup.resolution = '15m'::text AND candle_rollup.tick_count > candle_rollup.synthetic_count;
 
 -- 1d OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle
 CREATE OR REPLACE VIEW view_crypto_candles_1d AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    (min(candle_rollup.first))[4] AS open,
-    max(candle_rollup.high) AS high,
-    min(candle_rollup.low) AS low,
-    (max(candle_rollup.last))[4] AS close,
-    sum(candle_rollup.volume) AS volume,
-    sum(candle_rollup.tick_count)::bigint AS tick_count,
-    COALESCE(sum(candle_rollup.tick_count) FILTER (WHERE candle_rollup.synthetic), 0::numeric)::bigint AS synthetic_count
+    candle_rollup.first[4] AS open,
+    candle_rollup.high,
+    candle_rollup.low,
+    candle_rollup.last[4] AS close,
+    candle_rollup.volume,
+    candle_rollup.tick_count,
+    candle_rollup.synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1d'::text
-  GROUP BY candle_rollup.symbol, candle_rollup.bucket;
+  WHERE candle_rollup.resolution = '1d'::text;
 
 -- 1d OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill
 CREATE OR REPLACE VIEW view_crypto_candles_1d_filled AS
@@ -210,31 +207,30 @@ CREATE OR REPLACE VIEW view_crypto_candles_1d_real AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    candle_rollup.first[4] AS open,
-    candle_rollup.high,
-    candle_rollup.low,
-    candle_rollup.last[4] AS close,
-    candle_rollup.volume,
-    candle_rollup.tick_count,
+    candle_rollup.real_first[4] AS open,
+    candle_rollup.real_high AS high,
+    candle_rollup.real_low AS low,
+    candle_rollup.real_last[4] AS close,
+    candle_rollup.real_volume AS volume,
+    candle_rollup.tick_count - candle_rollup.synthetic_count AS tick_count,
     0::bigint AS synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1d'::text AND NOT candle_rollup.synthetic;
+  WHERE candle_rollup.resolution = '1d'::text AND candle_rollup.tick_count > candle_rollup.synthetic_count;
 
 -- 1h OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle
 CREATE OR REPLACE VIEW view_crypto_candles_1h AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    (min(candle_rollup.first))[4] AS open,
-    max(candle_rollup.high) AS high,
-    min(candle_rollup.low) AS low,
-    (max(candle_rollup.last))[4] AS close,
-    sum(candle_rollup.volume) AS volume,
-    sum(candle_rollup.tick_count)::bigint AS tick_count,
-    COALESCE(sum(candle_rollup.tick_count) FILTER (WHERE candle_rollup.synthetic), 0::numeric)::bigint AS synthetic_count
+    candle_rollup.first[4] AS open,
+    candle_rollup.high,
+    candle_rollup.low,
+    candle_rollup.last[4] AS close,
+    candle_rollup.volume,
+    candle_rollup.tick_count,
+    candle_rollup.synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1h'::text
-  GROUP BY candle_rollup.symbol, candle_rollup.bucket;
+  WHERE candle_rollup.resolution = '1h'::text;
 
 -- 1h OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill
 CREATE OR REPLACE VIEW view_crypto_candles_1h_filled AS
@@ -311,31 +307,30 @@ CREATE OR REPLACE VIEW view_crypto_candles_1h_real AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    candle_rollup.first[4] AS open,
-    candle_rollup.high,
-    candle_rollup.low,
-    candle_rollup.last[4] AS close,
-    candle_rollup.volume,
-    candle_rollup.tick_count,
+    candle_rollup.real_first[4] AS open,
+    candle_rollup.real_high AS high,
+    candle_rollup.real_low AS low,
+    candle_rollup.real_last[4] AS close,
+    candle_rollup.real_volume AS volume,
+    candle_rollup.tick_count - candle_rollup.synthetic_count AS tick_count,
     0::bigint AS synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1h'::text AND NOT candle_rollup.synthetic;
+  WHERE candle_rollup.resolution = '1h'::text AND candle_rollup.tick_count > candle_rollup.synthetic_count;
 
 -- 5m OHLC candles (UTC buckets) of all ticks; synthetic_count = JITTER ticks in the candle
 CREATE OR REPLACE VIEW view_crypto_candles_5m AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    (min(candle_rollup.first))[4] AS open,
-    max(candle_rollup.high) AS high,
-    min(candle_rollup.low) AS low,
-    (max(candle_rollup.last))[4] AS close,
-    sum(candle_rollup.volume) AS volume,
-    sum(candle_rollup.tick_count)::bigint AS tick_count,
-    COALESCE(sum(candle_rollup.tick_count) FILTER (WHERE candle_rollup.synthetic), 0::numeric)::bigint AS synthetic_count
+    candle_rollup.first[4] AS open,
+    candle_rollup.high,
+    candle_rollup.low,
+    candle_rollup.last[4] AS close,
+    candle_rollup.volume,
+    candle_rollup.tick_count,
+    candle_rollup.synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '5m'::text
-  GROUP BY candle_rollup.symbol, candle_rollup.bucket;
+  WHERE candle_rollup.resolution = '5m'::text;
 
 -- 5m OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill
 CREATE OR REPLACE VIEW view_crypto_candles_5m_filled AS
@@ -412,15 +407,15 @@ CREATE OR REPLACE VIEW view_crypto_candles_5m_real AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    candle_rollup.first[4] AS open,
-    candle_rollup.high,
-    candle_rollup.low,
-    candle_rollup.last[4] AS close,
-    candle_rollup.volume,
-    candle_rollup.tick_count,
+    candle_rollup.real_first[4] AS open,
+    candle_rollup.real_high AS high,
+    candle_rollup.real_low AS low,
+    candle_rollup.real_last[4] AS close,
+    candle_rollup.real_volume AS volume,
+    candle_rollup.tick_count - candle_rollup.synthetic_count AS tick_count,
     0::bigint AS synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '5m'::text AND NOT candle_rollup.synthetic;
+  WHERE candle_rollup.resolution = '5m'::text AND candle_rollup.tick_count > candle_rollup.synthetic_count;
 
 -- 1m OHLC candles with gaps filled: flat at the previous close, volume 0, is_gap_fill
 CREATE OR REPLACE VIEW view_crypto_candles_filled AS
@@ -497,15 +492,15 @@ CREATE OR REPLACE VIEW view_crypto_candles_real AS
  SELECT candle_rollup.symbol,
     candle_rollup.bucket,
     (candle_rollup.bucket AT TIME ZONE 'UTC'::text) AS bucket_utc,
-    candle_rollup.first[4] AS open,
-    candle_rollup.high,
-    candle_rollup.low,
-    candle_rollup.last[4] AS close,
-    candle_rollup.volume,
-    candle_rollup.tick_count,
+    candle_rollup.real_first[4] AS open,
+    candle_rollup.real_high AS high,
+    candle_rollup.real_low AS low,
+    candle_rollup.real_last[4] AS close,
+    candle_rollup.real_volume AS volume,
+    candle_rollup.tick_count - candle_rollup.synthetic_count AS tick_count,
     0::bigint AS synthetic_count
    FROM candle_rollup
-  WHERE candle_rollup.resolution = '1m'::text AND NOT candle_rollup.synthetic;
+  WHERE candle_rollup.resolution = '1m'::text AND candle_rollup.tick_count > candle_rollup.synthetic_count;
 
 -- Raw ticks (RAW_TICKS_RETENTION_DAYS of them); is_synthetic = JITTER (simulated between polls). Filter on event_time.
 CREATE OR REPLACE VIEW view_crypto_ticks AS

@@ -89,13 +89,14 @@ def connect(stack: StackHandle, dbname: str, user: str | None = None, password: 
     return psycopg.connect(stack.pg_dsn(dbname=dbname, user=user, password=password), autocommit=True)
 
 
-def all_candles(conn: psycopg.Connection, symbols: list[str]) -> dict[str, pd.DataFrame]:
-    return {resolution: candles(conn, view_name(resolution), symbols) for resolution in RESOLUTIONS}
+def all_candles(conn: psycopg.Connection, symbols: list[str], variant: str = "") -> dict[str, pd.DataFrame]:
+    """Every interval's candles of the symbols; variant "_real": of their real ticks only."""
+    return {resolution: candles(conn, view_name(resolution, variant), symbols) for resolution in RESOLUTIONS}
 
 
-def assert_candles_equal_pandas(found: dict[str, pd.DataFrame], ticks: list[dict]) -> None:
+def assert_candles_equal_pandas(found: dict[str, pd.DataFrame], ticks: list[dict], real_only: bool = False) -> None:
     for resolution, rule in RESOLUTIONS.items():
-        assert_candles_equal(found[resolution], expected_candles(ticks, rule))
+        assert_candles_equal(found[resolution], expected_candles(ticks, rule, real_only=real_only))
 
 
 def columns_of(conn: psycopg.Connection, table: str) -> list[str]:
@@ -151,8 +152,8 @@ def test_a_database_of_the_schema_before_partitioning_keeps_every_tick_and_candl
     """30 hours of ticks (three UTC days, ties, late ticks, JITTER, missing volumes) and the last minutes' in
     main's schema before issue #18; after today's init_db.sh: the same rows in every column that existed, all
     in the old table, now the partition crypto_prices_legacy of a partitioned crypto_prices, the same candles
-    of every interval (and pandas' too), every migration recorded in schema_migrations, and a new tick lands
-    with its candle."""
+    of every interval, of all ticks and of real ticks only (and pandas' too), one rollup row per candle,
+    every migration recorded in schema_migrations, and a new tick lands with its candle."""
     apply_old_schema(stack, old_database, BEFORE_PARTITIONING)
     symbols = new_symbols(3)
     ticks = random_ticks(symbols, seed=41, hours=30) + recent_ticks(symbols, 40)
@@ -162,8 +163,10 @@ def test_a_database_of_the_schema_before_partitioning_keeps_every_tick_and_candl
         old_columns = columns_of(conn, "crypto_prices")
         rows_before = rows_of(conn, old_columns)
         candles_before = all_candles(conn, symbols)
+        real_candles_before = all_candles(conn, symbols, "_real")
     assert len(rows_before) == len(ticks)
     assert_candles_equal_pandas(candles_before, ticks)
+    assert_candles_equal_pandas(real_candles_before, ticks, real_only=True)
 
     migrate(stack, old_database)
 
@@ -172,12 +175,20 @@ def test_a_database_of_the_schema_before_partitioning_keeps_every_tick_and_candl
         assert rows_of(conn, old_columns) == rows_before
         assert conn.execute("SELECT DISTINCT tableoid::regclass::text FROM crypto_prices").fetchall() == [
             ("crypto_prices_legacy",)]
-        after = all_candles(conn, symbols)
+        after, real_after = all_candles(conn, symbols), all_candles(conn, symbols, "_real")
         for resolution in RESOLUTIONS:
             assert_candles_equal(after[resolution], candles_before[resolution])
+            assert_candles_equal(real_after[resolution], real_candles_before[resolution])
         assert_candles_equal_pandas(after, ticks)
+        assert_candles_equal_pandas(real_after, ticks, real_only=True)
         assert applied_migrations(conn) == migration_versions()
+        assert rollup_rows_per_candle(conn, symbols) == 1  # migration 0008 merged the real and synthetic rows
     assert_a_new_tick_lands_with_its_candle(stack, old_database, new_symbols(1)[0])
+
+
+def rollup_rows_per_candle(conn: psycopg.Connection, symbols: list[str]) -> int:
+    return conn.execute("SELECT max(n) FROM (SELECT count(*) AS n FROM candle_rollup WHERE symbol = ANY(%s)"
+                        " GROUP BY resolution, symbol, bucket) c", (symbols,)).fetchone()[0]
 
 
 CONTRACT_BREAKERS = [  # (fields that break the tick contract, the reason it is quarantined with)

@@ -26,8 +26,9 @@ pytestmark = pytest.mark.stack
 
 START_MS = 1_764_100_800_000  # 2025-11-25T20:00:00Z
 CONNECTOR = load_connector()["name"]
-SNAPSHOT = ("SELECT resolution, symbol, bucket, synthetic, first, last, high, low, volume, tick_count "
-            "FROM candle_rollup WHERE symbol = ANY(%s) ORDER BY 1, 2, 3, 4")
+SNAPSHOT = ("SELECT resolution, symbol, bucket, first, last, high, low, volume, tick_count, synthetic_count, "
+            "real_first, real_last, real_high, real_low, real_volume "
+            "FROM candle_rollup WHERE symbol = ANY(%s) ORDER BY 1, 2, 3")
 ROWS = ("SELECT symbol, event_time, price, volume, feed, producer_id, sequence, __connect_topic, "
         "__connect_partition, __connect_offset FROM crypto_prices WHERE symbol = ANY(%s) ORDER BY 1, 2, 3")
 SENTINELS = ROWS.replace("ORDER BY", "AND price = 1.0 ORDER BY")  # the first replay's, one record each
