@@ -99,8 +99,9 @@ class Timing:
     median_ms: float
     p95_ms: float
     rows: int
-    server_ms: float  # median execution time the server reports (EXPLAIN ANALYZE), no client in it
-    binary_ms: float  # median client time with results in binary format (what Npgsql, Power BI's driver, asks for)
+    # history_bench times the client only (text results): these two stay None there
+    server_ms: float | None = None  # median execution time the server reports (EXPLAIN ANALYZE), no client in it
+    binary_ms: float | None = None  # median client time with binary results (what Npgsql, Power BI's driver, asks for)
 
 
 def client_times(conn: psycopg.Connection, sql: str, repeats: int, binary: bool) -> tuple[list[float], int]:

@@ -145,10 +145,10 @@ def far_dated(settings: Settings, repeats: int) -> dict[str, tuple[float, int]]:
     insert = "INSERT INTO crypto_prices (symbol, event_time, price, feed) VALUES (%s, %s, %s, 'STREAM')"
     with psycopg.connect(settings.pg_dsn(), autocommit=True) as conn:
         oldest = conn.execute("SELECT min(event_time) FROM crypto_prices").fetchone()[0]
-        for case, delta in cases.items():
+        for case_no, (case, delta) in enumerate(cases.items()):
             times, added = [], []
             for n in range(repeats):
-                symbol = f"FAR{n}{abs(hash(case)) % 1000}-USD"
+                symbol = f"FAR{case_no}X{n}-USD"  # one symbol per case and repeat: each starts a new series"
                 if delta is not None:
                     conn.execute(insert, (symbol, oldest + timedelta(days=400), 1.0))
                 when = (oldest + timedelta(days=400) + delta) if delta is not None else oldest + timedelta(days=n)
