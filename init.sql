@@ -446,8 +446,8 @@ BEGIN
             -- same bucket, and two tasks whose transactions add buckets in opposite orders (a late tick,
             -- symbols with different clocks) would deadlock. One lock per transaction for adding buckets
             -- rules that out: a task that adds buckets first waits until no other transaction holds
-            -- uncommitted ones. Most statements add none (a bucket is added once for all symbols, and a day's
-            -- buckets come with its partition: candle_calendar_add_day), and they take no lock.
+            -- uncommitted ones. Most statements add none (a bucket is added once for all symbols), and
+            -- they take no lock.
             PERFORM pg_advisory_xact_lock(hashtext('cryptopipe.candle_calendar'));
             INSERT INTO candle_calendar (resolution, bucket)
             SELECT * FROM unnest(cal_resolution, cal_bucket)
@@ -601,32 +601,9 @@ SELECT c.oid::regclass AS partition, b[1]::timestamptz AS from_time, b[2]::times
  WHERE i.inhparent = 'crypto_prices'::regclass AND b IS NOT NULL;
 COMMENT ON VIEW raw_tick_partitions IS 'The partitions of crypto_prices (but the default) and their event-time ranges.';
 
--- Every bucket of the UTC day starting at p_day, in every interval, into the gap-filled calendar (a superset
--- is harmless: the views clip it per symbol). A day made ready for ticks gets them with its partition, so
--- the sink's statements on that day find their buckets there and add none: adding takes the lock all sink
--- tasks share (candle_merge_ticks), and with ticks spread over many minutes every task took it in every
--- transaction, one task after another (bench/results/pipeline_sweep.md, 100 ms spacing). Returns the
--- buckets added.
-CREATE OR REPLACE FUNCTION candle_calendar_add_day(p_day timestamptz) RETURNS bigint
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
-DECLARE
-    added bigint;
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('cryptopipe.candle_calendar'));  -- candle_merge_ticks says why
-    INSERT INTO candle_calendar (resolution, bucket)
-    SELECT i.resolution, b.bucket
-      FROM candle_intervals i
-     CROSS JOIN LATERAL generate_series(date_bin(i.width, p_day, candle_origin()),
-                                        p_day + interval '1 day' - interval '1 microsecond', i.width) AS b(bucket)
-     ORDER BY 1, 2
-    ON CONFLICT DO NOTHING;
-    GET DIAGNOSTICS added = ROW_COUNT;
-    RETURN added;
-END $$;
-
--- A partition for the UTC day starting at p_day, and the day's calendar buckets; the default partition's
--- ticks of that day move into it first (it is locked meanwhile, so none is left behind). Attaching checks
--- the default partition holds none of the day's ticks: a scan of a partition that is nearly always empty.
+-- A partition for the UTC day starting at p_day; the default partition's ticks of that day move into it
+-- first (it is locked meanwhile, so none is left behind). Attaching checks the default partition holds none
+-- of the day's ticks: a scan of a partition that is nearly always empty.
 CREATE OR REPLACE FUNCTION create_raw_tick_partition(p_day timestamptz) RETURNS text
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
@@ -645,7 +622,6 @@ BEGIN
     EXECUTE format('ALTER TABLE crypto_prices ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, p_day, next_day);
     EXECUTE format('COMMENT ON TABLE %I IS %L', name,
                    format('Raw ticks of %s (UTC); dropped whole by the retention.', to_char(p_day AT TIME ZONE 'UTC', 'YYYY-MM-DD')));
-    PERFORM candle_calendar_add_day(p_day);
     RETURN format('created %s', name) || CASE WHEN moved > 0 THEN format(' (moved %s ticks of its day into it from the default partition)', moved) ELSE '' END;
 END $$;
 
@@ -720,9 +696,6 @@ COMMENT ON FUNCTION raw_ticks_maintenance_step(integer, integer, timestamptz, in
 -- applies the retention: nothing is dropped here).
 SELECT format('DO $d$ BEGIN WHILE raw_ticks_maintenance_step(NULL, %s) IS NOT NULL LOOP END LOOP; END $d$',
               :'premake_days'::integer) \gexec
--- ... and their calendar buckets (partitions made before candle_calendar_add_day existed have none).
-SELECT format('SELECT candle_calendar_add_day(from_time) FROM raw_tick_partitions WHERE to_time > now()'
-              ' AND to_time - from_time = interval %L', '1 day') \gexec
 
 -- Ticks without candles (a migration emptied them, ticks loaded before the rollup existed): build them once.
 SELECT 'SELECT rebuild_candles()'

@@ -291,30 +291,6 @@ def test_the_first_tick_of_a_new_symbol_costs_a_bounded_number_of_calendar_bucke
     assert 0 < calendar_size(db) - before <= calendar_bound(db)
 
 
-def calendar_locks_of_one_tick(db: psycopg.Connection, writer: TickWriter, at: datetime) -> tuple[int, int]:
-    """The advisory locks a tick's statement took (held to the end of its transaction), and the buckets it added."""
-    (symbol,) = new_symbols(1)
-    before = calendar_size(db)
-    with db.transaction():
-        writer.write([{"symbol": symbol, "price": 5.0, "event_time": at}])
-        locks = db.execute("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory'"
-                           ).fetchone()[0]
-    return locks, calendar_size(db) - before
-
-
-def test_a_live_tick_of_a_new_symbol_adds_no_calendar_bucket_and_takes_no_lock(db: psycopg.Connection,
-                                                                                writer: TickWriter) -> None:
-    """Today's buckets came with today's partition (candle_calendar_add_day): sink tasks writing live ticks
-    never queue on the calendar's lock."""
-    assert calendar_locks_of_one_tick(db, writer, datetime.now(UTC)) == (0, 0)
-
-
-def test_a_tick_on_a_day_without_its_calendar_takes_the_calendar_lock(db: psycopg.Connection,
-                                                                       writer: TickWriter) -> None:
-    locks, added = calendar_locks_of_one_tick(db, writer, unused_minute(db))
-    assert (locks, added > 0) == (1, True)
-
-
 def test_a_gap_longer_than_max_fill_stays_a_gap_in_the_filled_view(db: psycopg.Connection,
                                                                    writer: TickWriter) -> None:
     (symbol,) = new_symbols(1)
