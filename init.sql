@@ -343,11 +343,15 @@ COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks
 -- work_mem: the planner cannot count a statement's ticks per bucket, and with the default it sorts
 -- (spilling to disk) where hashing a few thousand groups in memory is what a COPY needs. Per new candle the
 -- calendar gains at most 2 x max_fill buckets per interval; so the work a statement causes is bounded
--- by its ticks and its new candles, however late or far-dated a tick is. Listeners (the chart page)
+-- by its ticks and its new candles, however late or far-dated a tick is. plan_cache_mode: the calendar
+-- statement takes the new candles as array parameters, and the plan cache planned it again at every call
+-- (a custom plan: 0.75 ms of planning for 0.5 ms of work, in most sink statements when ticks are 100 ms
+-- apart); its generic plan probes the calendar once per bucket (LATERAL ... LIMIT 1, where a NOT EXISTS let
+-- the generic plan hash the whole calendar). Listeners (the chart page)
 -- are told which symbols changed, from which 1-minute bucket on: NOTIFY candles_changed.
 CREATE OR REPLACE FUNCTION candle_merge_ticks() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off
-    SET work_mem = '64MB' AS $$
+    SET work_mem = '64MB' SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     new_resolution text[];
     new_symbol     text[];
@@ -439,7 +443,9 @@ BEGIN
                         UNION ALL
                         SELECT generate_series(n.bucket + i.width, least(nb.next - i.width, n.bucket + i.width * i.max_fill), i.width)
                          WHERE nb.next IS NOT NULL) AS span(bucket)) w
-         WHERE NOT EXISTS (SELECT FROM candle_calendar c WHERE c.resolution = w.resolution AND c.bucket = w.bucket);
+          LEFT JOIN LATERAL (SELECT true AS present FROM candle_calendar c  -- a probe per bucket, whatever the plan
+                              WHERE c.resolution = w.resolution AND c.bucket = w.bucket LIMIT 1) known ON true
+         WHERE known.present IS NULL;
         IF cal_bucket IS NOT NULL THEN
             -- The calendar is shared by every symbol, so concurrent sink tasks (each with its own symbols)
             -- insert the same buckets; an insert waits for another transaction's uncommitted insert of the
