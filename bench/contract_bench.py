@@ -148,7 +148,7 @@ def far_dated(settings: Settings, repeats: int) -> dict[str, tuple[float, int]]:
         for case_no, (case, delta) in enumerate(cases.items()):
             times, added = [], []
             for n in range(repeats):
-                symbol = f"FAR{case_no}X{n}-USD"  # one symbol per case and repeat: each starts a new series"
+                symbol = f"FAR{case_no}X{n}-USD"  # one symbol per case and repeat: each starts a new series
                 if delta is not None:
                     conn.execute(insert, (symbol, oldest + timedelta(days=400), 1.0))
                 when = (oldest + timedelta(days=400) + delta) if delta is not None else oldest + timedelta(days=n)
