@@ -104,8 +104,10 @@ SELECT format('ALTER ROLE %I SET default_transaction_read_only = on', :'watchdog
 SELECT format('ALTER ROLE %I SET statement_timeout = %L', :'maintainer_role', '60s'),
        format('ALTER ROLE %I CONNECTION LIMIT 2', :'maintainer_role') \gexec
 -- Only the sink and Power BI connect to this database (and the superuser); nobody else creates
--- objects or temporary tables in it, and in schema public only the owner role creates objects.
+-- objects or temporary tables in it, and in schema public only the owner role creates objects. The owner
+-- role's functions stage candles in a temporary table of the session (candle_pending_prepare).
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', current_database()) \gexec
+SELECT format('GRANT TEMPORARY ON DATABASE %I TO %I', current_database(), :'owner_role') \gexec
 SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I, %I, %I', current_database(), :'writer_role', :'reader_role',
               :'chart_role', :'watchdog_role', :'maintainer_role') \gexec
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
@@ -317,7 +319,7 @@ CREATE INDEX IF NOT EXISTS candle_calendar_bucket_utc ON candle_calendar (resolu
 COMMENT ON TABLE candle_calendar IS 'Buckets of candles and up to max_fill empty buckets after each, per interval; read by the *_filled views.';
 
 -- Rebuilding candles feeds ticks through the very function that merges the sink's ticks: inserting
--- them here fires it (candle_merge_ticks below), so a candle has one definition, wherever it is made.
+-- them here fires it (candle_stage_ticks below), so a candle has one definition, wherever it is made.
 CREATE UNLOGGED TABLE IF NOT EXISTS candle_replay (
     symbol              text             NOT NULL,
     event_time          timestamptz      NOT NULL,
@@ -329,37 +331,65 @@ CREATE UNLOGGED TABLE IF NOT EXISTS candle_replay (
 );
 COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks here so the merge trigger re-makes their candles.';
 
--- The maintenance functions below run with jit = off: they run per sink statement on a few hundred
--- rows, and the planner's guesses would otherwise make a call pay ~150 ms of JIT for a millisecond of work.
+-- The maintenance functions below run with jit = off: they run per sink statement or transaction on a few
+-- hundred rows, and the planner's guesses would otherwise make a call pay ~150 ms of JIT for a millisecond of work.
 
--- THE candle definition. Merge the ticks of one statement into the candles of every interval: the
--- ticks are aggregated once, into 1-minute partial candles, with scalar aggregates only (first and last
--- event time, high, low, volume, count); candle_point() is built only for the ticks at a partial's first
--- or last event time (a hash join back to the statement's ticks: a few per partial, not two arrays per
--- tick), and min/max of those pick open and close, ties by Kafka coordinates as before. Every interval's
--- partials are derived from the 1-minute ones (open/close by min/max of candle_point, high, low, volume
--- and count combine, for all ticks and for the real ones), then upserted, one row per (interval, symbol,
--- bucket) touched.
+-- THE candle definition, in two steps, so that a transaction's candles are upserted once, at its commit:
+-- the sink's driver splits each put() of up to 2,000 records into statements of at most 128 rows
+-- (pgjdbc's reWriteBatchedInserts), and upserting every touched candle of every interval per statement
+-- cost about 0.12 ms per candle row (bench/results/pipeline_sweep.md): a put's ~17 statements upserted
+-- the same candles ~17 times, and twice as many when ticks spread over more 1-minute buckets.
+-- 1. candle_stage_ticks, the statement trigger: the statement's ticks are aggregated once, into 1-minute
+--    partial candles, with scalar aggregates only (first and last event time, high, low, volume, count);
+--    candle_point() is built only for the ticks at a partial's first or last event time (a hash join back
+--    to the statement's ticks: a few per partial, not two arrays per tick). The partials wait in
+--    pg_temp.candle_pending, a temporary table of the session emptied at every commit; the transaction's
+--    first stage queues its merge (a deferred constraint trigger, candle_merge_at_commit).
+-- 2. candle_merge_pending, at commit (and first thing wherever candles are rewritten: rebuild_candles,
+--    TRUNCATE): min/max of candle_point pick open and close, ties by Kafka coordinates; every interval's
+--    partials are derived from the 1-minute ones (open/close by min/max of candle_point, high, low, volume
+--    and count combine, for all ticks and for the real ones), then upserted, one row per (interval,
+--    symbol, bucket) the transaction touched. Every combination is a min, max or sum, so partials merge in
+--    any grouping and order: per statement or per transaction, the candles are the same.
+-- Other sessions see a transaction's candles when it commits, as its ticks; the transaction itself sees
+-- them only then too. (A transaction that staged candles cannot be PREPAREd: it used a temporary table.)
 -- work_mem: the planner cannot count a statement's ticks per bucket, and with the default it sorts
 -- (spilling to disk) where hashing a few thousand groups in memory is what a COPY needs. Per new candle the
 -- calendar gains at most 2 x max_fill buckets per interval; so the work a statement causes is bounded
 -- by its ticks and its new candles, however late or far-dated a tick is. plan_cache_mode: the calendar
 -- statement takes the new candles as array parameters, and the plan cache planned it again at every call
--- (a custom plan: 0.75 ms of planning for 0.5 ms of work, in most sink statements when ticks are 100 ms
--- apart); its generic plan probes the calendar once per bucket (LATERAL ... LIMIT 1, where a NOT EXISTS let
--- the generic plan hash the whole calendar). Listeners (the chart page)
--- are told which symbols changed, from which 1-minute bucket on: NOTIFY candles_changed.
-CREATE OR REPLACE FUNCTION candle_merge_ticks() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off
-    SET work_mem = '64MB' SET plan_cache_mode = force_generic_plan AS $$
-DECLARE
-    new_resolution text[];
-    new_symbol     text[];
-    new_bucket     timestamptz[];
-    cal_resolution text[];
-    cal_bucket     timestamptz[];
-    changed        jsonb;
+-- (a custom plan: 0.75 ms of planning for 0.5 ms of work, when it ran per statement); its generic plan
+-- probes the calendar once per bucket (LATERAL ... LIMIT 1, where a NOT EXISTS let the generic plan hash
+-- the whole calendar). Listeners (the chart page) are told which symbols changed, from which 1-minute
+-- bucket on, once per transaction: NOTIFY candles_changed.
+CREATE OR REPLACE FUNCTION candle_pending_prepare() RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 BEGIN
+    IF to_regclass('pg_temp.candle_pending') IS NULL THEN  -- the session's first stage, or a rollback took them
+        CREATE TEMP TABLE candle_pending (
+            symbol     text             NOT NULL,
+            bucket     timestamptz      NOT NULL,
+            synthetic  boolean          NOT NULL,
+            first      float8[]         NOT NULL,
+            last       float8[]         NOT NULL,
+            high       double precision NOT NULL,
+            low        double precision NOT NULL,
+            volume     double precision NOT NULL,
+            tick_count bigint           NOT NULL
+        ) ON COMMIT DELETE ROWS;
+        -- One row per transaction that staged partials: inserting it queues the merge at commit.
+        CREATE TEMP TABLE candle_pending_commit (pending boolean PRIMARY KEY) ON COMMIT DELETE ROWS;
+        CREATE CONSTRAINT TRIGGER candle_merge_at_commit AFTER INSERT ON pg_temp.candle_pending_commit
+            DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION candle_merge_at_commit();
+    END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION candle_stage_ticks() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off SET work_mem = '64MB' AS $$
+BEGIN
+    IF to_regclass('pg_temp.candle_pending') IS NULL THEN
+        PERFORM candle_pending_prepare();
+    END IF;
     WITH span AS MATERIALIZED (  -- one pass over the ticks, scalar aggregates only
         SELECT t.symbol, date_bin(interval '1 minute', t.event_time, candle_origin()) AS bucket,
                t.feed = 'JITTER' AS synthetic, min(t.event_time) AS first_at, max(t.event_time) AS last_at,
@@ -380,7 +410,28 @@ BEGIN
         SELECT s.symbol, s.bucket, s.synthetic, f.first, l.last, s.high, s.low, s.volume, s.tick_count
           FROM span s
           JOIN ends f ON f.symbol = s.symbol AND f.synthetic = s.synthetic AND f.event_time = s.first_at
-          JOIN ends l ON l.symbol = s.symbol AND l.synthetic = s.synthetic AND l.event_time = s.last_at),
+          JOIN ends l ON l.symbol = s.symbol AND l.synthetic = s.synthetic AND l.event_time = s.last_at)
+    INSERT INTO pg_temp.candle_pending (symbol, bucket, synthetic, first, last, high, low, volume, tick_count)
+    SELECT * FROM minute;
+    INSERT INTO pg_temp.candle_pending_commit VALUES (true) ON CONFLICT DO NOTHING;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION candle_merge_pending() RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off
+    SET work_mem = '64MB' SET plan_cache_mode = force_generic_plan AS $$
+DECLARE
+    new_resolution text[];
+    new_symbol     text[];
+    new_bucket     timestamptz[];
+    cal_resolution text[];
+    cal_bucket     timestamptz[];
+    changed        jsonb;
+BEGIN
+    IF to_regclass('pg_temp.candle_pending') IS NULL THEN
+        RETURN;
+    END IF;
+    WITH minute AS (DELETE FROM pg_temp.candle_pending RETURNING *),  -- each partial is merged once
     partial AS (
         SELECT i.resolution, m.symbol, date_bin(i.width, m.bucket, candle_origin()) AS bucket,
                min(m.first) AS first, max(m.last) AS last, max(m.high) AS high, min(m.low) AS low,
@@ -465,6 +516,12 @@ BEGIN
         PERFORM pg_notify('candles_changed', CASE WHEN octet_length(changed::text) <= 7900 THEN changed::text
             ELSE jsonb_build_object('*', (SELECT min(value #>> '{}') FROM jsonb_each(changed)))::text END);
     END IF;
+END $$;
+
+CREATE OR REPLACE FUNCTION candle_merge_at_commit() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    PERFORM candle_merge_pending();
     RETURN NULL;
 END $$;
 
@@ -490,6 +547,7 @@ BEGIN
         END IF;
     END IF;
     LOCK TABLE candle_replay IN ACCESS EXCLUSIVE MODE;  -- one rebuild at a time
+    PERFORM candle_merge_pending();  -- this transaction's staged ticks are in crypto_prices: not twice
     DELETE FROM candle_rollup
      WHERE (p_symbol IS NULL OR symbol = p_symbol) AND (lo IS NULL OR bucket >= lo) AND (hi IS NULL OR bucket < hi);
     INSERT INTO candle_replay (symbol, event_time, price, volume, feed, __connect_partition, __connect_offset)
@@ -497,6 +555,7 @@ BEGIN
       FROM crypto_prices
      WHERE (p_symbol IS NULL OR symbol = p_symbol) AND (lo IS NULL OR event_time >= lo) AND (hi IS NULL OR event_time < hi);
     GET DIAGNOSTICS merged = ROW_COUNT;
+    PERFORM candle_merge_pending();  -- the candles are rebuilt when this returns, not at commit
     TRUNCATE candle_replay;
     RETURN merged;
 END $$;
@@ -559,6 +618,7 @@ END $$;
 CREATE OR REPLACE FUNCTION candle_rollup_truncate() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp SET jit = off AS $$
 BEGIN
+    PERFORM candle_merge_pending();  -- partials staged before the TRUNCATE go with the rest
     TRUNCATE candle_rollup, candle_calendar, crypto_prices_dropped_days;  -- everything starts over
     RETURN NULL;
 END $$;
@@ -571,9 +631,9 @@ DROP TRIGGER IF EXISTS crypto_prices_first_landing_wins ON crypto_prices;
 DROP TRIGGER IF EXISTS crypto_prices_set_aside_contract_breakers ON crypto_prices;
 DROP TRIGGER IF EXISTS candle_replay_merge ON candle_replay;
 CREATE TRIGGER crypto_prices_rollup_insert AFTER INSERT ON crypto_prices
-    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
+    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_stage_ticks();
 CREATE TRIGGER candle_replay_merge AFTER INSERT ON candle_replay
-    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_merge_ticks();
+    REFERENCING NEW TABLE AS new_ticks FOR EACH STATEMENT EXECUTE FUNCTION candle_stage_ticks();
 SELECT format($t$CREATE TRIGGER crypto_prices_first_landing_wins BEFORE UPDATE ON crypto_prices FOR EACH ROW
     WHEN (current_user = %L) EXECUTE FUNCTION crypto_prices_keep_first_landing()$t$, :'writer_role') \gexec
 -- The sink's rows that break the contract go to crypto_prices_rejected, and the rest of its batch lands; the

@@ -65,7 +65,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Sink rates: from resuming the paused connector (or the first record on the broker) to the last tick "
         "visible in crypto_prices. Producer: broker end offsets, first to last record. COPY: server-side, the "
-        "rows pre-rendered, the insert trigger's statement-level rollup included.",
+        "rows pre-rendered, the candles (staged by the insert trigger, merged at commit) included.",
         "",
         "![ticks/s per path](pipeline_throughput.png)",
         "",
@@ -236,7 +236,8 @@ def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
                 f"{p['rollup_ms'] / r[f'{kind}_ticks'] * 1000:,.1f} |")
     lines += [
         "",
-        "Executing: the server time of the sink's own statements (its upserts, trigger included); the rest of the "
+        "Executing: the server time of the sink's own statements (its upserts with their trigger, which stages "
+        "candles, and its commits, which merge them); the rest of the "
         "wall time is Connect (poll, convert, the transforms), the network and the waits between batches.",
         "",
         "## The sink's lost time with candles, and how much of it the database accounts for",
@@ -257,7 +258,9 @@ def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
         "## The database's side alone (EXPLAIN ANALYZE of sink-shaped upserts, rolled back)",
         "",
         "Per spacing, statements of the sink's measured rows per statement (INSERT ... ON CONFLICT on the tick key "
-        "from a staged batch), with the trigger and without in the order with, without, without, with; medians.",
+        "from a staged batch), with the trigger and without in the order with, without, without, with; medians. "
+        "Each merges its candles at its end (SET CONSTRAINTS ALL IMMEDIATE), as a transaction of one statement "
+        "would: the sink's transactions merge once per ~17 statements.",
         f"Event times: {sweep['explain_window']}." if "explain_window" in sweep else
         "**Caveat (this run)**: each of these statements took a fresh event-time window after the spacing's COPY "
         "windows (rolled back: no candles), so each made new candles after a gap of minutes (0.1 ms) to hours "

@@ -329,6 +329,58 @@ def test_a_corrected_or_deleted_tick_is_reflected(db: psycopg.Connection, writer
         (3.0, 3.0, 1.0, 1.0, 2)
 
 
+# -- candles of a transaction are merged at its commit ----------------------------------------------------
+def test_a_transaction_of_many_statements_equals_pandas_resampling(db: psycopg.Connection,
+                                                                   writer: TickWriter) -> None:
+    """The sink's shape: one transaction per put(), many multi-row statements, each staging its partials."""
+    symbols = new_symbols(3)
+    ticks = random_ticks(symbols, seed=31)
+    with db.transaction():
+        writer.write(ticks, rows_per_statement=128)
+    for resolution, rule in RESOLUTIONS.items():
+        assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, rule))
+
+
+def test_a_transaction_s_candles_appear_when_it_commits(db: psycopg.Connection, writer: TickWriter) -> None:
+    (symbol,) = new_symbols(1)
+    with db.transaction():
+        writer.write([{"symbol": symbol, "price": 1.0, "event_time": START}])
+        assert candles(db, "view_crypto_candles", [symbol]).empty
+    assert len(candles(db, "view_crypto_candles", [symbol])) == 1
+
+
+def test_a_rolled_back_transaction_leaves_no_candles(db: psycopg.Connection, writer: TickWriter) -> None:
+    rolled_back, kept = new_symbols(2)
+    with db.transaction(force_rollback=True):
+        writer.write(random_ticks([rolled_back], seed=32, hours=1), rows_per_statement=128)
+    ticks = random_ticks([kept], seed=33, hours=1)
+    with db.transaction():
+        writer.write(ticks, rows_per_statement=128)
+    assert candles(db, "view_crypto_candles", [rolled_back]).empty
+    assert_candles_equal(candles(db, "view_crypto_candles", [kept]), expected_candles(ticks, "1min"))
+
+
+@pytest.mark.parametrize("correction", ["UPDATE crypto_prices SET price = price * 2", "DELETE FROM crypto_prices"],
+                         ids=["updated", "deleted"])
+def test_ticks_corrected_in_the_transaction_that_wrote_them_count_once(db: psycopg.Connection, writer: TickWriter,
+                                                                        correction: str) -> None:
+    """A correction rebuilds its days from crypto_prices, where the transaction's own ticks already are:
+    the partials they staged are merged first, not again at commit."""
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=34, hours=2)
+    half = len(ticks) // 2
+    with db.transaction():
+        writer.write(ticks[:half], rows_per_statement=128)
+        db.execute(f"{correction} WHERE __connect_topic = %s AND __connect_offset = 5", (writer.topic,))
+        writer.write(ticks[half:], rows_per_statement=128)
+    if correction.startswith("UPDATE"):
+        ticks[5]["price"] *= 2
+    else:
+        del ticks[5]
+    for resolution, rule in RESOLUTIONS.items():
+        assert_candles_equal(candles(db, view_name(resolution), symbols), expected_candles(ticks, rule))
+
+
 def test_gaps_are_missing_in_candles_and_flat_at_the_previous_close_when_filled(
         db: psycopg.Connection, writer: TickWriter) -> None:
     (symbol,) = new_symbols(1)

@@ -224,7 +224,7 @@ def chart(browser: Browser, chart_url: str, request: pytest.FixtureRequest, arti
 
 # -- the push contract ------------------------------------------------------------------------------
 def test_the_rollup_notifies_the_earliest_touched_minute_per_symbol(stack: StackHandle, ticks: Ticks) -> None:
-    """LISTEN works for the read-only role without any grant; one notification per statement."""
+    """LISTEN works for the read-only role without any grant; one notification per transaction."""
     reader = stack.pg_dsn(user=stack.settings["POWERBI_DB_USER"], password=stack.settings["POWERBI_DB_PASSWORD"])
     a, b = new_symbol(), new_symbol()
     at = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)

@@ -229,50 +229,40 @@ def test_candles_equal_an_independent_computation_after_the_failover(
 def test_concurrent_transactions_adding_calendar_buckets_in_opposite_orders_do_not_deadlock(
         two_workers: TwoWorkers) -> None:
     """Two sink tasks (own symbols each) whose transactions add the shared calendar's buckets in opposite
-    orders: the second statement of each needs a bucket the other added first, the shape of a deadlock."""
+    orders, committing at the same time: each commit merges its candles and adds its buckets; both must
+    wait for the calendar's lock (held here until both do), then both commit."""
     tag = uuid.uuid4().hex[:5].upper()
     day = datetime(2014, 1, 1, tzinfo=UTC) + timedelta(days=zlib.crc32(tag.encode()) % 3000)
     with psycopg.connect(two_workers.pg_dsn(), autocommit=True) as conn:  # the day's coarse buckets exist
         insert_tick(conn, f"P{tag}", day)
     minute_1, minute_2 = day + timedelta(minutes=1), day + timedelta(minutes=2)
-    a_first_done = threading.Event()
+    a = psycopg.connect(two_workers.pg_dsn(), options="-c lock_timeout=30s")
+    b = psycopg.connect(two_workers.pg_dsn(), options="-c lock_timeout=30s")
     outcome: dict[str, str] = {}
-    b_pid: list[int] = []
 
-    def b_waits_for_a_lock() -> bool:
-        """b's backend blocked (pg_locks: a lock it asked for, not granted): at its first statement with the
-        calendar's lock, at its second without it; either way a's second statement comes after."""
-        with psycopg.connect(two_workers.pg_dsn(), autocommit=True) as conn:
-            return bool(b_pid) and conn.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted",
-                                                (b_pid[0],)).fetchone()[0] > 0
+    def commit(name: str, conn: psycopg.Connection) -> None:
+        try:
+            conn.commit()
+            outcome[name] = "committed"
+        except psycopg.Error as exc:
+            outcome[name] = type(exc).__name__
 
-    def transaction(name: str, first: tuple, second: tuple) -> None:
-        with psycopg.connect(two_workers.pg_dsn(), options="-c lock_timeout=30s") as conn:
-            if name == "b":
-                b_pid.append(conn.info.backend_pid)
-            try:
-                insert_tick(conn, *first)
-                if name == "a":
-                    a_first_done.set()
-                    if not poll_until(b_waits_for_a_lock, bool, timeout=30, interval=0.05):
-                        outcome[name] = "b never waited for a lock"
-                        return
-                insert_tick(conn, *second)
-                conn.commit()
-                outcome[name] = "committed"
-            except psycopg.Error as exc:
-                outcome[name] = type(exc).__name__
-
-    def b() -> None:
-        a_first_done.wait(10)
-        transaction("b", (f"Y{tag}", minute_1), (f"W{tag}", minute_2))
-
-    threads = [threading.Thread(target=transaction, args=("a", (f"X{tag}", minute_2), (f"Z{tag}", minute_1))),
-               threading.Thread(target=b)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    with a, b, psycopg.connect(two_workers.pg_dsn(), autocommit=True) as holder:
+        insert_tick(a, f"X{tag}", minute_2)
+        insert_tick(b, f"Y{tag}", minute_1)
+        insert_tick(a, f"Z{tag}", minute_1)
+        insert_tick(b, f"W{tag}", minute_2)
+        holder.execute("SELECT pg_advisory_lock(hashtext('cryptopipe.candle_calendar'))")
+        threads = [threading.Thread(target=commit, args=(name, conn)) for name, conn in (("a", a), ("b", b))]
+        for thread in threads:
+            thread.start()
+        waiting = poll_until(lambda: holder.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND pid = ANY(%s)",
+            ([a.info.backend_pid, b.info.backend_pid],)).fetchone()[0], lambda n: n == 2, timeout=30, interval=0.05)
+        holder.execute("SELECT pg_advisory_unlock(hashtext('cryptopipe.candle_calendar'))")
+        for thread in threads:
+            thread.join(60)
+    assert waiting == 2
     assert outcome == {"a": "committed", "b": "committed"}
     with psycopg.connect(two_workers.pg_dsn()) as conn:
         buckets = conn.execute("SELECT bucket FROM candle_calendar WHERE resolution = '1m' AND bucket >= %s"
