@@ -337,8 +337,9 @@ COMMENT ON TABLE candle_replay IS 'Always empty: rebuild_candles() inserts ticks
 -- THE candle definition, in two steps, so that a transaction's candles are upserted once, at its commit:
 -- the sink's driver splits each put() of up to 2,000 records into statements of at most 128 rows
 -- (pgjdbc's reWriteBatchedInserts), and upserting every touched candle of every interval per statement
--- cost about 0.12 ms per candle row (bench/results/pipeline_sweep.md): a put's ~17 statements upserted
--- the same candles ~17 times, and twice as many when ticks spread over more 1-minute buckets.
+-- upserted the same candles ~17 times per put: 1.0 ms per statement with ticks 0.1 ms apart, 2.4 ms at
+-- 100 ms, where each statement touches more candles (pg_stat_statements of 3 sink tasks). Per transaction,
+-- the rollup costs the sink 3-4x less (bench/results/pipeline_sweep.md).
 -- 1. candle_stage_ticks, the statement trigger: the statement's ticks are aggregated once, into 1-minute
 --    partial candles, with scalar aggregates only (first and last event time, high, low, volume, count);
 --    candle_point() is built only for the ticks at a partial's first or last event time (a hash join back

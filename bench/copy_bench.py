@@ -3,8 +3,9 @@
 Starts a PostgreSQL cluster of its own (init.sql applied, free port, throwaway data directory) unless
 --dsn names one. Per event-time spacing (0.1, 1, 10, 100 ms between consecutive ticks, symbols taking
 turns), the same ticks are COPYed with the rollup trigger and without it (ALTER TABLE ... DISABLE TRIGGER),
-interleaved, each COPY rolled back; ticks/s is the total of each kind. Also: the raw COPY ceiling on
-scratch tables keyed by the symbol's name (text, the real key) or by a smallint symbol id.
+interleaved, each COPY rolled back (its candles merged at its end, as a commit would); ticks/s is the total
+of each kind. Also: the raw COPY ceiling on scratch tables keyed by the symbol's name (text, the real key)
+or by a smallint symbol id.
 
     python bench/copy_bench.py --write     # 300,000 ticks, 3 rounds: bench/results/copy.md and .json
     python bench/copy_bench.py --quick     # 100,000 ticks, 2 rounds (under a minute)
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_options import add_options, parse, results_file  # noqa: E402
-from stack_driver import COPY_COLUMNS, ROLLUP_TRIGGER, copy_into  # noqa: E402
+from stack_driver import COPY_COLUMNS, MERGE_IN_STATEMENT, ROLLUP_TRIGGER, copy_into  # noqa: E402
 
 from core.secrets import ensure_secrets  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -89,7 +90,7 @@ def timed_copy(conn: psycopg.Connection, table: str, columns: str, data: bytes,
                candles: bool | None) -> tuple[float, float]:
     """(wall seconds, server backend CPU seconds) of one COPY of `data` (rolled back); the CPU time is the
     server's own account (log_statement_stats, superuser only), which other load on the machine disturbs
-    far less than the wall clock. candles: the rollup trigger on/off (None: leave it)."""
+    far less than the wall clock. candles: the rollup trigger on/off (None: leave it); its merge included."""
     cpu: list[float] = []
 
     def on_notice(diag: psycopg.errors.Diagnostic) -> None:
@@ -97,6 +98,7 @@ def timed_copy(conn: psycopg.Connection, table: str, columns: str, data: bytes,
             cpu.append(float(match[1]) + float(match[2]))
 
     with conn.transaction(force_rollback=True):
+        conn.execute(MERGE_IN_STATEMENT)
         if candles is not None:
             conn.execute(f"ALTER TABLE crypto_prices {'ENABLE' if candles else 'DISABLE'} TRIGGER {ROLLUP_TRIGGER}")
         conn.execute("SET LOCAL client_min_messages = log")

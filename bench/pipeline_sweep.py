@@ -33,6 +33,7 @@ from typing import Any
 
 from stack_driver import (
     COPY_COLUMNS,
+    MERGE_IN_STATEMENT,
     ROLLUP_TRIGGER,
     NativeStack,
     copy_into,
@@ -197,6 +198,9 @@ class Sweep:
         with self.stack.pg(autocommit=False) as conn:
             conn.execute(f"CREATE TEMP TABLE sweep_batch ON COMMIT PRESERVE ROWS AS SELECT {COPY_COLUMNS}"
                          " FROM crypto_prices LIMIT 0")
+            # The session's staging tables, made once as in a sink session (made by a rolled-back statement,
+            # they would go with it, and every statement would pay for making them again).
+            conn.execute("SELECT candle_pending_prepare()")
             conn.commit()
 
             # One window for all: each statement is rolled back, and all start right after the last sink run's
@@ -205,7 +209,7 @@ class Sweep:
 
             def upsert(candles: bool) -> dict[str, Any]:
                 conn.execute("TRUNCATE sweep_batch")
-                conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                conn.execute(MERGE_IN_STATEMENT)
                 with conn.cursor().copy(f"COPY sweep_batch ({COPY_COLUMNS}) FROM STDIN") as copy:
                     copy.write(copy_rows(self.symbols, rows, lo, spacing_ms, self.topic))
                 if not candles:

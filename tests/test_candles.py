@@ -349,6 +349,16 @@ def test_a_transaction_s_candles_appear_when_it_commits(db: psycopg.Connection, 
     assert len(candles(db, "view_crypto_candles", [symbol])) == 1
 
 
+def test_set_constraints_immediate_merges_a_statement_s_candles_at_its_end(db: psycopg.Connection,
+                                                                          writer: TickWriter) -> None:
+    """What the benches that roll their writes back rely on (bench/stack_driver.py: MERGE_IN_STATEMENT)."""
+    (symbol,) = new_symbols(1)
+    with db.transaction(force_rollback=True):
+        db.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        writer.write([{"symbol": symbol, "price": 1.0, "event_time": START}])
+        assert len(candles(db, "view_crypto_candles", [symbol])) == 1
+
+
 def test_a_rolled_back_transaction_leaves_no_candles(db: psycopg.Connection, writer: TickWriter) -> None:
     rolled_back, kept = new_symbols(2)
     with db.transaction(force_rollback=True):
