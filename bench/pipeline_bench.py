@@ -319,7 +319,8 @@ class Bench:
 
 def sweep(stack: NativeStack, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     started = time.monotonic()
-    results = Sweep(stack, work, log, args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days).run()
+    results = Sweep(stack, work, log, args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days,
+                    args.sweep_repeats).run()
     results["notes"].append(f"sweep {time.monotonic() - started:.0f} s")
     return results
 
@@ -415,6 +416,8 @@ def main() -> None:
     parser.add_argument("--failover-seconds", type=float, default=75, help="failover step (default %(default)s)")
     parser.add_argument("--sweep-ticks", type=int, default=150_000,
                         help="ticks per sink run of the data-shape sweep (default %(default)s)")
+    parser.add_argument("--sweep-repeats", type=int, default=2,
+                        help="sink runs with and without candles per spacing: 2 x this, ABBA (default %(default)s)")
     parser.add_argument("--sweep-copy-ticks", type=int, default=300_000,
                         help="ticks per COPY of the data-shape sweep (default %(default)s)")
     parser.add_argument("--sweep-history-days", type=float, default=2,
@@ -433,7 +436,7 @@ def main() -> None:
     if args.quick:
         args.backlog, args.tuning_backlog, args.steady_seconds = 30_000, 20_000, 20
         args.seed_seconds, args.failover_seconds = 5, 45
-        args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days = 6_000, 20_000, 0.05
+        args.sweep_ticks, args.sweep_copy_ticks, args.sweep_history_days, args.sweep_repeats = 6_000, 20_000, 0.05, 1
     out = args.out or (Path(tempfile.mkdtemp(prefix="pipeline-bench-results-")) if args.quick
                        else ROOT / "bench" / "results")
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,9 @@ partitions made beforehand as the tick maintainer makes them), then per spacing:
 
   sink    --sweep-ticks ticks produced by the real producer while the connector (as committed) is paused,
           then resumed: ticks/s until the last is visible. With candles and without (the rollup trigger
-          disabled), in the order with, without, without, with, so drift on a shared machine hits both alike.
+          disabled), in the order with, without, without, with (--sweep-repeats times), so drift on a shared
+          machine hits both alike; first a warm-up run at the spacing, not counted (a spacing's first run was
+          often its slowest).
   COPY    --sweep-copy-ticks ticks COPYed into crypto_prices with and without the trigger, same order,
           rolled back.
 
@@ -50,6 +52,7 @@ SPACINGS_MS = (0.1, 1.0, 10.0, 100.0)
 ORDER = (True, False, False, True)  # candles on/off per repeat: ABBA
 HISTORY_STEP_S = 1.0  # production: about one tick per second per symbol
 EXPLAIN_BATCHES = 12  # statements of each kind per spacing (EXPLAIN ANALYZE)
+WARM_UP_TICKS = 30_000  # the uncounted sink run before each spacing's
 
 
 @dataclass
@@ -102,15 +105,18 @@ SELECT rows / calls, sum(calls) FROM pg_stat_statements
 
 class Sweep:
     def __init__(self, stack: NativeStack, work: Path, log: Callable[[str], None], ticks: int, copy_ticks: int,
-                 history_days: float, spacings: Sequence[float] = SPACINGS_MS) -> None:
+                 history_days: float, repeats: int = 2, spacings: Sequence[float] = SPACINGS_MS) -> None:
         self.stack, self.work, self.log = stack, work, log
         self.ticks, self.copy_ticks, self.history_days, self.spacings = ticks, copy_ticks, history_days, spacings
+        self.sink_order = ORDER * repeats
+        self.warm_up_ticks = min(ticks, WARM_UP_TICKS)
         self.symbols = stack.settings["SYMBOLS"].split(",")
         self.topic = stack.settings["TICKS_TOPIC"]
         self.runs: list[Run] = []
         self.notes: list[str] = []
         self.explains: list[dict[str, Any]] = []
-        span_ms = sum((len(ORDER) * (ticks + copy_ticks) + 2 * EXPLAIN_BATCHES * 2000) * s for s in spacings) + ticks
+        span_ms = sum((len(self.sink_order) * ticks + self.warm_up_ticks + len(ORDER) * copy_ticks
+                       + 2 * EXPLAIN_BATCHES * 2000) * s for s in spacings)
         end_ms = time.time() * 1000 - 5 * 60_000
         self.timeline = Timeline(math.floor(end_ms - span_ms))
         self.history_from_ms = self.timeline.next_ms - history_days * 86_400_000
@@ -260,11 +266,11 @@ class Sweep:
         self.prepare()
         self.track_nested(True)
         try:
-            self.log("sweep: a warm-up sink run (not counted) ...")
-            self.sink(1.0, True, min(self.ticks, 30_000), record=False)
             for spacing in self.spacings:
-                self.log(f"sweep: ticks {spacing:g} ms apart, the sink with and without candles, then COPY ...")
-                for candles in ORDER:
+                self.log(f"sweep: ticks {spacing:g} ms apart: a warm-up sink run (not counted), the sink with and"
+                         " without candles, then COPY ...")
+                self.sink(spacing, True, self.warm_up_ticks, record=False)
+                for candles in self.sink_order:
                     self.sink(spacing, candles, self.ticks)
                 sink = [r.profile for r in self.runs if r.path == "sink" and r.spacing_ms == spacing]
                 rows = round(sum(p["rows"] for p in sink) / max(sum(p["statements"] for p in sink), 1)) or 128
@@ -275,5 +281,6 @@ class Sweep:
             self.track_nested(False)
         return {"symbols": self.symbols, "ticks": self.ticks, "counted": "upserts",
                 "explain_window": "right after the last sink run's candles", "copy_ticks": self.copy_ticks,
-                "history_days": self.history_days, "order": list(ORDER), "notes": self.notes,
+                "history_days": self.history_days, "order": list(self.sink_order), "copy_order": list(ORDER),
+                "warm_up_ticks": self.warm_up_ticks, "notes": self.notes,
                 "runs": [{**asdict(r), "rate": round(r.rate, 1)} for r in self.runs], "explains": self.explains}

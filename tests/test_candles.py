@@ -359,6 +359,49 @@ def test_set_constraints_immediate_merges_a_statement_s_candles_at_its_end(db: p
         assert len(candles(db, "view_crypto_candles", [symbol])) == 1
 
 
+def test_under_set_constraints_immediate_every_statement_s_candles_are_merged(db: psycopg.Connection,
+                                                                           writer: TickWriter) -> None:
+    """Each statement's merge runs at its end; the next statement queues another."""
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=35, hours=1)
+    with db.transaction():
+        db.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        writer.write(ticks, rows_per_statement=64)
+    assert_candles_equal(candles(db, "view_crypto_candles", symbols), expected_candles(ticks, "1min"))
+
+
+def test_a_rolled_back_savepoint_takes_only_its_own_candles(db: psycopg.Connection, writer: TickWriter) -> None:
+    symbols = new_symbols(2)
+    ticks = random_ticks(symbols, seed=36, hours=1)
+    third = len(ticks) // 3
+    with db.transaction():
+        writer.write(ticks[:third], rows_per_statement=128)
+        with db.transaction(force_rollback=True):  # a savepoint, rolled back
+            writer.write(ticks[third:2 * third], rows_per_statement=128)
+        writer.write(ticks[2 * third:], rows_per_statement=128)
+    kept = ticks[:third] + ticks[2 * third:]
+    assert_candles_equal(candles(db, "view_crypto_candles", symbols), expected_candles(kept, "1min"))
+
+
+def test_a_long_session_s_staging_tables_stay_small(db: psycopg.Connection, writer: TickWriter) -> None:
+    """Merged partials are deleted, not vacuumed (autovacuum skips temporary tables): the session's staging
+    tables start afresh past a bound (1 MB of partials), so a sink session that writes for months stays small."""
+    symbols = new_symbols(3)
+    sizes, written = [], []
+    for txn in range(300):  # ~2 MB of partials in all: 30 one-minute candles per transaction
+        ticks = [{"symbol": symbols[i % 3], "price": 1.0 + i, "volume": 1.0, "feed": "STREAM",
+                  "event_time": START + timedelta(minutes=txn * 30 + i)}
+                 for i in range(30)]
+        with db.transaction():
+            writer.write(ticks, rows_per_statement=30)
+        written += ticks
+        sizes.append(db.execute("SELECT pg_relation_size('pg_temp.candle_pending')"
+                                " + pg_relation_size('pg_temp.candle_merge_queue')").fetchone()[0])
+    assert max(sizes) <= (1 << 20) + (256 << 10) + (64 << 10)
+    assert min(sizes[sizes.index(max(sizes)):]) < max(sizes) / 4  # it was started afresh
+    assert_candles_equal(candles(db, "view_crypto_candles", symbols), expected_candles(written, "1min"))
+
+
 def test_a_rolled_back_transaction_leaves_no_candles(db: psycopg.Connection, writer: TickWriter) -> None:
     rolled_back, kept = new_symbols(2)
     with db.transaction(force_rollback=True):
