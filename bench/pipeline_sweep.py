@@ -18,7 +18,9 @@ partitions made beforehand as the tick maintainer makes them), then per spacing:
           after the last sink run's candles.
 
 Every run gets an event-time window of its own (consecutive, ending a few minutes before now), so no run
-meets another's rows or dead rows. For each sink run pg_stat_statements (track = all, for the run only)
+meets another's rows or dead rows, and starts on vacuumed, analyzed tables (untimed): autovacuum otherwise
+woke up during some runs and not others (5 vacuums and 6 analyzes of the runs' partition in 5 minutes).
+For each sink run pg_stat_statements (track = all, for the run only)
 gives the sink's statements, their rows and execution time, and the rollup's statements inside them.
 """
 
@@ -161,6 +163,7 @@ class Sweep:
         write_replay(replay, self.symbols, ticks, lo, spacing_ms)
         self.stack.pause()
         produce_all(self.stack, self.topic, replay, self.symbols, ticks)
+        self.vacuum()
         set_rollup(self.stack, candles)
         try:
             with self.stack.pg() as conn:
@@ -177,6 +180,11 @@ class Sweep:
             self.record(run)
         return run
 
+    def vacuum(self) -> None:
+        """Every run starts from the same state: the previous runs' rows vacuumed and analyzed."""
+        with self.stack.pg() as conn:
+            conn.execute("VACUUM (ANALYZE) crypto_prices, candle_rollup, candle_calendar")
+
     def profile(self) -> dict[str, Any]:
         sink = {"sink": self.stack.settings["CONNECT_DB_USER"]}
         with self.stack.pg() as conn:
@@ -189,6 +197,7 @@ class Sweep:
     def copy(self, spacing_ms: float, candles: bool) -> Run:
         lo, _ = self.timeline.take(self.copy_ticks, spacing_ms)
         data = copy_rows(self.symbols, self.copy_ticks, lo, spacing_ms, self.topic)
+        self.vacuum()
         run = Run("COPY", spacing_ms, candles, self.copy_ticks, timed_copy(self.stack, data, candles))
         self.record(run)
         return run
