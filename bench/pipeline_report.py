@@ -205,8 +205,8 @@ def render_sweep_markdown(sweep: dict[str, Any], plot_name: str) -> str:
         f"the sink per run (produced while the connector is paused, then resumed; until the last is visible), "
         f"{sweep['copy_ticks']:,} per COPY (rolled back); sink runs with / without candles in the order "
         f"{', '.join('with' if c else 'without' for c in sweep['order'])}"
-        + (f" after a warm-up run of {sweep['warm_up_ticks']:,} ticks (not counted)"
-           if "warm_up_ticks" in sweep else "")
+        + (f" after a warm-up run, not counted ({sweep['ticks']:,} ticks at the first spacing, "
+           f"{sweep['warm_up_ticks']:,} at the others)" if "warm_up_ticks" in sweep else "")
         + f", COPY runs {', '.join('with' if c else 'without' for c in sweep.get('copy_order', sweep['order']))}; "
         "each run in an event-time window of its own. Ticks/s of a kind: its total ticks / total seconds.",
         "",

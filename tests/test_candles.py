@@ -383,9 +383,11 @@ def test_a_rolled_back_savepoint_takes_only_its_own_candles(db: psycopg.Connecti
     assert_candles_equal(candles(db, "view_crypto_candles", symbols), expected_candles(kept, "1min"))
 
 
-def test_a_long_session_s_staging_tables_stay_small(db: psycopg.Connection, writer: TickWriter) -> None:
+@pytest.mark.parametrize("merge", ["DEFERRED", "IMMEDIATE"])
+def test_a_long_session_s_staging_tables_stay_small(db: psycopg.Connection, writer: TickWriter, merge: str) -> None:
     """Merged partials are deleted, not vacuumed (autovacuum skips temporary tables): the session's staging
-    tables start afresh past a bound (1 MB of partials), so a sink session that writes for months stays small."""
+    tables start afresh past a bound (1 MB of partials), so a sink session that writes for months stays small.
+    IMMEDIATE: the merge, and so the fresh start, happens inside the statement that staged."""
     symbols = new_symbols(3)
     sizes, written = [], []
     for txn in range(300):  # ~2 MB of partials in all: 30 one-minute candles per transaction
@@ -393,6 +395,7 @@ def test_a_long_session_s_staging_tables_stay_small(db: psycopg.Connection, writ
                   "event_time": START + timedelta(minutes=txn * 30 + i)}
                  for i in range(30)]
         with db.transaction():
+            db.execute(f"SET CONSTRAINTS ALL {merge}")
             writer.write(ticks, rows_per_statement=30)
         written += ticks
         sizes.append(db.execute("SELECT pg_relation_size('pg_temp.candle_pending')"
