@@ -118,8 +118,9 @@ class Sweep:
         self.runs: list[Run] = []
         self.notes: list[str] = []
         self.explains: list[dict[str, Any]] = []
-        span_ms = sum((len(self.sink_order) * ticks + max(ticks, self.warm_up_ticks) + len(ORDER) * copy_ticks
-                       + 2 * EXPLAIN_BATCHES * 2000) * s for s in spacings)
+        # every spacing reserves a full warm-up (only the first runs one; the later ones run fewer ticks)
+        span_ms = sum(((len(self.sink_order) + 1) * ticks + len(ORDER) * copy_ticks + 2 * EXPLAIN_BATCHES * 2000) * s
+                      for s in spacings)
         end_ms = time.time() * 1000 - 5 * 60_000
         self.timeline = Timeline(math.floor(end_ms - span_ms))
         self.history_from_ms = self.timeline.next_ms - history_days * 86_400_000
